@@ -1,0 +1,42 @@
+# One task runner: the README and CI call these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test lint typecheck pytest services-up services-down clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+demo: $(STAMP) ## Start Kafka and Redis if needed and run the demo pipeline
+	$(BIN)/fstore demo
+
+lint: $(STAMP) ## ruff (lint + format check)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict on the packages
+	$(BIN)/mypy
+
+pytest: $(STAMP) ## Only the test suite (starts real Kafka and Redis itself)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest ## Everything CI runs: lint, types, tests
+
+services-up: $(STAMP) ## Start local Kafka and Redis
+	$(BIN)/fstore services up
+
+services-down: $(STAMP) ## Stop them
+	$(BIN)/fstore services down
+
+clean: ## Remove the virtualenv and caches (not the Kafka jar cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""The `fstore` command line.
+
+The root lives in the core package. `streaming` and `serving` add their commands through the
+`fstore.commands` entry-point group (see pyproject.toml), so the core never imports them.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from featurestore.config import load_settings
+from featurestore.errors import FeatureStoreError
+from featurestore.services import KafkaServer, RedisServer
+
+app = typer.Typer(
+    name="fstore",
+    help="Streaming feature store and online inference service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(help="Run local Kafka and Redis servers (no Docker needed).")
+app.add_typer(services_app, name="services")
+console = Console()
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start a local Kafka broker (KRaft) and Redis; reuse them when already running."""
+    config = load_settings().services
+    kafka, redis = KafkaServer(config), RedisServer(config)
+    with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
+        started = kafka.start()
+    console.print(f"Kafka {kafka.version} {'started' if started else 'already running'} at {kafka.bootstrap}")
+    with console.status("Starting Redis..."):
+        started = redis.start()
+    console.print(f"Redis {'started' if started else 'already running'} at {redis.url}")
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the servers that `fstore services up` started (found by pid file only)."""
+    config = load_settings().services
+    for name, server in (("Redis", RedisServer(config)), ("Kafka", KafkaServer(config))):
+        with console.status(f"Stopping {name}..."):
+            stopped = server.stop()
+        console.print(f"{name} {'stopped' if stopped else 'was not running'}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show what runs where."""
+    config = load_settings().services
+    kafka, redis = KafkaServer(config).status(), RedisServer(config).status()
+    table = Table("service", "state", "pid", "address", "version", "data", "log")
+    for name, status, address, version in (
+        ("kafka", kafka, kafka.bootstrap, kafka.version),
+        ("redis", redis, redis.url, redis.version or "?"),
+    ):
+        state = "[green]running[/]" if status.running else "[red]stopped[/]"
+        pid = str(status.pid) if status.pid else "-"
+        table.add_row(name, state, pid, address, version, str(status.data_dir), str(status.log_file))
+    console.print(table)
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration (YAML file + FSTORE_* overrides)."""
+    console.print_json(load_settings().model_dump_json())
+
+
+def _load_plugins() -> None:
+    for entry_point in entry_points(group="fstore.commands"):
+        register = entry_point.load()
+        register(app)
+
+
+def main() -> None:
+    _load_plugins()
+    try:
+        app()
+    except FeatureStoreError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,154 @@
+"""One settings object for every part of the system.
+
+Values come, highest priority first, from keyword arguments, `FSTORE_*` environment variables,
+the YAML file (`featurestore.yaml` in the working directory, or the path in `FSTORE_CONFIG`),
+then the defaults below. Environment names follow the YAML nesting with one underscore after the
+section: `FSTORE_KAFKA_BOOTSTRAP`, `FSTORE_REDIS_URL`, `FSTORE_SERVICES_KAFKA_PORT`; dicts are
+JSON, e.g. `FSTORE_KAFKA_PROPERTIES='{"security.protocol": "SASL_SSL"}'`.
+
+>>> Settings(kafka={"bootstrap": "broker:9092"}).kafka.bootstrap
+'broker:9092'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from featurestore.errors import ConfigError
+
+CONFIG_FILE_NAME = "featurestore.yaml"
+CONFIG_PATH_ENV = "FSTORE_CONFIG"
+
+
+# A path that may start with `~`.
+UserPath = Annotated[Path, AfterValidator(lambda path: path.expanduser())]
+
+
+def _state_home() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "fstore"
+
+
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fstore"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    # Any librdkafka property (security.protocol, sasl.*, ssl.*, ...), passed to every client.
+    properties: dict[str, str] = Field(default_factory=dict)
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka configuration for a producer, consumer or admin client."""
+        return {"bootstrap.servers": self.bootstrap, **self.properties, **extra}
+
+
+class RedisSettings(BaseModel):
+    # redis://, rediss:// (TLS) or unix:// URL.
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class OfflineSettings(BaseModel):
+    root: UserPath = Path("data/offline")
+
+
+class RegistrySettings(BaseModel):
+    path: UserPath = Path("data/registry")
+
+
+class ServicesSettings(BaseModel):
+    """Where `fstore services up` runs local Kafka and Redis servers."""
+
+    state_dir: UserPath = Field(default_factory=_state_home)  # data, logs, pid files
+    cache_dir: UserPath = Field(default_factory=_cache_home)  # resolved Kafka jars, reused
+    kafka_version: str = "4.1.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+    redis_port: int = 6379
+
+    @field_validator("kafka_port", "kafka_controller_port", "redis_port")
+    @classmethod
+    def _port_in_range(cls, port: int) -> int:
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+        return port
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FSTORE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file sits under the environment: an FSTORE_* variable overrides it.
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(InitSettingsSource):
+    """Reads the YAML file; relative paths in it are relative to the file, not to the cwd."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls, _read_yaml(config_path()))
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_PATH_ENV, CONFIG_FILE_NAME))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        if CONFIG_PATH_ENV in os.environ:
+            raise ConfigError(f"{CONFIG_PATH_ENV}={path} does not exist")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (kafka, redis, ...)")
+    base = path.resolve().parent
+    for section, key in [("offline", "root"), ("registry", "path"),
+                         ("services", "state_dir"), ("services", "cache_dir")]:
+        value = (data.get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data[section][key] = str((base / value).resolve())
+    return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load the settings, turning validation failures into one readable `ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration ({config_path()} / FSTORE_*): {problems}") from exc

@@ -1,0 +1,275 @@
+"""A real single-node Apache Kafka broker (KRaft, combined broker + controller) from Maven jars.
+
+No Docker engine and no Kafka package are needed: Maven resolves `org.apache.kafka:kafka_2.13`
+and its dependencies into a cache directory once; the broker then runs on the machine's JDK
+(`java -cp 'libs/*' kafka.Kafka server.properties`). The second start reuses the cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess  # noqa: S404 - running java and mvn is this module's job
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from featurestore.config import ServicesSettings
+from featurestore.errors import ServiceError
+from featurestore.services.process import (
+    ManagedProcess,
+    ensure_port_free,
+    port_open,
+    tail,
+    wait_until,
+)
+
+HOST = "127.0.0.1"
+MIN_JAVA = 17
+# log4j-slf4j-impl binds Kafka's slf4j 1.x API to the log4j2 jars it already pulls in, so the
+# broker writes a readable log instead of running silently.
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.fstore</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>2.24.3</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+_LOG4J = """status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+"""
+_REGISTRY_FAILURE = re.compile(
+    r"Could not transfer|Could not resolve|UnknownHost|Connection refused|"
+    r"Connect to .* failed|Network is unreachable|timed out",
+)
+
+
+@dataclass(frozen=True)
+class KafkaStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    version: str
+    data_dir: Path
+    log_file: Path
+
+
+class KafkaServer:
+    """One local broker, described entirely by `ServicesSettings`."""
+
+    def __init__(self, config: ServicesSettings) -> None:
+        self.config = config
+        self.version = config.kafka_version
+        self.home = config.state_dir / "kafka"
+        self.data_dir = self.home / "data"
+        self.properties_file = self.home / "server.properties"
+        self.log_file = config.state_dir / "logs" / "kafka.log"
+        self.libs = config.cache_dir / "kafka" / self.version / "libs"
+        self.process = ManagedProcess("kafka", self.home / "kafka.pid", str(self.properties_file))
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.config.kafka_port}"
+
+    def status(self) -> KafkaStatus:
+        pid = self.process.pid()
+        return KafkaStatus(
+            pid is not None, pid, self.bootstrap, self.version, self.data_dir, self.log_file
+        )
+
+    def start(self, timeout: float = 120.0) -> bool:
+        """Start the broker and wait until it answers a metadata request.
+
+        Returns False when it was already running (then nothing is done).
+        """
+        if self.process.pid() is not None:
+            return False
+        java = _java()
+        self.ensure_jars()
+        for port in (self.config.kafka_port, self.config.kafka_controller_port):
+            ensure_port_free("Kafka", HOST, port)
+        self._write_config()
+        self._format_storage(java)
+        self.process.start(
+            [
+                java,
+                f"-Xms{self.config.kafka_heap}",
+                f"-Xmx{self.config.kafka_heap}",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+                "-cp",
+                f"{self.libs}/*",
+                "kafka.Kafka",
+                str(self.properties_file),
+            ],
+            self.log_file,
+            cwd=self.home,
+        )
+        wait_until(self._answers, timeout, f"Kafka {self.version}", self.log_file, self.process)
+        return True
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+    def ensure_jars(self) -> Path:
+        """Resolve the broker's jars with Maven into the cache, once per Kafka version."""
+        done = self.libs / ".complete"
+        if done.exists():
+            return self.libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError(
+                "Maven (mvn) is needed once to download Kafka's jars from Maven Central and was "
+                "not found on PATH. Install it: `apt-get install maven` (Debian/Ubuntu) or "
+                "`brew install maven` (macOS). Or point FSTORE_KAFKA_BOOTSTRAP at a running broker."
+            )
+        work = self.libs.parent
+        shutil.rmtree(self.libs, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "pom.xml").write_text(_POM.format(version=self.version))
+        log = work / "mvn.log"
+        with log.open("wb") as out:
+            result = subprocess.run(  # noqa: S603 - fixed argv
+                [
+                    mvn,
+                    "-B",
+                    "-f",
+                    str(work / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={self.libs}",
+                    "-DincludeScope=runtime",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if result.returncode != 0:
+            text = log.read_text(errors="replace")
+            if _REGISTRY_FAILURE.search(text):
+                raise ServiceError(
+                    f"Maven could not download org.apache.kafka:kafka_2.13:{self.version} and its "
+                    f"dependencies from the Maven registry (is Maven Central reachable? proxy "
+                    f"settings in ~/.m2/settings.xml?). Full log: {log}\n{tail(log)}"
+                )
+            raise ServiceError(f"Maven failed to resolve Kafka {self.version}; log: {log}\n{tail(log)}")
+        done.write_text(self.version + "\n")
+        return self.libs
+
+    def _write_config(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        port, controller = self.config.kafka_port, self.config.kafka_controller_port
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{controller}",
+            "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # One member joins at a time in tests and the demo; do not wait 3 s for more.
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+        }
+        text = "".join(f"{key}={value}\n" for key, value in properties.items())
+        self.properties_file.write_text(text)
+        (self.home / "log4j2.properties").write_text(_LOG4J)
+
+    def _format_storage(self, java: str) -> None:
+        """Format the log directory once, with a cluster id generated on first start."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [
+                java,
+                "-cp",
+                f"{self.libs}/*",
+                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties_file),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}"
+            )
+
+    def _answers(self) -> bool:
+        return port_open(HOST, self.config.kafka_port) and broker_answers(self.bootstrap)
+
+
+def broker_answers(bootstrap: str, properties: dict[str, str] | None = None) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request with a cluster id."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(properties or {}), "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=2)
+    except Exception:  # noqa: BLE001 - KafkaException or a transport error: "not yet"
+        return False
+    return metadata.cluster_id is not None and len(metadata.brokers) > 0
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise ServiceError(
+            f"Java {MIN_JAVA}+ is needed to run the Kafka broker and was not found on PATH. "
+            "Install it: `apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or "
+            "`brew install openjdk@17` (macOS)."
+        )
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [java, "-version"], capture_output=True, text=True, check=False
+    )
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    if match is None:
+        raise ServiceError(f"could not read the Java version from `{java} -version`: {result.stderr}")
+    major = int(match.group(1))
+    if major == 1:  # "1.8.0" style
+        major = int(match.group(2) or 0)
+    if major < MIN_JAVA:
+        raise ServiceError(
+            f"Kafka 4 needs Java {MIN_JAVA}+, but {java} is Java {major}. "
+            "Install `openjdk-17-jre-headless` and put it first on PATH."
+        )
+    return java

@@ -1,0 +1,9 @@
+"""Exceptions raised by the stream workers."""
+
+from __future__ import annotations
+
+from featurestore.errors import FeatureStoreError
+
+
+class StreamingError(FeatureStoreError):
+    """Kafka could not be reached or refused an operation."""

@@ -1,0 +1,146 @@
+"""Session fixtures for real Kafka and Redis servers.
+
+Where they come from, first match wins:
+1. `FSTORE_KAFKA_BOOTSTRAP` / `FSTORE_REDIS_URL` point at running servers;
+2. a Docker engine answers: testcontainers starts `apache/kafka` and `redis` images;
+3. otherwise the project's own services module starts a broker from Maven jars and
+   Debian's redis-server, on free loopback ports, in a temporary directory.
+Each test isolates itself with its own topic names (`topic_name`) and Redis key prefix
+(`key_prefix`); nothing here is a mock.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis as redis_lib
+
+from featurestore.config import KafkaSettings, ServicesSettings, load_settings
+from featurestore.services import KafkaServer, RedisServer, free_port
+
+KAFKA_IMAGE_VERSION = "4.1.1"
+
+
+@dataclass
+class Endpoint:
+    address: str
+    version: str
+    origin: str
+    stop: Callable[[], object] = field(default=lambda: None)
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def _local_services(tmp_path_factory: pytest.TempPathFactory) -> ServicesSettings:
+    """ServicesSettings for servers this session starts itself: temp state, free ports."""
+    return load_settings().services.model_copy(
+        update={
+            "state_dir": tmp_path_factory.mktemp("services"),
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            "redis_port": free_port(),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka(request: pytest.FixtureRequest, _local_services: ServicesSettings) -> Iterator[KafkaSettings]:
+    """Settings of a real Kafka broker for this test session."""
+    endpoint = _kafka_endpoint(_local_services)
+    request.config.stash[_ENDPOINTS].append(("Kafka", endpoint))
+    try:
+        yield KafkaSettings(bootstrap=endpoint.address)
+    finally:
+        endpoint.stop()
+
+
+def _kafka_endpoint(services: ServicesSettings) -> Endpoint:
+    if bootstrap := os.environ.get("FSTORE_KAFKA_BOOTSTRAP"):
+        return Endpoint(bootstrap, "external", "FSTORE_KAFKA_BOOTSTRAP")
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        container = KafkaContainer(f"apache/kafka:{KAFKA_IMAGE_VERSION}").with_kraft()
+        container.start()
+        return Endpoint(
+            container.get_bootstrap_server(), KAFKA_IMAGE_VERSION, "testcontainers", container.stop
+        )
+    server = KafkaServer(services)
+    server.start()
+    return Endpoint(server.bootstrap, server.version, "local broker from Maven jars", server.stop)
+
+
+@pytest.fixture(scope="session")
+def redis(request: pytest.FixtureRequest, _local_services: ServicesSettings) -> Iterator[str]:
+    """URL of a real Redis server for this test session."""
+    endpoint = _redis_endpoint(_local_services)
+    request.config.stash[_ENDPOINTS].append(("Redis", endpoint))
+    try:
+        yield endpoint.address
+    finally:
+        endpoint.stop()
+
+
+def _redis_endpoint(services: ServicesSettings) -> Endpoint:
+    if url := os.environ.get("FSTORE_REDIS_URL"):
+        return Endpoint(url, "external", "FSTORE_REDIS_URL")
+    if _docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        container = RedisContainer("redis:7")
+        container.start()
+        host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
+        return Endpoint(f"redis://{host}:{port}/0", "7", "testcontainers", container.stop)
+    server = RedisServer(services)
+    server.start()
+    return Endpoint(server.url, server.status().version or "?", "local redis-server", server.stop)
+
+
+@pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Topic names unique to this test: `topic_name("events")`."""
+    test = request.node.name.replace("[", ".").replace("]", "")[:60]
+    run = uuid.uuid4().hex[:8]
+    return lambda base: f"test.{test}.{base}.{run}"
+
+
+@pytest.fixture
+def key_prefix(redis: str) -> Iterator[str]:
+    """A Redis key prefix unique to this test; its keys are deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis_lib.Redis.from_url(redis)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_client(redis: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(redis)
+
+
+_ENDPOINTS = pytest.StashKey[list[tuple[str, Endpoint]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_ENDPOINTS] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    for name, endpoint in config.stash[_ENDPOINTS]:
+        terminalreporter.write_line(
+            f"{name} {endpoint.version} at {endpoint.address} ({endpoint.origin})"
+        )
