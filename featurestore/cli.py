@@ -35,7 +35,9 @@ def services_up() -> None:
     kafka, redis = KafkaServer(config), RedisServer(config)
     with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
         started = kafka.start()
-    console.print(f"Kafka {kafka.version} {'started' if started else 'already running'} at {kafka.bootstrap}")
+    console.print(
+        f"Kafka {kafka.version} {'started' if started else 'already running'} at {kafka.bootstrap}"
+    )
     with console.status("Starting Redis..."):
         started = redis.start()
     console.print(f"Redis {'started' if started else 'already running'} at {redis.url}")
@@ -63,7 +65,9 @@ def services_status() -> None:
     ):
         state = "[green]running[/]" if status.running else "[red]stopped[/]"
         pid = str(status.pid) if status.pid else "-"
-        table.add_row(name, state, pid, address, version, str(status.data_dir), str(status.log_file))
+        table.add_row(
+            name, state, pid, address, version, str(status.data_dir), str(status.log_file)
+        )
     console.print(table)
 
 

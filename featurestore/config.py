@@ -135,8 +135,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of sections (kafka, redis, ...)")
     base = path.resolve().parent
-    for section, key in [("offline", "root"), ("registry", "path"),
-                         ("services", "state_dir"), ("services", "cache_dir")]:
+    for section, key in [
+        ("offline", "root"),
+        ("registry", "path"),
+        ("services", "state_dir"),
+        ("services", "cache_dir"),
+    ]:
         value = (data.get(section) or {}).get(key)
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
             data[section][key] = str((base / value).resolve())
@@ -151,4 +155,6 @@ def load_settings(**overrides: Any) -> Settings:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration ({config_path()} / FSTORE_*): {problems}") from exc
+        raise ConfigError(
+            f"invalid configuration ({config_path()} / FSTORE_*): {problems}"
+        ) from exc

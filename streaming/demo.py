@@ -42,7 +42,9 @@ def demo(
         if started and not keep_running:
             for server in started:
                 server.stop()
-            console.print("Stopped the services the demo started (use --keep-running to keep them).")
+            console.print(
+                "Stopped the services the demo started (use --keep-running to keep them)."
+            )
 
 
 def _ensure_services(settings: Settings) -> list[KafkaServer | RedisServer]:
@@ -52,7 +54,9 @@ def _ensure_services(settings: Settings) -> list[KafkaServer | RedisServer]:
         console.print(f"Using the Kafka broker at {settings.kafka.bootstrap}")
     else:
         kafka = KafkaServer(settings.services)
-        console.print(f"No Kafka broker answers at {settings.kafka.bootstrap}; starting a local one.")
+        console.print(
+            f"No Kafka broker answers at {settings.kafka.bootstrap}; starting a local one."
+        )
         with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
             if kafka.start():
                 started.append(kafka)
@@ -105,4 +109,6 @@ def _run(settings: Settings, count: int) -> None:
     console.print(table)
     if wrong or consumed != count:
         raise FeatureStoreError(f"smoke pipeline lost or changed {wrong} of {count} events")
-    console.print("[bold green]Smoke pipeline OK[/]: every event arrived in Redis exactly as published.")
+    console.print(
+        "[bold green]Smoke pipeline OK[/]: every event arrived in Redis exactly as published."
+    )

@@ -9,7 +9,9 @@ from featurestore.config import KafkaSettings
 from streaming.errors import StreamingError
 
 
-def ensure_topic(kafka: KafkaSettings, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+def ensure_topic(
+    kafka: KafkaSettings, name: str, partitions: int = 1, timeout: float = 30.0
+) -> None:
     """Create `name` with `partitions` partitions; an existing topic is left as it is."""
     admin = AdminClient(kafka.client_config())
     futures = admin.create_topics(

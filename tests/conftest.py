@@ -56,7 +56,9 @@ def _local_services(tmp_path_factory: pytest.TempPathFactory) -> ServicesSetting
 
 
 @pytest.fixture(scope="session")
-def kafka(request: pytest.FixtureRequest, _local_services: ServicesSettings) -> Iterator[KafkaSettings]:
+def kafka(
+    request: pytest.FixtureRequest, _local_services: ServicesSettings
+) -> Iterator[KafkaSettings]:
     """Settings of a real Kafka broker for this test session."""
     endpoint = _kafka_endpoint(_local_services)
     request.config.stash[_ENDPOINTS].append(("Kafka", endpoint))
@@ -139,7 +141,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ENDPOINTS] = []
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     for name, endpoint in config.stash[_ENDPOINTS]:
         terminalreporter.write_line(
             f"{name} {endpoint.version} at {endpoint.address} ({endpoint.origin})"

@@ -122,7 +122,7 @@ def ensure_port_free(name: str, host: str, port: int) -> None:
     if port_open(host, port):
         raise ServiceError(
             f"cannot start {name}: {host}:{port} is already in use by another process. "
-            f"Stop it, or choose another port in featurestore.yaml (services:) or FSTORE_SERVICES_*."
+            "Stop it, or choose another port in featurestore.yaml (services:) or FSTORE_SERVICES_*."
         )
 
 
@@ -147,7 +147,8 @@ def wait_until(
             return
         time.sleep(0.2)
     raise ServiceError(
-        f"{what} did not become ready in {timeout:.0f}s. Last lines of {log_file}:\n{tail(log_file)}"
+        f"{what} did not become ready in {timeout:.0f}s. "
+        f"Last lines of {log_file}:\n{tail(log_file)}"
     )
 
 

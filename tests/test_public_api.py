@@ -1,0 +1,37 @@
+"""Each package exports a small, deliberate public API."""
+
+from __future__ import annotations
+
+import featurestore
+import featurestore.services
+import serving
+import streaming
+
+
+def test_featurestore_exports() -> None:
+    assert featurestore.__all__ == [
+        "ConfigError",
+        "FeatureStoreError",
+        "ServiceError",
+        "Settings",
+        "__version__",
+        "load_settings",
+    ]
+    for name in featurestore.__all__:
+        assert hasattr(featurestore, name)
+
+
+def test_services_exports() -> None:
+    assert sorted(featurestore.services.__all__) == [
+        "KafkaServer",
+        "KafkaStatus",
+        "RedisServer",
+        "RedisStatus",
+        "broker_answers",
+        "free_port",
+    ]
+
+
+def test_streaming_and_serving_exports() -> None:
+    assert streaming.__all__ == ["StreamingError", "ensure_topic"]
+    assert serving.__all__ == []
