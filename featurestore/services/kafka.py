@@ -113,7 +113,7 @@ class KafkaServer:
             ensure_port_free("Kafka", HOST, port)
         self._write_config()
         self._format_storage(java)
-        self.process.start(
+        proc = self.process.start(
             [
                 java,
                 f"-Xms{self.config.kafka_heap}",
@@ -129,7 +129,7 @@ class KafkaServer:
             self.log_file,
             cwd=self.home,
         )
-        wait_until(self._answers, timeout, f"Kafka {self.version}", self.log_file, self.process)
+        wait_until(self._answers, timeout, f"Kafka {self.version}", self.log_file, proc)
         return True
 
     def stop(self) -> bool:

@@ -35,7 +35,7 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: list[str], log_file: Path, cwd: Path) -> int:
+    def start(self, argv: list[str], log_file: Path, cwd: Path) -> subprocess.Popen[bytes]:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as log:
             # A new session: the server outlives the CLI and a Ctrl-C in its terminal.
@@ -49,7 +49,7 @@ class ManagedProcess:
             )
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{proc.pid}\n")
-        return proc.pid
+        return proc
 
     def stop(self, timeout: float = 60.0) -> bool:
         """SIGTERM, then SIGKILL after `timeout`. Returns whether something was stopped."""
@@ -134,12 +134,20 @@ def free_port() -> int:
 
 
 def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, log_file: Path, proc: ManagedProcess
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log_file: Path,
+    proc: subprocess.Popen[bytes],
 ) -> None:
-    """Poll `check()` until true; fail with the log's tail if the process dies or time runs out."""
+    """Poll `check()` until true; fail with the log's tail if the process dies or time runs out.
+
+    Liveness comes from the Popen handle, not the pid file: right after the fork the child's
+    command line is still ours, so the marker check of `ManagedProcess.pid` would misfire.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.pid() is None:
+        if proc.poll() is not None:
             raise ServiceError(
                 f"{what} exited during start-up. Last lines of {log_file}:\n{tail(log_file)}"
             )

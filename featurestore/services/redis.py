@@ -66,8 +66,8 @@ class RedisServer:
             # Keep argv (with this config's path) visible: `down` identifies the process by it.
             "set-proc-title no\n"
         )
-        self.process.start([binary, str(self.config_file)], self.log_file, cwd=self.home)
-        wait_until(self._answers, timeout, "redis-server", self.log_file, self.process)
+        proc = self.process.start([binary, str(self.config_file)], self.log_file, cwd=self.home)
+        wait_until(self._answers, timeout, "redis-server", self.log_file, proc)
         return True
 
     def stop(self) -> bool:
