@@ -1,0 +1,279 @@
+"""Feature definitions, written in Python in the user's feature repo (Feast-like).
+
+>>> user = Entity(name="user", join_keys=["user_id"])
+>>> txns = KafkaSource(name="txns", topic="transactions", timestamp_field="ts",
+...                    schema={"user_id": "string", "amount": "float64"})
+>>> view = FeatureView(name="user_txn", entities=[user], source=txns, tile="1m",
+...                    aggregations=[Aggregation(column="amount", function="sum",
+...                                              windows=["10m", "1h"])])
+>>> view.feature_names()
+['amount_sum_10m', 'amount_sum_1h']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+_UNIT_US = {
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
+    "w": 604_800_000_000,
+}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def duration_us(text: str) -> int:
+    """'10m' -> microseconds. Units: ms, s, m, h, d, w.
+
+    >>> duration_us("1h") == 3_600_000_000
+    True
+    """
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like '30s', '10m', '1h', '7d'")
+    return int(match.group(1)) * _UNIT_US[match.group(2)]
+
+
+def duration(text: str) -> timedelta:
+    return timedelta(microseconds=duration_us(text))
+
+
+class ValueType(StrEnum):
+    STRING = "string"
+    INT64 = "int64"
+    FLOAT64 = "float64"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"
+
+
+class Function(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    STDDEV = "stddev"  # sample standard deviation (n - 1); null below 2 events
+    VARIANCE = "variance"  # sample variance (n - 1); null below 2 events
+    LAST = "last"  # value of the newest event by event time (ties: the later offset)
+    APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
+
+
+NUMERIC_FUNCTIONS = {
+    Function.SUM,
+    Function.MEAN,
+    Function.MIN,
+    Function.MAX,
+    Function.STDDEV,
+    Function.VARIANCE,
+}
+
+
+class _Definition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("name", check_fields=False)
+    @classmethod
+    def _identifier(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid name (letters, digits, _; not first digit)")
+        return name
+
+
+class Entity(_Definition):
+    """What features describe: a user, a merchant, a (user, merchant) pair."""
+
+    name: str
+    join_keys: list[str] = Field(default_factory=list)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _default_join_key(self) -> Entity:
+        if not self.join_keys:
+            object.__setattr__(self, "join_keys", [self.name])
+        if len(set(self.join_keys)) != len(self.join_keys):
+            raise ValueError(f"entity {self.name!r} repeats a join key: {self.join_keys}")
+        return self
+
+
+class KafkaSource(_Definition):
+    """A Kafka topic of events. `schema` maps field names to types; JSON for now."""
+
+    name: str
+    topic: str
+    timestamp_field: str
+    schema_: dict[str, ValueType] = Field(alias="schema")
+    format: Literal["json"] = "json"  # avro / protobuf fit here later
+    description: str = ""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _timestamp_in_schema(self) -> KafkaSource:
+        declared = self.schema_.get(self.timestamp_field)
+        if declared is None:
+            object.__setattr__(
+                self, "schema_", {**self.schema_, self.timestamp_field: ValueType.TIMESTAMP}
+            )
+        elif declared not in (ValueType.TIMESTAMP, ValueType.INT64, ValueType.STRING):
+            raise ValueError(
+                f"timestamp field {self.timestamp_field!r} of source {self.name!r} is declared "
+                f"{declared}; use timestamp (ISO 8601 string or epoch milliseconds)"
+            )
+        return self
+
+
+class Aggregation(_Definition):
+    """One function of one column over one or more windows.
+
+    `count` counts events and needs no column. Feature names are `{column}_{function}_{window}`
+    (`count_{window}` for a column-less count) unless `name` gives the prefix.
+    """
+
+    function: Function
+    windows: list[str]
+    column: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Aggregation:
+        if not self.windows:
+            raise ValueError("an aggregation needs at least one window")
+        for window in self.windows:
+            duration_us(window)
+        if len(set(self.windows)) != len(self.windows):
+            raise ValueError(f"windows repeat: {self.windows}")
+        if self.column is None and self.function is not Function.COUNT:
+            raise ValueError(f"{self.function} needs a column")
+        if self.name is not None and not _NAME.match(self.name):
+            raise ValueError(f"{self.name!r} is not a valid feature name prefix")
+        return self
+
+    @property
+    def prefix(self) -> str:
+        if self.name is not None:
+            return self.name
+        if self.column is None:
+            return "count"
+        return f"{self.column}_{self.function.value}"
+
+    def feature_names(self) -> list[str]:
+        return [f"{self.prefix}_{window}" for window in self.windows]
+
+
+class FeatureView(_Definition):
+    """Windowed aggregations of a source, keyed by its entities.
+
+    Every window is a whole number of tiles; see docs/semantics.md for the exact formula.
+    """
+
+    name: str
+    entities: list[Entity]
+    source: KafkaSource
+    aggregations: list[Aggregation]
+    tile: str = "1m"
+    allowed_lateness: str = "5m"
+    ttl: str | None = None  # a value whose newest event is older than this is reported stale
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureView:
+        problems = list(self._problems())
+        if problems:
+            raise ValueError(f"feature view {self.name!r}: " + "; ".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        problems: list[str] = []
+        if not self.entities:
+            problems.append("needs at least one entity")
+        if not self.aggregations:
+            problems.append("needs at least one aggregation")
+        tile = duration_us(self.tile)
+        duration_us(self.allowed_lateness)
+        if self.ttl is not None:
+            duration_us(self.ttl)
+        schema = self.source.schema_
+        for key in self.join_keys:
+            if key not in schema:
+                problems.append(f"join key {key!r} is not in source {self.source.name!r}'s schema")
+        for agg in self.aggregations:
+            if agg.column is not None and agg.column not in schema:
+                problems.append(
+                    f"unknown column {agg.column!r} (source {self.source.name!r} has "
+                    f"{sorted(schema)})"
+                )
+            elif agg.function in NUMERIC_FUNCTIONS and agg.column is not None:
+                if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL):
+                    problems.append(
+                        f"{agg.function} needs a numeric column; {agg.column!r} is "
+                        f"{schema[agg.column]}"
+                    )
+            for window in agg.windows:
+                if duration_us(window) % tile:
+                    problems.append(f"window {window} is not a multiple of the tile {self.tile}")
+        names = self.feature_names()
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            problems.append(f"duplicate feature names {duplicates}")
+        return problems
+
+    @property
+    def join_keys(self) -> list[str]:
+        return [key for entity in self.entities for key in entity.join_keys]
+
+    @property
+    def tile_us(self) -> int:
+        return duration_us(self.tile)
+
+    @property
+    def lateness_us(self) -> int:
+        return duration_us(self.allowed_lateness)
+
+    @property
+    def ttl_us(self) -> int | None:
+        return None if self.ttl is None else duration_us(self.ttl)
+
+    @property
+    def max_window_us(self) -> int:
+        return max(duration_us(w) for agg in self.aggregations for w in agg.windows)
+
+    def feature_names(self) -> list[str]:
+        return [name for agg in self.aggregations for name in agg.feature_names()]
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes the computed values: a new one means a new version."""
+        body = self.model_dump(mode="json", exclude={"description", "tags"}, by_alias=True)
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+class FeatureService(_Definition):
+    """The named list of features a model uses: refs like `user_txn:amount_sum_10m`, or a view."""
+
+    name: str
+    features: list[str | FeatureView]
+    description: str = ""
+
+    def refs(self) -> list[str]:
+        out: list[str] = []
+        for item in self.features:
+            if isinstance(item, FeatureView):
+                out.extend(f"{item.name}:{feature}" for feature in item.feature_names())
+            else:
+                out.append(item)
+        return out
+
+
+def definition_json(obj: BaseModel) -> dict[str, Any]:
+    return obj.model_dump(mode="json", by_alias=True)
