@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +17,8 @@ from rich.table import Table
 
 from featurestore.config import load_settings
 from featurestore.errors import FeatureStoreError
+from featurestore.registry import DB_FILE_NAME, Registry, Status
+from featurestore.repo import load_repo
 from featurestore.services import KafkaServer, RedisServer
 
 app = typer.Typer(
@@ -75,6 +79,62 @@ def services_status() -> None:
 def show_config() -> None:
     """Print the effective configuration (YAML file + FSTORE_* overrides)."""
     console.print_json(load_settings().model_dump_json())
+
+
+_STATUS_STYLE = {
+    Status.CREATED: "[green]created[/]",
+    Status.UPDATED: "[yellow]updated[/]",
+    Status.METADATA: "[cyan]metadata updated[/]",
+    Status.UNCHANGED: "[dim]unchanged[/]",
+}
+
+
+@app.command("apply")
+def apply(
+    path: Annotated[Path, typer.Argument(help="Feature repo folder, or one .py file.")] = Path("."),
+) -> None:
+    """Register a feature repo: a view whose computation changed gets a new version."""
+    contents = load_repo(path)
+    registry = Registry(load_settings().registry)
+    result = registry.apply(contents)
+    if not result.changes:
+        console.print(f"No definitions found in {path}.")
+        return
+    table = Table("kind", "name", "status", "version", "fingerprint", title=str(registry.path))
+    for change in result.changes:
+        version = "" if change.version is None else f"v{change.version}"
+        table.add_row(
+            change.kind, change.name, _STATUS_STYLE[change.status], version, change.fingerprint
+        )
+    console.print(table)
+
+
+@app.command("views")
+def views(
+    all_versions: Annotated[
+        bool, typer.Option("--all", help="Also list older versions that are still readable.")
+    ] = False,
+) -> None:
+    """List the registered feature views: version, fingerprint, source topic, features."""
+    config = load_settings().registry
+    registered = (
+        Registry(config).list_views(all_versions) if (config.path / DB_FILE_NAME).exists() else []
+    )
+    if not registered:
+        console.print("No feature views registered: run `fstore apply` in a feature repo.")
+        return
+    table = Table("view", "version", "fingerprint", "topic", "features")
+    table.columns[2].no_wrap = True
+    table.columns[4].overflow = "fold"
+    for entry in registered:
+        table.add_row(
+            entry.name,
+            f"v{entry.version}",
+            entry.fingerprint,
+            entry.view.source.topic,
+            "\n".join(entry.view.feature_names()),
+        )
+    console.print(table)
 
 
 def _load_plugins() -> None:

@@ -56,6 +56,8 @@ class KafkaSettings(BaseModel):
 class RedisSettings(BaseModel):
     # redis://, rediss:// (TLS) or unix:// URL.
     url: str = "redis://127.0.0.1:6379/0"
+    # Prefix of every key the feature store writes, so several stores can share one Redis.
+    namespace: str = "fs"
 
 
 class OfflineSettings(BaseModel):

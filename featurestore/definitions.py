@@ -84,8 +84,8 @@ class _Definition(BaseModel):
 
     @field_validator("name", check_fields=False)
     @classmethod
-    def _identifier(cls, name: str) -> str:
-        if not _NAME.match(name):
+    def _identifier(cls, name: str | None) -> str | None:
+        if name is not None and not _NAME.match(name):
             raise ValueError(f"{name!r} is not a valid name (letters, digits, _; not first digit)")
         return name
 

@@ -16,3 +16,15 @@ class ConfigError(FeatureStoreError):
 
 class ServiceError(FeatureStoreError):
     """A local service (Kafka, Redis) could not be installed, started, reached or stopped."""
+
+
+class OnlineStoreError(FeatureStoreError):
+    """Redis (the online store) could not be reached or answered unexpectedly."""
+
+
+class DefinitionError(FeatureStoreError):
+    """A feature repo could not be loaded: a file fails to import, or a definition is invalid."""
+
+
+class RegistryError(FeatureStoreError):
+    """The registry cannot be read or written, or holds no such view, version or feature."""

@@ -49,6 +49,7 @@ class ManagedProcess:
             )
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{proc.pid}\n")
+        _STARTED.append(proc)
         return proc
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -68,6 +69,11 @@ class ManagedProcess:
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+# Popen handles of the servers this process started: dropping one while its server runs (as it
+# should) would make Python warn that the subprocess "is still running".
+_STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,384 @@
+"""The feature registry: which definitions are live, and every version a feature view has had.
+
+A view's version changes only when its fingerprint does (what it computes), so online state and
+models keyed by `view@version` stay valid across applies that change only descriptions or tags.
+Old versions stay readable, for models pinned to them, until removed. The registry is one SQLite
+file in WAL mode: several processes (workers, the API, the CLI) read while one applies.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from featurestore.config import RegistrySettings
+from featurestore.definitions import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    KafkaSource,
+)
+from featurestore.errors import DefinitionError, RegistryError
+from featurestore.repo import RepoContents, kind_of, parse_ref
+
+DB_FILE_NAME = "registry.db"
+SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_S = 30.0
+_Model = TypeVar("_Model", bound=BaseModel)
+_Unversioned = Entity | KafkaSource | FeatureService
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feature_views (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX IF NOT EXISTS feature_views_topic ON feature_views (topic);
+CREATE TABLE IF NOT EXISTS feature_services (
+    name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entities (
+    name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+"""
+
+# Statements per unversioned kind; table names are not parameters in SQL, so each is spelled out.
+_UNVERSIONED = {
+    "entity": (
+        "SELECT definition FROM entities WHERE name = ?",
+        "INSERT OR REPLACE INTO entities (name, definition, updated_at) VALUES (?, ?, ?)",
+    ),
+    "source": (
+        "SELECT definition FROM sources WHERE name = ?",
+        "INSERT OR REPLACE INTO sources (name, definition, updated_at) VALUES (?, ?, ?)",
+    ),
+    "feature service": (
+        "SELECT definition FROM feature_services WHERE name = ?",
+        "INSERT OR REPLACE INTO feature_services (name, definition, updated_at) VALUES (?, ?, ?)",
+    ),
+}
+
+_VIEW_ROWS = "SELECT name, version, fingerprint, definition, created_at, removed FROM feature_views"
+# The newest version of each view that is not removed.
+_LATEST = (
+    "SELECT name, version, fingerprint, definition, created_at FROM feature_views AS v "
+    "WHERE removed = 0 AND version = "
+    "(SELECT MAX(version) FROM feature_views WHERE name = v.name AND removed = 0)"
+)
+_LATEST_FOR_TOPIC = (
+    "SELECT name, version, fingerprint, definition, created_at FROM feature_views AS v "
+    "WHERE removed = 0 AND topic = ? AND version = "
+    "(SELECT MAX(version) FROM feature_views WHERE name = v.name AND removed = 0) ORDER BY name"
+)
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"  # a view: new version, the fingerprint changed
+    METADATA = "metadata updated"  # a view: description or tags only, same version
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What `apply` did to one definition. `version` is set for feature views only."""
+
+    kind: str
+    name: str
+    status: Status
+    version: int | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    changes: list[Change]
+
+    @property
+    def views(self) -> list[Change]:
+        return [change for change in self.changes if change.kind == "feature view"]
+
+    def status(self, name: str, kind: str = "feature view") -> Status:
+        for change in self.changes:
+            if (change.kind, change.name) == (kind, name):
+                return change.status
+        raise KeyError(f"{kind} {name!r} was not applied")
+
+
+@dataclass(frozen=True)
+class RegisteredView:
+    """One version of a feature view as registered."""
+
+    view: FeatureView
+    version: int
+    fingerprint: str
+    created_at: datetime  # UTC
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+
+class Registry:
+    """Feature views (versioned), services, entities and sources in `<path>/registry.db`.
+
+    Every call opens its own short-lived connection, so one `Registry` may be shared by threads.
+    """
+
+    def __init__(self, config: RegistrySettings) -> None:
+        self.path = config.path / DB_FILE_NAME
+        try:
+            config.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot create the registry folder {config.path}: {exc}") from exc
+        with self._connect() as conn:
+            if self._schema_version(conn) == SCHEMA_VERSION:
+                return  # readers need no write lock
+            # WAL lets readers go on while one connection writes; the mode is kept in the file.
+            conn.execute("PRAGMA journal_mode = WAL")
+        with self._transaction() as conn:
+            if self._schema_version(conn) < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise RegistryError(
+                f"{self.path} has schema version {found}, newer than this fstore reads "
+                f"({SCHEMA_VERSION}); upgrade fstore"
+            )
+        return found
+
+    def apply(self, contents: RepoContents) -> ApplyResult:
+        """Register a repo's definitions in one transaction: all of them, or none on an error.
+
+        Definitions registered before but missing from `contents` are left alone.
+        """
+        now = datetime.now(UTC).isoformat()
+        changes: list[Change] = []
+        with self._transaction() as conn:
+            changes.extend(self._put(conn, obj, now) for obj in contents.entities.values())
+            changes.extend(self._put(conn, obj, now) for obj in contents.sources.values())
+            changes.extend(self._put_view(conn, view, now) for view in contents.views.values())
+            for service in contents.services.values():
+                # Stored with refs only: a service follows its views' latest versions.
+                stored = FeatureService(
+                    name=service.name,
+                    features=list(service.refs()),
+                    description=service.description,
+                )
+                try:
+                    self._resolve(conn, stored.refs())
+                except (RegistryError, DefinitionError) as exc:
+                    raise DefinitionError(f"feature service {service.name!r}: {exc}") from None
+                changes.append(self._put(conn, stored, now))
+        return ApplyResult(changes)
+
+    def get_view(self, name: str, version: int | None = None) -> RegisteredView:
+        """The latest readable version of a view, or the given one."""
+        with self._connect() as conn:
+            return self._get_view(conn, name, version)
+
+    def list_views(self, all_versions: bool = False) -> list[RegisteredView]:
+        """The latest version of every view, or every version not removed, by name then version."""
+        with self._connect() as conn:
+            if all_versions:
+                rows = conn.execute(f"{_VIEW_ROWS} WHERE removed = 0").fetchall()
+            else:
+                rows = conn.execute(_LATEST).fetchall()
+        return sorted((_registered(row) for row in rows), key=lambda r: (r.name, r.version))
+
+    def views_for_topic(self, topic: str) -> list[RegisteredView]:
+        """The latest versions of the views fed by a Kafka topic: what a worker computes."""
+        with self._connect() as conn:
+            rows = conn.execute(_LATEST_FOR_TOPIC, (topic,)).fetchall()
+        return [_registered(row) for row in rows]
+
+    def remove_view(self, name: str, version: int) -> None:
+        """Make one version unreadable; the previous readable version becomes the latest.
+
+        Version numbers are never reused: the next apply of a changed view gets a new one.
+        """
+        with self._transaction() as conn:
+            self._get_view(conn, name, version)
+            conn.execute(
+                "UPDATE feature_views SET removed = 1 WHERE name = ? AND version = ?",
+                (name, version),
+            )
+
+    def get_service(self, name: str) -> FeatureService:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT definition FROM feature_services WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                names = [r[0] for r in conn.execute("SELECT name FROM feature_services")]
+                raise RegistryError(
+                    f"unknown feature service {name!r} (registered: "
+                    f"{', '.join(sorted(names)) or 'none'}); is it in the repo you applied?"
+                )
+        return _load(FeatureService, row["definition"])
+
+    def resolve_refs(self, refs: Iterable[str]) -> list[tuple[RegisteredView, str]]:
+        """`view:feature` or `view@version:feature` -> (registered view, feature name), in order."""
+        with self._connect() as conn:
+            return self._resolve(conn, refs)
+
+    def _resolve(
+        self, conn: sqlite3.Connection, refs: Iterable[str]
+    ) -> list[tuple[RegisteredView, str]]:
+        views: dict[tuple[str, int | None], RegisteredView] = {}
+        resolved: list[tuple[RegisteredView, str]] = []
+        for text in refs:
+            ref = parse_ref(text)
+            key = (ref.view, ref.version)
+            if key not in views:
+                views[key] = self._get_view(conn, ref.view, ref.version)
+            registered = views[key]
+            if ref.feature not in registered.view.feature_names():
+                raise RegistryError(
+                    f"{text!r}: feature view {ref.view!r} version {registered.version} has no "
+                    f"feature {ref.feature!r} (it has: "
+                    f"{', '.join(registered.view.feature_names())})"
+                )
+            resolved.append((registered, ref.feature))
+        return resolved
+
+    def _get_view(self, conn: sqlite3.Connection, name: str, version: int | None) -> RegisteredView:
+        rows = conn.execute(
+            f"{_VIEW_ROWS} WHERE name = ? ORDER BY version DESC",
+            (name,),
+        ).fetchall()
+        if not rows:
+            names = [r[0] for r in conn.execute("SELECT DISTINCT name FROM feature_views")]
+            raise RegistryError(
+                f"unknown feature view {name!r} (registered: {', '.join(sorted(names)) or 'none'})"
+                "; define it in the feature repo and run `fstore apply`"
+            )
+        readable = [row for row in rows if not row["removed"]]
+        if version is None:
+            if not readable:
+                raise RegistryError(f"every version of feature view {name!r} was removed")
+            return _registered(readable[0])
+        for row in rows:
+            if row["version"] == version:
+                if row["removed"]:
+                    raise RegistryError(f"version {version} of feature view {name!r} was removed")
+                return _registered(row)
+        versions = ", ".join(str(row["version"]) for row in reversed(readable)) or "none"
+        raise RegistryError(
+            f"feature view {name!r} has no version {version} (readable versions: {versions})"
+        )
+
+    def _put_view(self, conn: sqlite3.Connection, view: FeatureView, now: str) -> Change:
+        fingerprint, definition = view.fingerprint(), _dump(view)
+        latest = conn.execute(
+            "SELECT version, fingerprint, definition FROM feature_views "
+            "WHERE name = ? AND removed = 0 ORDER BY version DESC LIMIT 1",
+            (view.name,),
+        ).fetchone()
+        if latest is not None and latest["fingerprint"] == fingerprint:
+            if latest["definition"] == definition:
+                status = Status.UNCHANGED
+            else:
+                status = Status.METADATA
+                conn.execute(
+                    "UPDATE feature_views SET definition = ? WHERE name = ? AND version = ?",
+                    (definition, view.name, latest["version"]),
+                )
+            return Change("feature view", view.name, status, latest["version"], fingerprint)
+        # Numbers of removed versions are not reused: they may still name online state or models.
+        (top,) = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM feature_views WHERE name = ?", (view.name,)
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO feature_views (name, version, fingerprint, topic, definition, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (view.name, top + 1, fingerprint, view.source.topic, definition, now),
+        )
+        status = Status.CREATED if latest is None else Status.UPDATED
+        return Change("feature view", view.name, status, top + 1, fingerprint)
+
+    def _put(self, conn: sqlite3.Connection, obj: _Unversioned, now: str) -> Change:
+        kind, name, definition = kind_of(obj), obj.name, _dump(obj)
+        select, upsert = _UNVERSIONED[kind]
+        row = conn.execute(select, (name,)).fetchone()
+        if row is not None and row["definition"] == definition:
+            return Change(kind, name, Status.UNCHANGED)
+        conn.execute(upsert, (name, definition, now))
+        return Change(kind, name, Status.CREATED if row is None else Status.UPDATED)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode; SQLite errors become `RegistryError`s."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise RegistryError(f"registry {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front, so two concurrent applies cannot both
+        read version 1 and both write version 2: the second waits, then sees the first's work."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # some SQLite errors have rolled back already
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+def _dump(obj: BaseModel) -> str:
+    # Nones are left out: every optional field defaults to None, and Aggregation's name
+    # validator rejects an explicit None (a definitions.py bug), so this keeps the round trip.
+    body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _load(model: type[_Model], text: str) -> _Model:
+    try:
+        return model.model_validate(orjson.loads(text))
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]["msg"]
+        raise RegistryError(
+            f"a stored {model.__name__} does not validate with this fstore ({problem}); "
+            "re-apply the feature repo"
+        ) from exc
+
+
+def _registered(row: sqlite3.Row) -> RegisteredView:
+    return RegisteredView(
+        view=_load(FeatureView, row["definition"]),
+        version=row["version"],
+        fingerprint=row["fingerprint"],
+        created_at=datetime.fromisoformat(row["created_at"]).astimezone(UTC),
+    )

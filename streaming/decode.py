@@ -1,0 +1,137 @@
+"""Kafka messages -> validated columns, and a reason for every message that is not an event.
+
+This is the one per-message Python loop of the worker: JSON parsing and type checks. Everything
+after it works on whole columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Message
+
+from featurestore.definitions import KafkaSource, ValueType
+from featurestore.tiles import I64
+
+MAX_MESSAGE_BYTES = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Rejected:
+    message: Message
+    reason: str  # malformed_json | missing_field | wrong_type | bad_timestamp | oversized | late
+    detail: str
+
+
+@dataclass
+class Decoded:
+    """The valid events of a batch as columns, in consumption order."""
+
+    columns: dict[str, list[Any]]
+    ts: I64
+    partition: I64
+    offset: I64
+    messages: list[Message]  # the message of each valid event, for dead-lettering late ones
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def decode(
+    messages: list[Message], source: KafkaSource, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Decoded:
+    schema = [
+        (name, kind) for name, kind in source.schema_.items() if name != source.timestamp_field
+    ]
+    columns: dict[str, list[Any]] = {name: [] for name, _ in schema}
+    ts: list[int] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    rejected: list[Rejected] = []
+    kept: list[Message] = []
+    for message in messages:
+        value = message.value()
+        if value is None or len(value) > max_bytes:
+            size = 0 if value is None else len(value)
+            rejected.append(
+                Rejected(
+                    message,
+                    "oversized" if size else "malformed_json",
+                    f"{size} bytes (limit {max_bytes})",
+                )
+            )
+            continue
+        try:
+            event = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            rejected.append(Rejected(message, "malformed_json", str(exc)))
+            continue
+        if not isinstance(event, dict):
+            rejected.append(Rejected(message, "malformed_json", "not a JSON object"))
+            continue
+        problem = _check(event, schema)
+        if problem is not None:
+            rejected.append(Rejected(message, *problem))
+            continue
+        try:
+            event_ts = parse_timestamp(event.get(source.timestamp_field))
+        except ValueError as exc:
+            rejected.append(Rejected(message, "bad_timestamp", str(exc)))
+            continue
+        for name, _ in schema:
+            columns[name].append(event[name])
+        ts.append(event_ts)
+        partitions.append(message.partition() or 0)
+        offsets.append(message.offset() or 0)
+        kept.append(message)
+    return Decoded(
+        columns,
+        np.array(ts, dtype=np.int64),
+        np.array(partitions, dtype=np.int64),
+        np.array(offsets, dtype=np.int64),
+        kept,
+        rejected,
+    )
+
+
+def _check(event: dict[str, Any], schema: list[tuple[str, ValueType]]) -> tuple[str, str] | None:
+    for name, kind in schema:
+        value = event.get(name)
+        if value is None:
+            return "missing_field", f"field {name!r} is missing or null"
+        ok = {
+            ValueType.STRING: isinstance(value, str),
+            ValueType.INT64: isinstance(value, int) and not isinstance(value, bool),
+            ValueType.FLOAT64: isinstance(value, int | float) and not isinstance(value, bool),
+            ValueType.BOOL: isinstance(value, bool),
+            ValueType.TIMESTAMP: isinstance(value, str | int) and not isinstance(value, bool),
+        }[kind]
+        if not ok:
+            return "wrong_type", f"field {name!r} should be {kind}, got {type(value).__name__}"
+    return None
+
+
+def parse_timestamp(value: object) -> int:
+    """ISO 8601 with an offset, or epoch milliseconds -> epoch microseconds (UTC)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"timestamp {value} is before 1970")
+        return value * 1000
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"timestamp {value!r} is not ISO 8601") from exc
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp {value!r} has no UTC offset; add 'Z' or '+00:00'")
+        micros = (parsed - _EPOCH) // timedelta(microseconds=1)
+        if micros < 0:
+            raise ValueError(f"timestamp {value!r} is before 1970")
+        return micros
+    raise ValueError(f"timestamp {value!r} is neither an ISO 8601 string nor epoch milliseconds")

@@ -1,0 +1,175 @@
+"""The ingest worker on real Kafka and Redis, held against the brute-force reference model."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka import Consumer
+
+from featurestore.config import Settings
+from featurestore.offline import OfflineStore
+from featurestore.online import OnlineStore, read_features
+from featurestore.tiles import TileLayout
+from streaming.worker import Worker
+from tests.reference import apply_lateness, newest_event, view_features
+from tests.streaming.conftest import Published, event_payload, make_view, publish
+
+pytestmark = pytest.mark.integration
+
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+US = 1_000_000
+
+
+def random_events(rng: random.Random, count: int, users: int) -> list[dict[str, object]]:
+    """Mostly ordered events with jitter, some far out of order (late beyond 5 minutes)."""
+    events = []
+    for i in range(count):
+        ts = BASE + timedelta(seconds=i * 2 + rng.uniform(-120, 120))
+        if rng.random() < 0.04:
+            ts -= timedelta(minutes=rng.uniform(6, 40))  # late for a 5-minute allowance
+        if rng.random() < 0.05:
+            ts = ts.replace(second=0, microsecond=0)  # exactly on a tile boundary
+        events.append(
+            {
+                "user_id": f"u{rng.randrange(users)}",
+                "amount": round(rng.uniform(-50, 500), 2),
+                "merchant": f"m{rng.randrange(40)}",
+                "ts": ts.isoformat(),
+            }
+        )
+    return events
+
+
+def wait_for(worker: Worker, consumed: int) -> Callable[[Worker], bool]:
+    return lambda w: w.counters.consumed >= consumed
+
+
+def assert_matches_reference(
+    settings: Settings, view_name: str, published: list[Published], as_of_us: int
+) -> int:
+    view = make_view("unused", name=view_name)
+    layout = TileLayout(view)
+    applied, _late = apply_lateness(published, view.lateness_us)
+    users = sorted({e.values["user_id"] for e in published})
+    [online] = read_features(OnlineStore(settings.redis), [(view_name, 1, layout, users)], as_of_us)
+    compared = 0
+    for user, got in zip(users, online, strict=True):
+        mine = [e for e in applied if e.values["user_id"] == user]
+        want = view_features(mine, view, as_of_us)
+        for name, expected in want.items():
+            actual = got[name].value
+            if expected is None:
+                assert actual is None, (user, name, actual)
+            else:
+                assert actual == pytest.approx(expected, rel=1e-9, abs=1e-9), (user, name)
+            compared += 1
+        newest = newest_event(mine, 2 * 3600 * US, view.tile_us, as_of_us)
+        assert got["amount_last_2h"].event_time_us == newest
+    return compared
+
+
+def test_random_out_of_order_and_late_stream_matches_brute_force(
+    settings: Settings, topic: str, run_worker: Callable[..., Worker]
+) -> None:
+    rng = random.Random(20261123)
+    events = random_events(rng, 4_000, users=25)
+    where = publish(settings.kafka, topic, [event_payload(e) for e in events])
+    published = [
+        Published(int(datetime.fromisoformat(str(e["ts"])).timestamp() * US), p, o, e)
+        for e, (p, o) in zip(events, where, strict=True)
+    ]
+    view = make_view(topic)
+    worker = Worker(settings, [(view, 1)], group=f"{topic}.g", batch_size=700)
+    run_worker(worker, wait_for(worker, len(events)))
+    deadline = time.monotonic() + 60
+    while worker.counters.consumed < len(events) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    applied, late = apply_lateness(published, view.lateness_us)
+    assert worker.counters.consumed == len(events)
+    assert worker.counters.late == len(late) > 0
+    assert worker.counters.applied == len(applied)
+
+    newest = max(e.ts for e in published)
+    compared = 0
+    # At the newest event, then as windows slide past and expire (10m, 1h, 2h, and beyond).
+    for later in (0, 30, 5 * 60, 45 * 60, 90 * 60, 3 * 3600):
+        compared += assert_matches_reference(settings, view.name, published, newest + later * US)
+    assert compared > 1000
+
+    # The offline log holds exactly the applied events, each once.
+    log = OfflineStore(settings.offline).read_events(view.name, 1)
+    assert sorted(
+        zip(log["_partition"].to_pylist(), log["_offset"].to_pylist(), strict=True)
+    ) == sorted((e.partition, e.offset) for e in applied)
+
+
+def test_bad_events_go_to_the_dead_letter_topic_and_good_ones_are_applied(
+    settings: Settings, topic: str, run_worker: Callable[..., Worker]
+) -> None:
+    good = {"user_id": "u1", "amount": 10.0, "merchant": "m", "ts": "2026-03-01T12:00:00Z"}
+    bad: list[tuple[bytes, str]] = [
+        (b"{not json", "malformed_json"),
+        (b"[1, 2]", "malformed_json"),
+        (b'{"amount": 1.0, "merchant": "m", "ts": "2026-03-01T12:00:00Z"}', "missing_field"),
+        (
+            b'{"user_id": "u1", "amount": "ten", "merchant": "m", "ts": "2026-03-01T12:00:00Z"}',
+            "wrong_type",
+        ),
+        (
+            b'{"user_id": "u1", "amount": 1.0, "merchant": "m", "ts": "2026-03-01T12:00:00"}',
+            "bad_timestamp",
+        ),
+        (b'{"user_id": "u1", "amount": 1.0, "merchant": "m", "ts": "later"}', "bad_timestamp"),
+        (
+            b'{"user_id": "u1", "amount": 1.0, "merchant": "m", "ts": "2026-03-01T12:00:00Z", "pad": "'
+            + b"x" * 20_000
+            + b'"}',
+            "oversized",
+        ),
+    ]
+    import orjson
+
+    payloads: list[tuple[bytes, bytes | None]] = []
+    for i in range(10):
+        payloads.append((orjson.dumps({**good, "amount": float(i)}), b"u1"))
+        if i < len(bad):
+            payloads.append((bad[i][0], b"u1"))
+    publish(settings.kafka, topic, payloads)
+
+    view = make_view(topic)
+    worker = Worker(settings, [(view, 1)], group=f"{topic}.g", max_message_bytes=10_000)
+    run_worker(worker, wait_for(worker, len(payloads)))
+    deadline = time.monotonic() + 60
+    while worker.counters.consumed < len(payloads) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert worker.counters.applied == 10
+    assert worker.counters.dead_lettered == len(bad)
+    as_of = int(datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC).timestamp() * US)
+    [[features]] = read_features(
+        OnlineStore(settings.redis), [(view.name, 1, TileLayout(view), ["u1"])], as_of
+    )
+    assert features["count_10m"].value == 10
+    assert features["amount_sum_10m"].value == sum(range(10))
+
+    consumer = Consumer(
+        settings.kafka.client_config(
+            **{"group.id": f"{topic}.dlq-reader", "auto.offset.reset": "earliest"}
+        )
+    )
+    consumer.subscribe([f"{topic}.dlq"])
+    received = []
+    deadline = time.monotonic() + 30
+    while len(received) < len(bad) and time.monotonic() < deadline:
+        received.extend(m for m in consumer.consume(10, timeout=0.5) if m.error() is None)
+    consumer.close()
+    dead = {m.value(): dict(m.headers() or []) for m in received}
+    assert len(dead) == len(bad)
+    for value, reason in bad:
+        assert dead[value]["reason"] == reason.encode()
+        assert dead[value]["source.topic"] == topic.encode()
