@@ -126,9 +126,8 @@ def test_bad_events_go_to_the_dead_letter_topic_and_good_ones_are_applied(
         ),
         (b'{"user_id": "u1", "amount": 1.0, "merchant": "m", "ts": "later"}', "bad_timestamp"),
         (
-            b'{"user_id": "u1", "amount": 1.0, "merchant": "m", "ts": "2026-03-01T12:00:00Z", "pad": "'
-            + b"x" * 20_000
-            + b'"}',
+            b'{"user_id": "u1", "amount": 1.0, "merchant": "m", '
+            b'"ts": "2026-03-01T12:00:00Z", "pad": "' + b"x" * 20_000 + b'"}',
             "oversized",
         ),
     ]
