@@ -28,3 +28,7 @@ class DefinitionError(FeatureStoreError):
 
 class RegistryError(FeatureStoreError):
     """The registry cannot be read or written, or holds no such view, version or feature."""
+
+
+class RequestError(FeatureStoreError):
+    """A read asked for something malformed: missing entity keys, unequal lengths, naive times."""

@@ -7,7 +7,6 @@ after it works on whole columns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,9 @@ from confluent_kafka import Message
 
 from featurestore.definitions import KafkaSource, ValueType
 from featurestore.tiles import I64
+from featurestore.timestamps import parse_timestamp
 
 MAX_MESSAGE_BYTES = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -115,23 +114,3 @@ def _check(event: dict[str, Any], schema: list[tuple[str, ValueType]]) -> tuple[
         if not ok:
             return "wrong_type", f"field {name!r} should be {kind}, got {type(value).__name__}"
     return None
-
-
-def parse_timestamp(value: object) -> int:
-    """ISO 8601 with an offset, or epoch milliseconds -> epoch microseconds (UTC)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"timestamp {value} is before 1970")
-        return value * 1000
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"timestamp {value!r} is not ISO 8601") from exc
-        if parsed.tzinfo is None:
-            raise ValueError(f"timestamp {value!r} has no UTC offset; add 'Z' or '+00:00'")
-        micros = (parsed - _EPOCH) // timedelta(microseconds=1)
-        if micros < 0:
-            raise ValueError(f"timestamp {value!r} is before 1970")
-        return micros
-    raise ValueError(f"timestamp {value!r} is neither an ISO 8601 string nor epoch milliseconds")

@@ -23,10 +23,6 @@ from streaming.topics import ensure_topic
 console = Console()
 
 
-def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
-
-
 def demo(
     events: Annotated[int, typer.Option(help="How many events to publish.")] = 10_000,
     keep_running: Annotated[

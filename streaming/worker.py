@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TypeVar
 
 import numpy as np
+import orjson
 import pyarrow as pa
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -68,6 +69,7 @@ class Counters:
     late: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    batch_seconds: float = 0.0
     conflicts: int = 0
 
 
@@ -104,6 +106,7 @@ class Worker:
                 )
             self.views.setdefault(topic, []).append(ViewState(view, version, TileLayout(view)))
         self.counters = Counters()
+        self.lag: dict[tuple[str, int], int] = {}  # from librdkafka statistics
         self._stopping = False
         self._producer = Producer(settings.kafka.client_config(**{"enable.idempotence": True}))
         self._consumer: Consumer | None = None
@@ -122,6 +125,8 @@ class Worker:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "partition.assignment.strategy": "range",
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._on_stats,
                 }
             )
         )
@@ -166,7 +171,16 @@ class Worker:
 
     # -- one batch ---------------------------------------------------------------------------
 
+    def _on_stats(self, text: str) -> None:
+        stats = orjson.loads(text)
+        for topic, info in stats.get("topics", {}).items():
+            for partition, numbers in info.get("partitions", {}).items():
+                lag = numbers.get("consumer_lag", -1)
+                if int(partition) >= 0 and lag >= 0:
+                    self.lag[(topic, int(partition))] = lag
+
     def process(self, messages: list[Message]) -> None:
+        began = time.perf_counter()
         by_topic: dict[str, list[Message]] = {}
         for message in messages:
             error = message.error()
@@ -187,6 +201,7 @@ class Worker:
             for state in self.views[topic]:
                 self._apply(topic, state, decoded, last_offsets)
         self.counters.batches += 1
+        self.counters.batch_seconds += time.perf_counter() - began
 
     def _apply(
         self, topic: str, state: ViewState, decoded: Decoded, last_offsets: dict[int, int]

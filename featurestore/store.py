@@ -1,0 +1,134 @@
+"""`FeatureStore`: the library entry point for reading features.
+
+>>> store = FeatureStore()  # doctest: +SKIP
+>>> store.get_online_features(features=["user_txn:amount_sum_10m"],
+...                           entities={"user_id": ["u1", "u2"]}).to_dict()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from featurestore.config import Settings, load_settings
+from featurestore.errors import RequestError
+from featurestore.online import OnlineStore, read_features
+from featurestore.registry import RegisteredView, Registry
+from featurestore.tiles import TileLayout
+from featurestore.timestamps import from_us, to_us
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    values: list[float | None]
+    statuses: list[str]
+    event_timestamps: list[datetime | None]
+
+
+@dataclass(frozen=True)
+class OnlineResponse:
+    entities: dict[str, list[Any]]
+    features: dict[str, FeatureColumn] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entities": self.entities,
+            "features": {
+                ref: {
+                    "values": column.values,
+                    "statuses": column.statuses,
+                    "event_timestamps": [
+                        None if ts is None else ts.isoformat() for ts in column.event_timestamps
+                    ],
+                }
+                for ref, column in self.features.items()
+            },
+        }
+
+
+class FeatureStore:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.registry = Registry(self.settings.registry)
+        self.online = OnlineStore(self.settings.redis)
+        self._layouts: dict[tuple[str, int], TileLayout] = {}
+
+    def get_online_features(
+        self,
+        entities: Mapping[str, Sequence[Any]],
+        features: Sequence[str] | None = None,
+        service: str | None = None,
+        as_of: datetime | None = None,
+    ) -> OnlineResponse:
+        """Feature values for each entity row at `as_of` (default: now), in one Redis round trip.
+
+        `features` are refs `view:feature` (or `view@version:feature`); `service` names a
+        FeatureService instead. Each value comes with a status (ok, stale, missing) and the event
+        time of the newest event it covers.
+        """
+        refs = _refs(self, features, service)
+        rows = _entity_rows(entities)
+        when = _as_of_us(as_of)
+        resolved = self.registry.resolve_refs(refs)
+        views: dict[tuple[str, int], RegisteredView] = {}
+        for registered, _feature in resolved:
+            views.setdefault((registered.name, registered.version), registered)
+        reads = []
+        for (name, version), registered in views.items():
+            keys = registered.view.join_keys
+            missing = [k for k in keys if k not in entities]
+            if missing:
+                raise RequestError(
+                    f"view {name!r} is keyed by {keys}; entities lack {missing} "
+                    f"(given: {sorted(entities)})"
+                )
+            entity_keys = ["|".join(str(entities[k][i]) for k in keys) for i in range(rows)]
+            reads.append((name, version, self._layout(registered), entity_keys))
+        results = read_features(self.online, reads, when)
+        by_view = dict(zip(views, results, strict=True))
+
+        response = OnlineResponse({k: list(v) for k, v in entities.items()})
+        for ref, (registered, feature) in zip(refs, resolved, strict=True):
+            per_entity = by_view[(registered.name, registered.version)]
+            found = [row[feature] for row in per_entity]
+            response.features[ref] = FeatureColumn(
+                [f.value for f in found],
+                [f.status for f in found],
+                [None if f.event_time_us is None else from_us(f.event_time_us) for f in found],
+            )
+        return response
+
+    def _layout(self, registered: RegisteredView) -> TileLayout:
+        key = (registered.name, registered.version)
+        if key not in self._layouts:
+            self._layouts[key] = TileLayout(registered.view)
+        return self._layouts[key]
+
+
+def _refs(store: FeatureStore, features: Sequence[str] | None, service: str | None) -> list[str]:
+    if (features is None) == (service is None):
+        raise RequestError("give either features=[...] or service=..., not both or neither")
+    if service is not None:
+        return store.registry.get_service(service).refs()
+    assert features is not None  # noqa: S101 - narrowed above
+    if not features:
+        raise RequestError("features is empty")
+    return list(features)
+
+
+def _entity_rows(entities: Mapping[str, Sequence[Any]]) -> int:
+    if not entities:
+        raise RequestError("entities is empty; give each join key a list of values")
+    lengths = {key: len(values) for key, values in entities.items()}
+    if len(set(lengths.values())) != 1:
+        raise RequestError(f"entity key lists differ in length: {lengths}")
+    return next(iter(lengths.values()))
+
+
+def _as_of_us(as_of: datetime | None) -> int:
+    try:
+        return to_us(as_of or datetime.now(UTC))
+    except ValueError as exc:
+        raise RequestError(f"as_of: {exc}") from exc

@@ -1,0 +1,56 @@
+"""Commands the streaming package adds to `fstore` (through the `fstore.commands` entry point)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from featurestore.config import load_settings
+from featurestore.registry import Registry
+from streaming.demo import demo
+from streaming.errors import StreamingError
+from streaming.metrics import serve_metrics
+from streaming.worker import Worker
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("demo")(demo)
+
+
+def ingest(
+    view: Annotated[
+        list[str] | None, typer.Option("--view", help="Views to compute (default: all).")
+    ] = None,
+    group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "fstore-ingest",
+    batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 0,
+) -> None:
+    """Run an ingest worker: Kafka -> windowed features in Redis + events in Parquet.
+
+    Start several with the same --group to split the partitions between them.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_settings()
+    registry = Registry(settings.registry)
+    registered = registry.list_views()
+    if view:
+        unknown = sorted(set(view) - {r.name for r in registered})
+        if unknown:
+            raise StreamingError(
+                f"unknown views {unknown}; registered: {[r.name for r in registered]}"
+            )
+        registered = [r for r in registered if r.name in view]
+    worker = Worker(
+        settings, [(r.view, r.version) for r in registered], group=group, batch_size=batch_size
+    )
+    serve_metrics(worker, metrics_port)
+    names = ", ".join(f"{r.name}@{r.version}" for r in registered)
+    console.print(f"Ingesting {names} from {sorted(worker.views)} (group {group})")
+    worker.run()
+    console.print(f"Stopped after {worker.counters.consumed:,} events: {worker.counters}")
