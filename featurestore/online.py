@@ -3,6 +3,8 @@
 Layout, per view version and entity:
     {ns}:{view}:{version}:{entity}:{bucket}   hash; field "<i>" = state of tile i of the bucket,
                                                 field "b"   = state of the whole bucket
+    {ns}:{view}:{version}:{entity}:{bucket}:h:{column}:{field}
+                                               HyperLogLog of a column's values in that tile
     {ns}:{view}:{version}:_pos                 hash; field "<partition>" = "offset:watermark"
 A bucket is `BUCKET_TILES` tiles, so a long window reads whole buckets in the middle and single
 tiles only at its two edges. States are packed little-endian float64 vectors (see `tiles.py`).
@@ -25,14 +27,16 @@ import orjson
 import redis
 
 from featurestore.config import RedisSettings
+from featurestore.definitions import Function
 from featurestore.errors import OnlineStoreError
 from featurestore.tiles import F64, TileLayout
 
 BUCKET_TILES = 60
 BUCKET_FIELD = "b"
 
-# KEYS[1] = positions hash. ARGV: merge codes, json positions, json keys, json ttls (ms), rows blob.
-# A row is (key index, field, state...) as float64s; field -1 is the bucket total.
+# KEYS[1] = positions hash. ARGV: merge codes, json positions, json keys, json ttls (ms), rows blob,
+# json distinct values. A row is (key index, field, state...) as float64s; field -1 is the bucket
+# total. Distinct values are [key index, field, column, [values...]].
 _MERGE_SCRIPT = """
 local codes = ARGV[1]
 local width = #codes
@@ -79,6 +83,14 @@ while pos <= #blob do
   redis.call('HSET', key, field, struct.pack(fmt, unpack(new)))
 end
 for i, key in ipairs(keys) do redis.call('PEXPIRE', key, ttls[i]) end
+for _, h in ipairs(cjson.decode(ARGV[6])) do
+  local hll = keys[h[1] + 1] .. ':h:' .. h[3] .. ':' .. h[2]
+  local values = h[4]
+  for first = 1, #values, 1000 do
+    redis.call('PFADD', hll, unpack(values, first, math.min(first + 999, #values)))
+  end
+  redis.call('PEXPIRE', hll, ttls[h[1] + 1])
+end
 for _, p in ipairs(positions) do
   redis.call('HSET', KEYS[1], p[1], p[3] .. ':' .. p[4])
 end
@@ -134,6 +146,7 @@ class OnlineStore:
         ttls_ms: Sequence[int],
         rows: F64,
         moves: dict[int, tuple[Position, Position]],
+        distinct: Sequence[tuple[int, str, str, list[str]]] = (),
     ) -> Conflict | None:
         """Merge `rows` (key index, field, state...) and move partitions from -> to, atomically.
 
@@ -154,19 +167,27 @@ class OnlineStore:
                     orjson.dumps([f"{prefix}:{k}" for k in keys]),
                     orjson.dumps(list(ttls_ms)),
                     np.ascontiguousarray(rows, dtype="<f8").tobytes(),
+                    orjson.dumps(list(distinct)),
                 ],
             )
         if int(result[0]) == 1:
             return None
         return Conflict(int(result[1]), int(result[2]))
 
-    def read(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[bytes | None]]:
-        """HMGET each (key, fields) — all in one round trip."""
+    def read(
+        self,
+        states: Sequence[tuple[str, Sequence[str]]],
+        distinct: Sequence[Sequence[str]] = (),
+    ) -> tuple[list[list[bytes | None]], list[int]]:
+        """HMGET each (key, fields) and PFCOUNT each key list — all in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        for key, fields in requests:
+        for key, fields in states:
             pipe.hmget(key, list(fields))
+        for keys in distinct:
+            pipe.pfcount(*keys)
         with self._reachable():
-            return list(pipe.execute())
+            answers = list(pipe.execute())
+        return answers[: len(states)], [int(n) for n in answers[len(states) :]]
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -220,6 +241,7 @@ def read_features(
     Returns, per read, per entity, the view's features by name.
     """
     requests: list[tuple[str, list[str]]] = []
+    distinct_requests: list[list[str]] = []
     plans: list[dict[int, list[tuple[int, str]]]] = []
     for view, version, layout, entities in reads:
         now_tile = as_of_us // layout.tile_us
@@ -235,7 +257,16 @@ def read_features(
         for entity in entities:
             for bucket, fields in by_bucket.items():
                 requests.append((f"{prefix}:{entity}:{bucket}", fields))
-    answers = iter(store.read(requests))
+            for feature in layout.features:
+                if feature.function is Function.APPROX_COUNT_DISTINCT:
+                    distinct_requests.append(
+                        [
+                            f"{prefix}:{entity}:{bucket}:h:{feature.column}:{field}"
+                            for bucket, field in plan[feature.window_tiles]
+                        ]
+                    )
+    state_answers, distinct_answers = store.read(requests, distinct_requests)
+    answers, distinct_counts = iter(state_answers), iter(distinct_answers)
 
     results: list[list[dict[str, FeatureValue]]] = []
     for (_view, _version, layout, entities), plan in zip(reads, plans, strict=True):
@@ -257,7 +288,10 @@ def read_features(
             values: dict[str, FeatureValue] = {}
             for feature in layout.features:
                 merged = merged_by_window[feature.window_tiles]
-                value = layout.finalize(feature, merged)
+                if feature.function is Function.APPROX_COUNT_DISTINCT:
+                    value: float | None = float(next(distinct_counts))
+                else:
+                    value = layout.finalize(feature, merged)
                 newest = merged[layout.NEWEST]
                 event_time = None if np.isnan(newest) else int(newest)
                 if value is None:

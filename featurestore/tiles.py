@@ -59,9 +59,13 @@ class TileLayout:
         self.slots: dict[str, int] = {"count": self.COUNT, "newest": self.NEWEST}
         self.merges: list[Merge] = [Merge.ADD, Merge.MAX]
         self.features: list[Feature] = []
+        # Distinct counts are not slots: each tile keeps a Redis HyperLogLog per column.
+        self.distinct_columns: list[str] = []
         for agg in view.aggregations:
             if agg.function is Function.APPROX_COUNT_DISTINCT:
-                raise NotImplementedError("approx_count_distinct tiles are stored as Redis HLLs")
+                assert agg.column is not None  # noqa: S101 - validated by Aggregation
+                if agg.column not in self.distinct_columns:
+                    self.distinct_columns.append(agg.column)
             for slot in _slots_for(agg.function, agg.column):
                 self._add_slot(slot)
             for window, name in zip(agg.windows, agg.feature_names(), strict=True):
@@ -162,6 +166,8 @@ class TileLayout:
         """Feature values at a read time in tile `tile_of_t`, from the states of `tiles`."""
         values: dict[str, float | None] = {}
         for feature in self.features:
+            if feature.function is Function.APPROX_COUNT_DISTINCT:
+                continue  # read from HyperLogLogs, see online.read_features
             in_window = (tiles > tile_of_t - feature.window_tiles) & (tiles <= tile_of_t)
             merged = self.merge(states[in_window])
             values[feature.name] = self.finalize(feature, merged)
@@ -196,11 +202,13 @@ class TileLayout:
             return float(merged[self.slots[f"min:{column}"]])
         if fn is Function.LAST:
             return float(merged[self.slots[f"last_v:{column}"]])
+        if fn is Function.APPROX_COUNT_DISTINCT:
+            raise ValueError("distinct counts come from the tiles' HyperLogLogs, not the states")
         raise NotImplementedError(fn)
 
 
 def _slots_for(function: Function, column: str | None) -> list[str]:
-    if function is Function.COUNT:
+    if function in (Function.COUNT, Function.APPROX_COUNT_DISTINCT):
         return []
     return {
         Function.SUM: [f"sum:{column}"],

@@ -36,7 +36,7 @@ from featurestore.config import Settings
 from featurestore.definitions import FeatureView, KafkaSource, ValueType
 from featurestore.errors import OnlineStoreError
 from featurestore.offline import OFFSET, PARTITION, TIMESTAMP, OfflineStore
-from featurestore.online import BUCKET_TILES, NO_POSITION, OnlineStore, Position
+from featurestore.online import BUCKET_FIELD, BUCKET_TILES, NO_POSITION, OnlineStore, Position
 from featurestore.tiles import I64, TileLayout
 from streaming.decode import MAX_MESSAGE_BYTES, Decoded, Rejected, decode
 from streaming.errors import StreamingError
@@ -190,7 +190,6 @@ class Worker:
                 continue
             by_topic.setdefault(message.topic() or "", []).append(message)
         for topic, batch in by_topic.items():
-            self.counters.consumed += len(batch)
             decoded = decode(batch, self.sources[topic], self.max_message_bytes)
             last_offsets: dict[int, int] = {}
             for message in batch:
@@ -200,6 +199,7 @@ class Worker:
             self._dead_letter(topic, decoded.rejected)
             for state in self.views[topic]:
                 self._apply(topic, state, decoded, last_offsets)
+            self.counters.consumed += len(batch)  # counted once the batch is fully handled
         self.counters.batches += 1
         self.counters.batch_seconds += time.perf_counter() - began
 
@@ -214,7 +214,7 @@ class Worker:
                 topic,
                 [Rejected(decoded.messages[i], "late", f"view {state.view.name}") for i in late],
             )
-            keys, ttls, rows = self._tile_rows(state, decoded, applied, moves)
+            keys, ttls, rows, distinct = self._tile_rows(state, decoded, applied, moves)
             self.offline.append(
                 state.view.name, state.version, self._events(state, decoded, applied)
             )
@@ -228,6 +228,7 @@ class Worker:
                     ttls,
                     rows,
                     moves,
+                    distinct,
                 )
             )
             if conflict is None:
@@ -278,10 +279,10 @@ class Worker:
         decoded: Decoded,
         applied: I64,
         moves: dict[int, tuple[Position, Position]],
-    ) -> tuple[list[str], list[int], np.ndarray]:
+    ) -> tuple[list[str], list[int], np.ndarray, list[tuple[int, str, str, list[str]]]]:
         layout, view = state.layout, state.view
         if len(applied) == 0:
-            return [], [], np.zeros((0, layout.width + 2))
+            return [], [], np.zeros((0, layout.width + 2)), []
         entity = pa.array(
             self._entity_keys(state, decoded, applied), pa.string()
         ).dictionary_encode()
@@ -320,7 +321,23 @@ class Worker:
         keep = view.max_window_us + view.lateness_us
         bucket_end = (bucket[bucket_first] + 1) * BUCKET_TILES * layout.tile_us
         ttls = (np.maximum(bucket_end + keep - watermark, 0) + keep) // 1000
-        return keys, [int(t) for t in ttls], rows
+
+        distinct: list[tuple[int, str, str, list[str]]] = []
+        tile_fields = [str(int(f)) for f in rows[:n, 1]]
+        for column in layout.distinct_columns:
+            values = decoded.columns[column]
+            per_tile: dict[int, set[str]] = {}
+            per_bucket: dict[int, set[str]] = {}
+            for row, event in enumerate(applied):
+                text = str(values[event])
+                per_tile.setdefault(int(tile_group[row]), set()).add(text)
+                per_bucket.setdefault(int(bucket_group[row]), set()).add(text)
+            for group, members in per_tile.items():
+                key = int(key_of_tile_group[group])
+                distinct.append((key, tile_fields[group], column, sorted(members)))
+            for group, members in per_bucket.items():
+                distinct.append((group, BUCKET_FIELD, column, sorted(members)))
+        return keys, [int(t) for t in ttls], rows, distinct
 
     def _entity_keys(self, state: ViewState, decoded: Decoded, applied: I64) -> list[str]:
         join_keys = state.view.join_keys
