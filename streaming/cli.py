@@ -10,6 +10,7 @@ from rich.console import Console
 
 from featurestore.config import load_settings
 from featurestore.registry import Registry
+from streaming.backfill import backfill_from_log, backfill_from_topic
 from streaming.demo import demo
 from streaming.errors import StreamingError
 from streaming.metrics import serve_metrics
@@ -20,6 +21,7 @@ console = Console()
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
+    app.command("backfill")(backfill)
     app.command("demo")(demo)
 
 
@@ -54,3 +56,28 @@ def ingest(
     console.print(f"Ingesting {names} from {sorted(worker.views)} (group {group})")
     worker.run()
     console.print(f"Stopped after {worker.counters.consumed:,} events: {worker.counters}")
+
+
+def backfill(
+    view: Annotated[str, typer.Argument(help="The feature view to rebuild.")],
+    version: Annotated[
+        int | None, typer.Option(help="The version to build (default: the latest).")
+    ] = None,
+    from_log: Annotated[
+        int | None,
+        typer.Option(help="Read the offline log of this version instead of replaying the topic."),
+    ] = None,
+) -> None:
+    """Build a view version's online state from history: the topic from its start, or a log."""
+    settings = load_settings()
+    target = Registry(settings.registry).get_view(view, version)
+    if from_log is None:
+        console.print(f"Replaying {target.view.source.topic} into {target.name}@{target.version}")
+        counters = backfill_from_topic(settings, target)
+    else:
+        console.print(f"Rebuilding {target.name}@{target.version} from the log of v{from_log}")
+        counters = backfill_from_log(settings, target, from_log)
+    console.print(
+        f"Applied {counters.applied:,} events ({counters.late:,} late) to "
+        f"{target.name}@{target.version}"
+    )

@@ -198,22 +198,28 @@ class Worker:
             # re-sends them (the dead-letter topic is at-least-once) but never loses one.
             self._dead_letter(topic, decoded.rejected)
             for state in self.views[topic]:
-                self._apply(topic, state, decoded, last_offsets)
+                self.apply(topic, state, decoded, last_offsets)
             self.counters.consumed += len(batch)  # counted once the batch is fully handled
         self.counters.batches += 1
         self.counters.batch_seconds += time.perf_counter() - began
 
-    def _apply(
+    def apply(
         self, topic: str, state: ViewState, decoded: Decoded, last_offsets: dict[int, int]
     ) -> None:
+        """Apply decoded events to one view, exactly once, moving its positions to `last_offsets`.
+
+        Late events are dead-lettered when their Kafka messages are at hand (not in a backfill
+        from the offline log, where they are only counted).
+        """
         for _attempt in range(20):
             applied, late, moves = self._select(state, decoded, last_offsets)
             if not moves:
                 return
-            self._dead_letter(
-                topic,
-                [Rejected(decoded.messages[i], "late", f"view {state.view.name}") for i in late],
-            )
+            if decoded.messages:
+                late_messages = [decoded.messages[i] for i in late]
+                self._dead_letter(
+                    topic, [Rejected(m, "late", f"view {state.view.name}") for m in late_messages]
+                )
             keys, ttls, rows, distinct = self._tile_rows(state, decoded, applied, moves)
             self.offline.append(
                 state.view.name, state.version, self._events(state, decoded, applied)
