@@ -1,17 +1,49 @@
-"""Feature store core: definitions, configuration, online and offline stores, local services."""
+"""Feature store core: definitions, registry, online and offline stores, local services."""
 
 from __future__ import annotations
 
 from featurestore.config import Settings, load_settings
-from featurestore.errors import ConfigError, FeatureStoreError, ServiceError
+from featurestore.definitions import (
+    Aggregation,
+    Entity,
+    FeatureService,
+    FeatureView,
+    KafkaSource,
+)
+from featurestore.errors import (
+    ConfigError,
+    DefinitionError,
+    FeatureStoreError,
+    OnlineStoreError,
+    RegistryError,
+    RequestError,
+    ServiceError,
+)
+from featurestore.registry import RegisteredView, Registry
+from featurestore.repo import load_repo
+from featurestore.store import FeatureStore, OnlineResponse
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregation",
     "ConfigError",
+    "DefinitionError",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
     "FeatureStoreError",
+    "FeatureView",
+    "KafkaSource",
+    "OnlineResponse",
+    "OnlineStoreError",
+    "RegisteredView",
+    "Registry",
+    "RegistryError",
+    "RequestError",
     "ServiceError",
     "Settings",
     "__version__",
+    "load_repo",
     "load_settings",
 ]

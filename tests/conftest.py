@@ -12,6 +12,7 @@ Each test isolates itself with its own topic names (`topic_name`) and Redis key 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -113,7 +114,7 @@ def _redis_endpoint(services: ServicesSettings) -> Endpoint:
 @pytest.fixture
 def topic_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Topic names unique to this test: `topic_name("events")`."""
-    test = request.node.name.replace("[", ".").replace("]", "")[:60]
+    test = re.sub(r"[^A-Za-z0-9._-]", "_", request.node.name)[:60]
     run = uuid.uuid4().hex[:8]
     return lambda base: f"test.{test}.{base}.{run}"
 

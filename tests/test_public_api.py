@@ -10,11 +10,25 @@ import streaming
 
 def test_featurestore_exports() -> None:
     assert featurestore.__all__ == [
+        "Aggregation",
         "ConfigError",
+        "DefinitionError",
+        "Entity",
+        "FeatureService",
+        "FeatureStore",
         "FeatureStoreError",
+        "FeatureView",
+        "KafkaSource",
+        "OnlineResponse",
+        "OnlineStoreError",
+        "RegisteredView",
+        "Registry",
+        "RegistryError",
+        "RequestError",
         "ServiceError",
         "Settings",
         "__version__",
+        "load_repo",
         "load_settings",
     ]
     for name in featurestore.__all__:
@@ -33,5 +47,13 @@ def test_services_exports() -> None:
 
 
 def test_streaming_and_serving_exports() -> None:
-    assert streaming.__all__ == ["StreamingError", "ensure_topic"]
+    assert streaming.__all__ == [
+        "StreamingError",
+        "Worker",
+        "backfill_from_log",
+        "backfill_from_topic",
+        "ensure_topic",
+    ]
+    for name in streaming.__all__:
+        assert hasattr(streaming, name)
     assert serving.__all__ == []
