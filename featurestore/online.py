@@ -121,7 +121,8 @@ class OnlineStore:
     def __init__(self, config: RedisSettings) -> None:
         self.config = config
         self.namespace = config.namespace
-        self.client = redis.Redis.from_url(config.url)
+        # Timeouts turn a hung server into an error the worker retries, not a silent stall.
+        self.client = redis.Redis.from_url(config.url, socket_timeout=30, socket_connect_timeout=5)
         self._merge = self.client.register_script(_MERGE_SCRIPT)
 
     def view_prefix(self, view: str, version: int) -> str:

@@ -381,9 +381,10 @@ class Worker:
             self._producer.produce(
                 f"{topic}.dlq", value=message.value(), key=message.key(), headers=headers
             )
-        if self._producer.flush(60):
-            raise StreamingError(
-                f"dead-letter topic {topic}.dlq did not take {len(rejected)} events"
+        # Nothing moves on until the dead letters are stored: wait out a Kafka outage.
+        while (waiting := self._producer.flush(10)) > 0:
+            log.warning(
+                "Kafka has not taken %d dead letters for %s.dlq yet; waiting", waiting, topic
             )
         self.counters.dead_lettered += len(rejected)
 
