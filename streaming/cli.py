@@ -32,6 +32,7 @@ def ingest(
     group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "fstore-ingest",
     batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
     metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Address /metrics listens on.")] = "127.0.0.1",
 ) -> None:
     """Run an ingest worker: Kafka -> windowed features in Redis + events in Parquet.
 
@@ -51,7 +52,7 @@ def ingest(
     worker = Worker(
         settings, [(r.view, r.version) for r in registered], group=group, batch_size=batch_size
     )
-    serve_metrics(worker, metrics_port)
+    serve_metrics(worker, metrics_port, metrics_host)
     names = ", ".join(f"{r.name}@{r.version}" for r in registered)
     console.print(f"Ingesting {names} from {sorted(worker.views)} (group {group})")
     worker.run()

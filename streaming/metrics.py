@@ -50,8 +50,8 @@ class WorkerCollector(Collector):
         yield lag
 
 
-def serve_metrics(worker: Worker, port: int) -> None:
-    """Expose /metrics on `port` (0: none)."""
+def serve_metrics(worker: Worker, port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on `host:port` (port 0: none)."""
     if port:
         REGISTRY.register(WorkerCollector(worker))
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
