@@ -39,9 +39,11 @@ def duration_us(text: str) -> int:
     >>> duration_us("1h") == 3_600_000_000
     True
     """
-    match = _DURATION.match(text.strip())
+    match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a duration like '30s', '10m', '1h', '7d'")
+    if int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is empty; durations must be longer than zero")
     return int(match.group(1)) * _UNIT_US[match.group(2)]
 
 
@@ -70,6 +72,7 @@ class Function(StrEnum):
 
 
 NUMERIC_FUNCTIONS = {
+    Function.LAST,  # tiles hold float64 slots; `last` of a string column is not supported yet
     Function.SUM,
     Function.MEAN,
     Function.MIN,
@@ -151,7 +154,7 @@ class Aggregation(_Definition):
             raise ValueError("an aggregation needs at least one window")
         for window in self.windows:
             duration_us(window)
-        if len(set(self.windows)) != len(self.windows):
+        if len({duration_us(w) for w in self.windows}) != len(self.windows):
             raise ValueError(f"windows repeat: {self.windows}")
         if self.column is None and self.function is not Function.COUNT:
             raise ValueError(f"{self.function} needs a column")
@@ -200,10 +203,16 @@ class FeatureView(_Definition):
             problems.append("needs at least one entity")
         if not self.aggregations:
             problems.append("needs at least one aggregation")
+        for name in ("tile", "allowed_lateness", "ttl"):
+            text = getattr(self, name)
+            if text is not None:
+                try:
+                    duration_us(text)
+                except ValueError as exc:
+                    problems.append(f"{name}: {exc}")
+        if problems:
+            return problems  # windows cannot be checked against a broken tile
         tile = duration_us(self.tile)
-        duration_us(self.allowed_lateness)
-        if self.ttl is not None:
-            duration_us(self.ttl)
         schema = self.source.schema_
         for key in self.join_keys:
             if key not in schema:
@@ -253,8 +262,13 @@ class FeatureView(_Definition):
         return [name for agg in self.aggregations for name in agg.feature_names()]
 
     def fingerprint(self) -> str:
-        """A hash of everything that changes the computed values: a new one means a new version."""
-        body = self.model_dump(mode="json", exclude={"description", "tags"}, by_alias=True)
+        """A hash of everything that changes the stored state: a new one means a new version.
+
+        Descriptions and tags (here or in the entities and source) and the ttl, which only
+        changes the status reads report, keep the version and so its online state.
+        """
+        body = _without(self.model_dump(mode="json", by_alias=True), {"description", "tags"})
+        body.pop("ttl", None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
@@ -273,6 +287,14 @@ class FeatureService(_Definition):
             else:
                 out.append(item)
         return out
+
+
+def _without(body: Any, keys: set[str]) -> Any:
+    if isinstance(body, dict):
+        return {k: _without(v, keys) for k, v in body.items() if k not in keys}
+    if isinstance(body, list):
+        return [_without(v, keys) for v in body]
+    return body
 
 
 def definition_json(obj: BaseModel) -> dict[str, Any]:

@@ -76,6 +76,17 @@ while pos <= #blob do
           (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
         if not older then for j = i, i + 3 do new[j] = old[j] end end
         i = i + 3
+      elseif c == 'V' then
+        -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
+        local na, nb = old[i], new[i]
+        local n = na + nb
+        if n > 0 then
+          local d = new[i + 1] - old[i + 1]
+          new[i + 2] = old[i + 2] + new[i + 2] + d * d * na * nb / n
+          new[i + 1] = old[i + 1] + d * nb / n
+          new[i] = n
+        end
+        i = i + 2
       end
       i = i + 1
     end
@@ -293,8 +304,7 @@ def read_features(
                     value: float | None = float(next(distinct_counts))
                 else:
                     value = layout.finalize(feature, merged)
-                newest = merged[layout.NEWEST]
-                event_time = None if np.isnan(newest) else int(newest)
+                event_time = layout.newest(merged)
                 if value is None:
                     status = "missing"
                 elif ttl is not None and event_time is not None and event_time < as_of_us - ttl:

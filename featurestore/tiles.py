@@ -28,6 +28,25 @@ class Merge(StrEnum):
     MIN = "n"
     LAST = "L"  # first slot of a 4-slot group: (event time, partition, offset, value)
     LAST_PART = "l"  # the other three slots of that group
+    MOMENTS = "V"  # first slot of a 3-slot group: (n, mean, M2), merged with Chan's formula
+    MOMENTS_PART = "v"
+
+
+# Groups of slots that merge together: their first slot's name and the names of all of them.
+_GROUPS = {
+    "last": (Merge.LAST, Merge.LAST_PART, ("last_ts", "last_p", "last_o", "last_v")),
+    "moments": (Merge.MOMENTS, Merge.MOMENTS_PART, ("var_n", "var_mean", "var_m2")),
+}
+# The identity of each merge rule: what an empty tile holds.
+_EMPTY = {
+    Merge.ADD: 0.0,
+    Merge.MAX: -np.inf,
+    Merge.MIN: np.inf,
+    Merge.LAST: -np.inf,
+    Merge.LAST_PART: -np.inf,
+    Merge.MOMENTS: 0.0,
+    Merge.MOMENTS_PART: 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -75,16 +94,16 @@ class TileLayout:
     def _add_slot(self, slot: str) -> None:
         if slot in self.slots:
             return
-        kind, _, _column = slot.partition(":")
-        if kind == "last_ts":
-            for part in ("last_ts", "last_p", "last_o", "last_v"):
-                self.slots[f"{part}:{_column}"] = len(self.merges)
-                self.merges.append(Merge.LAST if part == "last_ts" else Merge.LAST_PART)
+        kind, _, column = slot.partition(":")
+        if kind in _GROUPS:
+            first, rest, parts = _GROUPS[kind]
+            for i, part in enumerate(parts):
+                self.slots[f"{part}:{column}"] = len(self.merges)
+                self.merges.append(first if i == 0 else rest)
+            self.slots[slot] = self.slots[f"{parts[0]}:{column}"]
             return
         self.slots[slot] = len(self.merges)
-        self.merges.append(
-            {"sum": Merge.ADD, "sq": Merge.ADD, "max": Merge.MAX}.get(kind, Merge.MIN)
-        )
+        self.merges.append({"sum": Merge.ADD, "max": Merge.MAX, "min": Merge.MIN}[kind])
 
     @property
     def width(self) -> int:
@@ -92,6 +111,10 @@ class TileLayout:
 
     def merge_codes(self) -> str:
         return "".join(m.value for m in self.merges)
+
+    def empty(self) -> F64:
+        """The state of a tile without events: the identity of every merge rule."""
+        return np.array([_EMPTY[m] for m in self.merges])
 
     @property
     def columns(self) -> list[str]:
@@ -110,11 +133,10 @@ class TileLayout:
         columns: dict[str, F64],
     ) -> F64:
         """One state per group (e.g. per entity and tile) from events labelled `group`."""
-        out = np.zeros((n_groups, self.width), dtype=np.float64)
-        out[:, self.COUNT] = np.bincount(group, minlength=n_groups)
-        newest = np.full(n_groups, -np.inf)
-        np.maximum.at(newest, group, ts.astype(np.float64))
-        out[:, self.NEWEST] = newest
+        out = np.tile(self.empty(), (n_groups, 1))
+        count = np.bincount(group, minlength=n_groups).astype(np.float64)
+        out[:, self.COUNT] = count
+        np.maximum.at(out[:, self.NEWEST], group, ts.astype(np.float64))
         for slot, index in self.slots.items():
             kind, _, column = slot.partition(":")
             if not column:
@@ -122,14 +144,21 @@ class TileLayout:
             values = columns[column]
             if kind == "sum":
                 out[:, index] = np.bincount(group, weights=values, minlength=n_groups)
-            elif kind == "sq":
-                out[:, index] = np.bincount(group, weights=values * values, minlength=n_groups)
-            elif kind in ("max", "min"):
-                fill, ufunc = (-np.inf, np.maximum) if kind == "max" else (np.inf, np.minimum)
-                acc = np.full(n_groups, fill)
-                ufunc.at(acc, group, values)
-                out[:, index] = acc
-            elif kind == "last_ts":
+            elif kind == "max":
+                np.maximum.at(out[:, index], group, values)
+            elif kind == "min":
+                np.minimum.at(out[:, index], group, values)
+            elif kind == "moments":
+                # Two passes per tile (mean, then squared deviations): no cancellation.
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.bincount(group, weights=values, minlength=n_groups) / count
+                deviations = values - mean[group]
+                out[:, index] = count
+                out[:, index + 1] = np.where(count > 0, mean, 0.0)
+                out[:, index + 2] = np.bincount(
+                    group, weights=deviations * deviations, minlength=n_groups
+                )
+            elif kind == "last":
                 # The greatest (ts, partition, offset) of each group: sort, take each group's last.
                 order = np.lexsort((offset, partition, ts, group))
                 last_of_group = order[np.r_[group[order][1:] != group[order][:-1], True]]
@@ -143,11 +172,14 @@ class TileLayout:
     # -- tile states -> feature values -----------------------------------------------------
 
     def merge(self, states: F64) -> F64:
-        """Fold states (rows) into one with the slots' merge rules. Empty rows are all-NaN."""
+        """Fold states (rows) into one with the slots' merge rules.
+
+        Rows whose count is NaN stand for tiles that were never written and are skipped; with
+        none left the result is `empty()`, which merges neutrally with anything.
+        """
         present = states[~np.isnan(states[:, self.COUNT])]
-        out = np.full(self.width, np.nan)
+        out = self.empty()
         if len(present) == 0:
-            out[self.COUNT] = 0.0
             return out
         for index, rule in enumerate(self.merges):
             column = present[:, index]
@@ -160,6 +192,16 @@ class TileLayout:
             elif rule is Merge.LAST:
                 best = np.lexsort((present[:, index + 2], present[:, index + 1], column))[-1]
                 out[index : index + 4] = present[best, index : index + 4]
+            elif rule is Merge.MOMENTS:
+                n, means, m2 = column, present[:, index + 1], present[:, index + 2]
+                total = n.sum()
+                if total > 0:
+                    mean = float((n * means).sum() / total)
+                    out[index : index + 3] = (
+                        total,
+                        mean,
+                        m2.sum() + (n * (means - mean) ** 2).sum(),
+                    )
         return out
 
     def features_at(self, tile_of_t: int, tiles: I64, states: F64) -> dict[str, float | None]:
@@ -173,11 +215,10 @@ class TileLayout:
             values[feature.name] = self.finalize(feature, merged)
         return values
 
-    def newest_at(self, tile_of_t: int, window_tiles: int, tiles: I64, states: F64) -> float:
-        in_window = (tiles > tile_of_t - window_tiles) & (tiles <= tile_of_t)
-        newest = states[in_window, self.NEWEST]
-        newest = newest[~np.isnan(newest)]
-        return float(newest.max()) if len(newest) else float("nan")
+    def newest(self, merged: F64) -> int | None:
+        """Event time of the newest event in a merged state; None when it holds none."""
+        value = merged[self.NEWEST]
+        return int(value) if np.isfinite(value) else None
 
     def finalize(self, feature: Feature, merged: F64) -> float | None:
         count = merged[self.COUNT]
@@ -185,16 +226,17 @@ class TileLayout:
         if fn is Function.COUNT:
             return float(count)
         if fn is Function.SUM:
-            return float(merged[self.slots[f"sum:{column}"]]) if count else 0.0
+            return float(merged[self.slots[f"sum:{column}"]])
         if count == 0:
             return None
         if fn is Function.MEAN:
             return float(merged[self.slots[f"sum:{column}"]] / count)
         if fn in (Function.VARIANCE, Function.STDDEV):
-            if count < 2:
+            index = self.slots[f"moments:{column}"]
+            n, m2 = merged[index], merged[index + 2]
+            if n < 2:
                 return None
-            total, squares = merged[self.slots[f"sum:{column}"]], merged[self.slots[f"sq:{column}"]]
-            variance = max((squares - total * total / count) / (count - 1), 0.0)
+            variance = max(m2 / (n - 1), 0.0)
             return float(variance if fn is Function.VARIANCE else np.sqrt(variance))
         if fn is Function.MAX:
             return float(merged[self.slots[f"max:{column}"]])
@@ -213,11 +255,11 @@ def _slots_for(function: Function, column: str | None) -> list[str]:
     return {
         Function.SUM: [f"sum:{column}"],
         Function.MEAN: [f"sum:{column}"],
-        Function.VARIANCE: [f"sum:{column}", f"sq:{column}"],
-        Function.STDDEV: [f"sum:{column}", f"sq:{column}"],
+        Function.VARIANCE: [f"moments:{column}"],
+        Function.STDDEV: [f"moments:{column}"],
         Function.MIN: [f"min:{column}"],
         Function.MAX: [f"max:{column}"],
-        Function.LAST: [f"last_ts:{column}"],
+        Function.LAST: [f"last:{column}"],
     }[function]
 
 

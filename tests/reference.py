@@ -1,0 +1,190 @@
+"""Brute-force reference model of docs/semantics.md, for tests to hold the real engine against.
+
+Written straight from the documented formulas with plain loops over raw events; slow on purpose
+and small enough to check by eye. Timestamps are integer microseconds since the epoch (UTC).
+
+An event is a mapping (`{"ts": ..., "partition": ..., "offset": ..., "amount": ...}`) or an
+`Event`; `value(event, name)` reads either.
+
+>>> events = [Event(ts=10, partition=0, offset=0, values={"amount": 2.0}),
+...           Event(ts=25, partition=0, offset=1, values={"amount": 5.0})]
+>>> feature_value(events, "sum", "amount", window_us=20, tile_us=10, t_us=25)
+7.0
+>>> feature_value(events, "sum", "amount", window_us=20, tile_us=10, t_us=30)  # far edge moved
+5.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+FUNCTIONS = (
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "variance",
+    "stddev",
+    "last",
+    "approx_count_distinct",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    ts: int
+    partition: int
+    offset: int
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+EventLike = Event | Mapping[str, Any]
+E = TypeVar("E", bound=EventLike)  # lists of events come back with the type they went in with
+
+
+def value(event: EventLike, name: str) -> Any:
+    """The field `name` of an event: `ts`, `partition`, `offset` or a column."""
+    if isinstance(event, Mapping):
+        return event[name]
+    if name in ("ts", "partition", "offset"):
+        return getattr(event, name)
+    return event.values[name]
+
+
+def order_key(event: EventLike) -> tuple[int, int, int]:
+    """Newest-last order: event time, ties broken by the later (partition, offset)."""
+    return (value(event, "ts"), value(event, "partition"), value(event, "offset"))
+
+
+def apply_lateness(events: Iterable[E], allowed_lateness_us: int) -> tuple[list[E], list[E]]:
+    """Split events into (applied, late), each in input order.
+
+    Per partition, in offset order, the watermark M is the newest event time seen before the
+    event; the event is late iff ts < M - allowed_lateness. Late events never move M (they are
+    older than it anyway).
+    """
+    pending = list(events)
+    late: set[int] = set()  # indices into events
+    for partition in sorted({value(e, "partition") for e in events}):
+        mine = [i for i, e in enumerate(pending) if value(e, "partition") == partition]
+        mine.sort(key=lambda i: value(pending[i], "offset"))
+        watermark: int | None = None
+        for i in mine:
+            ts = value(pending[i], "ts")
+            if watermark is not None and ts < watermark - allowed_lateness_us:
+                late.add(i)
+                continue
+            watermark = ts if watermark is None else max(watermark, ts)
+    applied = [e for i, e in enumerate(pending) if i not in late]
+    return applied, [e for i, e in enumerate(pending) if i in late]
+
+
+def tile_of(ts_us: int, tile_us: int) -> int:
+    """floor(e / T): an event exactly on a boundary k·T belongs to tile k."""
+    return ts_us // tile_us  # Python's // floors, also for times before the epoch
+
+
+def in_window(ts_us: int, window_us: int, tile_us: int, t_us: int) -> bool:
+    """floor(e/T) >= floor(t/T) - n + 1 (far edge, whole tiles) and e <= t (near edge, exact)."""
+    if window_us <= 0 or window_us % tile_us:
+        raise ValueError(f"window {window_us} is not a positive multiple of the tile {tile_us}")
+    n = window_us // tile_us
+    return tile_of(ts_us, tile_us) >= tile_of(t_us, tile_us) - n + 1 and ts_us <= t_us
+
+
+def window_events(events: Iterable[E], window_us: int, tile_us: int, t_us: int) -> list[E]:
+    return [e for e in events if in_window(value(e, "ts"), window_us, tile_us, t_us)]
+
+
+def aggregate(events: Sequence[EventLike], function: str, column: str | None) -> Any:
+    """One function over exactly these events (already chosen by the window)."""
+    function = str(function)
+    if function == "count":
+        return len(events)
+    if function == "last":
+        if not events:
+            return None
+        newest = events[0]
+        for event in events[1:]:
+            if order_key(event) > order_key(newest):
+                newest = event
+        return value(newest, _need(column, function))
+    xs = [value(e, _need(column, function)) for e in events]
+    if function == "sum":
+        return math.fsum(float(x) for x in xs)  # fsum: the correctly rounded sum
+    if function == "approx_count_distinct":
+        return len(set(xs))  # the exact number the HyperLogLog estimates
+    if not xs:
+        return None
+    if function == "mean":
+        return math.fsum(float(x) for x in xs) / len(xs)
+    if function == "min":
+        smallest = xs[0]
+        for x in xs[1:]:
+            smallest = min(smallest, x)
+        return float(smallest)
+    if function == "max":
+        largest = xs[0]
+        for x in xs[1:]:
+            largest = max(largest, x)
+        return float(largest)
+    if function in ("variance", "stddev"):
+        if len(xs) < 2:
+            return None
+        # Two passes: mean first, then squared deviations from it (sample variance, n - 1).
+        mean = math.fsum(float(x) for x in xs) / len(xs)
+        variance = math.fsum((float(x) - mean) ** 2 for x in xs) / (len(xs) - 1)
+        return variance if function == "variance" else math.sqrt(variance)
+    raise ValueError(f"unknown function {function!r}; expected one of {FUNCTIONS}")
+
+
+def feature_value(
+    events: Iterable[EventLike],
+    function: str,
+    column: str | None,
+    window_us: int,
+    tile_us: int,
+    t_us: int,
+) -> Any:
+    """The value of `function(column)` over window `window_us` at read time `t_us`.
+
+    `events` are the applied events (see `apply_lateness`). count 0 and sum 0.0 on an empty
+    window, None for the other functions; variance and stddev are None below 2 events.
+    """
+    return aggregate(window_events(events, window_us, tile_us, t_us), function, column)
+
+
+def newest_event(
+    events: Iterable[EventLike], window_us: int, tile_us: int, t_us: int
+) -> int | None:
+    """The event time of the newest event in the window, None when the window is empty."""
+    newest: int | None = None
+    for event in window_events(events, window_us, tile_us, t_us):
+        ts = value(event, "ts")
+        if newest is None or ts > newest:
+            newest = ts
+    return newest
+
+
+def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str, Any]:
+    """Every feature of a `FeatureView` at `t_us`, by feature name, from the applied events."""
+    from featurestore.definitions import duration_us
+
+    applied = list(events)
+    out: dict[str, Any] = {}
+    for agg in view.aggregations:
+        for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+            out[name] = feature_value(
+                applied, agg.function, agg.column, duration_us(window), view.tile_us, t_us
+            )
+    return out
+
+
+def _need(column: str | None, function: str) -> str:
+    if column is None:
+        raise ValueError(f"{function} needs a column")
+    return column
