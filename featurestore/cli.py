@@ -137,6 +137,16 @@ def views(
     console.print(table)
 
 
+@app.command("remove")
+def remove(
+    view: Annotated[str, typer.Argument(help="Feature view name.")],
+    version: Annotated[int, typer.Argument(help="The version to remove.")],
+) -> None:
+    """Remove an old view version from the registry; its online keys expire by themselves."""
+    Registry(load_settings().registry).remove_view(view, version)
+    console.print(f"Removed {view} v{version}.")
+
+
 def _load_plugins() -> None:
     for entry_point in entry_points(group="fstore.commands"):
         register = entry_point.load()

@@ -519,6 +519,11 @@ def test_cli_apply_and_views(cli_env: Path, repo: Path) -> None:
     assert fingerprint in listing.output
     assert "amount_sum_2h" in listing.output and "amount_sum_1h" in listing.output
 
+    removed = runner.invoke(cli.app, ["remove", "user_txn", "1"])
+    assert removed.exit_code == 0, removed.output
+    listing = runner.invoke(cli.app, ["views", "--all"])
+    assert "amount_sum_2h" in listing.output and "amount_sum_1h" not in listing.output
+
 
 def test_cli_views_without_a_registry(cli_env: Path) -> None:
     result = CliRunner().invoke(cli.app, ["views"])
