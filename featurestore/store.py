@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from featurestore.config import Settings, load_settings
 from featurestore.errors import RequestError
+from featurestore.historical import HistoricalQuery
+from featurestore.offline import OfflineStore
 from featurestore.online import OnlineStore, read_features
 from featurestore.registry import RegisteredView, Registry
 from featurestore.tiles import TileLayout
@@ -99,6 +104,33 @@ class FeatureStore:
                 [None if f.event_time_us is None else from_us(f.event_time_us) for f in found],
             )
         return response
+
+    def get_historical_features(
+        self,
+        entity_rows: Any,
+        features: Sequence[str] | None = None,
+        service: str | None = None,
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        output: str | Path | None = None,
+    ) -> pa.Table | Path:
+        """Point-in-time correct features for each entity row, from the offline log.
+
+        `entity_rows` is a pandas DataFrame, a pyarrow Table or a Parquet path holding the join
+        keys, `timestamp_column`, and any other columns (labels), which are carried through.
+        Every feature is the value the online store serves at the row's time (see
+        docs/semantics.md). With `output`, rows stream into that Parquet file (for results
+        larger than memory) and its path is returned; otherwise an Arrow table.
+        """
+        resolved = self.registry.resolve_refs(_refs(self, features, service))
+        query = HistoricalQuery(
+            OfflineStore(self.settings.offline),
+            entity_rows,
+            resolved,
+            timestamp_column=timestamp_column,
+            full_feature_names=full_feature_names,
+        )
+        return query.to_parquet(output) if output is not None else query.to_arrow()
 
     def _layout(self, registered: RegisteredView) -> TileLayout:
         key = (registered.name, registered.version)

@@ -1,0 +1,245 @@
+"""Point-in-time correct feature values from the offline log, with DuckDB.
+
+For each entity row at time t, every windowed feature is computed from the raw applied events
+with the window formula of docs/semantics.md: events of the same entity with
+`floor(e/T) >= floor(t/T) - n + 1` and `e <= t`. One range join per view (entity keys equal,
+event time between the longest window's far edge and t) feeds every window of the view through
+`FILTER` clauses, so no event after t can reach any value. DuckDB runs it out of core: joins and
+aggregates spill to disk, and `write_parquet` streams the result instead of holding it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from featurestore.definitions import Function, ValueType
+from featurestore.errors import RequestError
+from featurestore.offline import OFFSET, PARTITION, TIMESTAMP, OfflineStore
+from featurestore.registry import RegisteredView
+from featurestore.tiles import TileLayout
+
+ROW = "__row"
+_SQL_TYPES = {
+    ValueType.STRING: {"VARCHAR"},
+    ValueType.INT64: {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER"},
+    ValueType.FLOAT64: {"DOUBLE", "FLOAT"},
+    ValueType.BOOL: {"BOOLEAN"},
+}
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier: every name from definitions or entity rows goes through here."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str | Path) -> str:
+    """A quoted SQL string: every path goes through here."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _aggregate_sql(function: Function, column: str | None, window_filter: str) -> str:
+    value = f"e.{_ident(column)}::DOUBLE" if column is not None else ""
+    flt = f"FILTER (WHERE {window_filter})"
+    if function is Function.COUNT:
+        return f"count(e.__ts) {flt}"
+    if function is Function.SUM:
+        return f"coalesce(sum({value}) {flt}, 0.0)"
+    if function is Function.APPROX_COUNT_DISTINCT:
+        return f"approx_count_distinct(e.{_ident(column or '')}) {flt}::DOUBLE"
+    return {
+        Function.MEAN: f"avg({value}) {flt}",
+        Function.MIN: f"min({value}) {flt}",
+        Function.MAX: f"max({value}) {flt}",
+        Function.VARIANCE: f"var_samp({value}) {flt}",
+        Function.STDDEV: f"stddev_samp({value}) {flt}",
+        # The newest event by (time, partition, offset), as the online tiles decide ties.
+        Function.LAST: f"arg_max({value}, [e.__ts, e.{PARTITION}, e.{OFFSET}]) {flt}",
+    }[function]
+
+
+class HistoricalQuery:
+    """One training-set query: entity rows in, one column per requested feature out."""
+
+    def __init__(
+        self,
+        offline: OfflineStore,
+        entities: Any,
+        resolved: Sequence[tuple[RegisteredView, str]],
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+    ) -> None:
+        self.offline = offline
+        self.resolved = resolved
+        self.timestamp_column = timestamp_column
+        self.con = duckdb.connect()
+        self.entity_columns = self._load_entities(entities)
+        self.names = self._column_names(full_feature_names)
+
+    def to_arrow(self) -> pa.Table:
+        return self.con.sql(self.sql()).to_arrow_table()
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Stream the result into a Parquet file without holding it in memory."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.con.execute(f"COPY ({self.sql()}) TO {_literal(target)} (FORMAT parquet)")
+        return target
+
+    def sql(self) -> str:
+        views: dict[tuple[str, int], RegisteredView] = {}
+        for registered, _feature in self.resolved:
+            views.setdefault((registered.name, registered.version), registered)
+        parts = {
+            key: self._view_sql(registered, i) for i, (key, registered) in enumerate(views.items())
+        }
+        carried = ", ".join(f"l.{_ident(c)}" for c in self.entity_columns)
+        selected = []
+        for (registered, feature), name in zip(self.resolved, self.names, strict=True):
+            alias = f"v{list(views).index((registered.name, registered.version))}"
+            selected.append(f"{alias}.{_ident(feature)} AS {_ident(name)}")
+        joins = " ".join(
+            f"JOIN ({sql}) v{i} ON v{i}.{ROW} = l.{ROW}" for i, sql in enumerate(parts.values())
+        )
+        return f"SELECT {carried}, {', '.join(selected)} FROM labels l {joins} ORDER BY l.{ROW}"
+
+    def _view_sql(self, registered: RegisteredView, index: int) -> str:
+        view = registered.view
+        layout = TileLayout(view)
+        tile = view.tile_us
+        self._check_keys(registered)
+        events = self._events_sql(registered, f"events{index}")
+        longest = max(f.window_tiles for f in layout.features)
+        key_match = " AND ".join(f"e.{_ident(k)} = l.{_ident(k)}" for k in view.join_keys)
+        aggregates = []
+        for feature in layout.features:
+            start = f"(l.__t // {tile} - {feature.window_tiles - 1}) * {tile}"
+            sql = _aggregate_sql(feature.function, feature.column, f"e.__ts >= {start}")
+            aggregates.append(f"{sql} AS {_ident(feature.name)}")
+        return (
+            f"SELECT l.{ROW}, {', '.join(aggregates)} FROM labels l LEFT JOIN {events} e "
+            f"ON {key_match} AND e.__ts <= l.__t "
+            f"AND e.__ts >= (l.__t // {tile} - {longest - 1}) * {tile} "
+            f"GROUP BY l.{ROW}"
+        )
+
+    def _events_sql(self, registered: RegisteredView, name: str) -> str:
+        """The view's applied events, each (partition, offset) once, pruned to the rows' dates."""
+        view = registered.view
+        directory = self.offline.view_dir(view.name, registered.version)
+        if not any(directory.glob("date=*/*.parquet")):
+            columns = [
+                f"NULL::{_sql_type(t)} AS {_ident(c)}"
+                for c, t in view.source.schema_.items()
+                if c != view.source.timestamp_field
+            ]
+            self.con.execute(
+                f"CREATE TEMP TABLE {name} AS SELECT {', '.join(columns)}, "
+                f"NULL::BIGINT AS __ts, NULL::INTEGER AS {PARTITION}, NULL::BIGINT AS {OFFSET} "
+                "LIMIT 0"
+            )
+            return name
+        first, last = self.con.execute(
+            f"SELECT min(__t) - {view.max_window_us}, max(__t) FROM labels"
+        ).fetchone() or (None, None)
+        pruning = (
+            ""
+            if first is None
+            else f"WHERE CAST(date AS DATE) BETWEEN make_timestamp({first})::DATE "
+            f"AND make_timestamp({last})::DATE"
+        )
+        self.con.execute(
+            f"CREATE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
+            f"FROM read_parquet({_literal(directory / 'date=*' / '*.parquet')}, "
+            "hive_partitioning = true) "
+            f"{pruning} QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
+        )
+        return name
+
+    def _check_keys(self, registered: RegisteredView) -> None:
+        schema = registered.view.source.schema_
+        for key in registered.view.join_keys:
+            if key not in self.entity_columns:
+                raise RequestError(
+                    f"view {registered.name!r} is keyed by {registered.view.join_keys}; the "
+                    f"entity rows lack {key!r} (columns: {sorted(self.entity_columns)})"
+                )
+            given, wanted = self.entity_columns[key], schema[key]
+            if given not in _SQL_TYPES.get(wanted, set()):
+                raise RequestError(
+                    f"entity key {key!r} is {given} in the entity rows but {wanted} in "
+                    f"{registered.name!r}'s source; cast it"
+                )
+
+    def _load_entities(self, entities: Any) -> dict[str, str]:
+        if isinstance(entities, str | Path):
+            self.con.execute(
+                "CREATE TEMP VIEW entity_rows AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS {ROW} "
+                f"FROM read_parquet({_literal(entities)}, file_row_number = true)"
+            )
+        else:
+            if not isinstance(entities, pa.Table):
+                if not (hasattr(entities, "columns") and hasattr(entities, "to_numpy")):
+                    raise RequestError(
+                        "entity rows must be a pandas DataFrame, a pyarrow Table or a Parquet "
+                        f"path, not {type(entities).__name__}"
+                    )
+                entities = pa.Table.from_pandas(entities, preserve_index=False)
+            numbered = entities.append_column(ROW, pa.array(range(entities.num_rows), pa.int64()))
+            self.con.register("entity_rows", numbered)
+        relation = self.con.sql("SELECT * FROM entity_rows LIMIT 0")
+        columns = {
+            c: str(t) for c, t in zip(relation.columns, relation.types, strict=True) if c != ROW
+        }
+        if self.timestamp_column not in columns:
+            raise RequestError(
+                f"entity rows have no timestamp column {self.timestamp_column!r} "
+                f"(columns: {sorted(columns)}); pass timestamp_column=..."
+            )
+        kind = columns[self.timestamp_column]
+        if kind.startswith("TIMESTAMP") and "TIME ZONE" not in kind:
+            warnings.warn(
+                f"timestamp column {self.timestamp_column!r} has no timezone; read as UTC",
+                stacklevel=4,
+            )
+        elif kind != "TIMESTAMP WITH TIME ZONE":
+            raise RequestError(
+                f"timestamp column {self.timestamp_column!r} is {kind}; it must be a timestamp"
+            )
+        # epoch_us of a zone-less timestamp reads its wall clock as UTC, as the warning says.
+        self.con.execute(
+            f"CREATE TEMP VIEW labels AS SELECT *, epoch_us({_ident(self.timestamp_column)}) "
+            "AS __t "
+            "FROM entity_rows"
+        )
+        return columns
+
+    def _column_names(self, full: bool) -> list[str]:
+        names = [
+            f"{registered.name}__{feature}" if full else feature
+            for registered, feature in self.resolved
+        ]
+        taken = set(self.entity_columns)
+        clashes = sorted({n for n in names if names.count(n) > 1 or n in taken})
+        if clashes:
+            raise RequestError(
+                f"feature columns {clashes} clash with each other or with the entity columns; "
+                "pass full_feature_names=True to name them view__feature"
+            )
+        return names
+
+
+def _sql_type(kind: ValueType) -> str:
+    return {
+        ValueType.STRING: "VARCHAR",
+        ValueType.INT64: "BIGINT",
+        ValueType.FLOAT64: "DOUBLE",
+        ValueType.BOOL: "BOOLEAN",
+        ValueType.TIMESTAMP: "VARCHAR",
+    }[kind]
