@@ -147,6 +147,64 @@ def remove(
     console.print(f"Removed {view} v{version}.")
 
 
+dataset_app = typer.Typer(help="Versioned, reproducible training datasets.")
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument(help="Dataset name; each create adds a version.")],
+    entities: Annotated[
+        Path, typer.Option(help="Parquet file of entity rows: join keys, timestamp, labels.")
+    ],
+    service: Annotated[str | None, typer.Option(help="Feature service to compute.")] = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="Feature ref view:feature (repeat).")
+    ] = None,
+    timestamp_column: Annotated[str, typer.Option(help="Row time column.")] = "event_timestamp",
+) -> None:
+    """Compute point-in-time features for every entity row and store them with a manifest."""
+    from featurestore.store import FeatureStore
+
+    dataset = FeatureStore().create_dataset(
+        name, entities, features=feature, service=service, timestamp_column=timestamp_column
+    )
+    console.print(
+        f"Created {dataset.ref}: {dataset.manifest['row_count']:,} rows at {dataset.path}\n"
+        f"content hash {dataset.manifest['content_hash']}"
+    )
+
+
+@dataset_app.command("list")
+def dataset_list() -> None:
+    """List datasets and their versions."""
+    from featurestore.store import FeatureStore
+
+    table = Table("dataset", "rows", "features", "created", "content hash")
+    for dataset in FeatureStore().datasets.all():
+        manifest = dataset.manifest
+        table.add_row(
+            dataset.ref,
+            f"{manifest['row_count']:,}",
+            str(len(manifest["features"])),
+            manifest["created_at"],
+            manifest["content_hash"][:16],
+        )
+    console.print(table)
+
+
+@dataset_app.command("show")
+def dataset_show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION.")],
+) -> None:
+    """Print a dataset's manifest."""
+    from featurestore.store import FeatureStore
+
+    dataset = FeatureStore().datasets.get(ref)
+    console.print(f"{dataset.path}")
+    console.print_json(data=dataset.manifest)
+
+
 def _load_plugins() -> None:
     for entry_point in entry_points(group="fstore.commands"):
         register = entry_point.load()

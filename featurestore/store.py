@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurestore.config import Settings, load_settings
+from featurestore.datasets import Dataset, DatasetStore
 from featurestore.errors import RequestError
 from featurestore.historical import HistoricalQuery
 from featurestore.offline import OfflineStore
@@ -58,6 +59,7 @@ class FeatureStore:
         self.settings = settings or load_settings()
         self.registry = Registry(self.settings.registry)
         self.online = OnlineStore(self.settings.redis)
+        self.datasets = DatasetStore(OfflineStore(self.settings.offline))
         self._layouts: dict[tuple[str, int], TileLayout] = {}
 
     def get_online_features(
@@ -131,6 +133,34 @@ class FeatureStore:
             full_feature_names=full_feature_names,
         )
         return query.to_parquet(output) if output is not None else query.to_arrow()
+
+    def create_dataset(
+        self,
+        name: str,
+        entity_rows: Any,
+        features: Sequence[str] | None = None,
+        service: str | None = None,
+        timestamp_column: str = "event_timestamp",
+    ) -> Dataset:
+        """A new version of training dataset `name`: rows, entity rows and a manifest.
+
+        Returns where it is (`.path`), its version and manifest, for training code to record.
+        """
+        resolved = self.registry.resolve_refs(_refs(self, features, service))
+        return self.datasets.create(name, entity_rows, resolved, service, timestamp_column)
+
+    def recreate_dataset(self, ref: str) -> Dataset:
+        """Build `name[@version]` again from its manifest, as a new version of the same name.
+
+        Its `content_hash` equals the original's when the offline log still holds the events.
+        """
+        original = self.datasets.get(ref)
+        manifest = original.manifest
+        resolved = self.registry.resolve_refs(manifest["features"])
+        entities = original.path.parent / "entities.parquet"
+        return self.datasets.create(
+            original.name, entities, resolved, manifest["service"], manifest["timestamp_column"]
+        )
 
     def _layout(self, registered: RegisteredView) -> TileLayout:
         key = (registered.name, registered.version)
