@@ -7,6 +7,7 @@ The root lives in the core package. `streaming` and `serving` add their commands
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
 from featurestore.services import KafkaServer, RedisServer
+from featurestore.timestamps import to_us
 
 app = typer.Typer(
     name="fstore",
@@ -203,6 +205,56 @@ def dataset_show(
     dataset = FeatureStore().datasets.get(ref)
     console.print(f"{dataset.path}")
     console.print_json(data=dataset.manifest)
+
+
+@app.command("verify")
+def verify(
+    view: Annotated[str, typer.Argument(help="Feature view to check.")],
+    version: Annotated[int | None, typer.Option(help="View version (default: latest).")] = None,
+    sample: Annotated[int, typer.Option(help="Entities to sample.")] = 1000,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(help="Read time in UTC, e.g. 2026-01-01T12:00:00 (default: newest event)."),
+    ] = None,
+    max_mismatch_rate: Annotated[
+        float, typer.Option(help="Exit 1 when the mismatch rate is above this.")
+    ] = 0.0,
+) -> None:
+    """Compare online values with the offline computation at sampled (entity, time) points."""
+    from featurestore.verify import verify_view
+
+    settings = load_settings()
+    registered = Registry(settings.registry).get_view(view, version)
+    when = None
+    if as_of is not None:
+        when = to_us(as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
+    report = verify_view(settings, registered, sample=sample, as_of_us=when)
+    table = Table(
+        "feature",
+        "compared",
+        "mismatched",
+        "rate",
+        "max abs diff",
+        "max rel diff",
+        title=f"{report.view}@{report.version}: {report.points} points",
+    )
+    for check in report.checks:
+        table.add_row(
+            check.feature,
+            str(check.compared),
+            str(check.mismatched),
+            f"{check.mismatch_rate:.4%}",
+            f"{check.max_abs_diff:.3g}",
+            f"{check.max_rel_diff:.3g}",
+        )
+    console.print(table)
+    for check in report.checks:
+        for example in check.examples:
+            console.print(f"[red]{check.feature}[/] {example}")
+    if report.mismatch_rate > max_mismatch_rate:
+        console.print(f"[red]mismatch rate {report.mismatch_rate:.4%} > {max_mismatch_rate:.4%}[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]mismatch rate {report.mismatch_rate:.4%}[/]")
 
 
 def _load_plugins() -> None:
