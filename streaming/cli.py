@@ -31,6 +31,10 @@ def ingest(
     ] = None,
     group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "fstore-ingest",
     batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Stable id of this worker in the group: a restart resumes at once."),
+    ] = None,
     metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 0,
     metrics_host: Annotated[str, typer.Option(help="Address /metrics listens on.")] = "127.0.0.1",
 ) -> None:
@@ -50,7 +54,11 @@ def ingest(
             )
         registered = [r for r in registered if r.name in view]
     worker = Worker(
-        settings, [(r.view, r.version) for r in registered], group=group, batch_size=batch_size
+        settings,
+        [(r.view, r.version) for r in registered],
+        group=group,
+        batch_size=batch_size,
+        instance_id=instance_id,
     )
     serve_metrics(worker, metrics_port, metrics_host)
     names = ", ".join(f"{r.name}@{r.version}" for r in registered)

@@ -84,6 +84,7 @@ class Worker:
         batch_size: int = 20_000,
         poll_timeout: float = 0.2,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        instance_id: str | None = None,
     ) -> None:
         if not views:
             raise StreamingError("no feature views to ingest; run `fstore apply` first")
@@ -92,6 +93,9 @@ class Worker:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.max_message_bytes = max_message_bytes
+        # Static group membership: a restarted worker with the same id takes its old partitions
+        # back at once instead of waiting out the session timeout of its dead predecessor.
+        self.instance_id = instance_id
         self.online = OnlineStore(settings.redis)
         self.offline = OfflineStore(settings.offline)
         self.sources: dict[str, KafkaSource] = {}
@@ -127,6 +131,7 @@ class Worker:
                     "partition.assignment.strategy": "range",
                     "statistics.interval.ms": 5000,
                     "stats_cb": self._on_stats,
+                    **({"group.instance.id": self.instance_id} if self.instance_id else {}),
                 }
             )
         )

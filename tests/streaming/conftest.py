@@ -1,10 +1,13 @@
-"""Helpers for worker tests: a feature view on a fresh topic, publishing with known offsets."""
+"""Helpers for worker tests: a feature view on a fresh topic, random streams published with
+known offsets, and the comparison of online values with the brute-force reference."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,14 @@ from confluent_kafka import Producer
 
 from featurestore.config import KafkaSettings, OfflineSettings, RedisSettings, Settings
 from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
+from featurestore.online import OnlineStore, read_features
+from featurestore.tiles import TileLayout
 from streaming.topics import ensure_topic
 from streaming.worker import Worker
+from tests.reference import apply_lateness, newest_event, view_features
+
+BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+US = 1_000_000
 
 
 def make_view(topic: str, name: str = "user_txn", lateness: str = "5m") -> FeatureView:
@@ -77,6 +86,71 @@ def publish(
 
 def event_payload(event: dict[str, Any]) -> tuple[bytes, bytes]:
     return orjson.dumps(event), str(event["user_id"]).encode()
+
+
+def random_events(
+    rng: random.Random, count: int, users: int, spacing_s: float = 2.0
+) -> list[dict[str, object]]:
+    """Mostly ordered events with jitter, some far out of order (late beyond 5 minutes)."""
+    events = []
+    for i in range(count):
+        ts = BASE + timedelta(seconds=i * spacing_s + rng.uniform(-120, 120))
+        if rng.random() < 0.04:
+            ts -= timedelta(minutes=rng.uniform(6, 40))  # late for a 5-minute allowance
+        if rng.random() < 0.05:
+            ts = ts.replace(second=0, microsecond=0)  # exactly on a tile boundary
+        events.append(
+            {
+                "user_id": f"u{rng.randrange(users)}",
+                "amount": round(rng.uniform(-50, 500), 2),
+                "merchant": f"m{rng.randrange(40)}",
+                "ts": ts.isoformat(),
+            }
+        )
+    return events
+
+
+def as_published(events: list[dict[str, object]], where: list[tuple[int, int]]) -> list[Published]:
+    """Events with the (partition, offset) that `publish` returned for them."""
+    epoch, one_us = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
+    return [
+        Published((datetime.fromisoformat(str(e["ts"])) - epoch) // one_us, p, o, e)
+        for e, (p, o) in zip(events, where, strict=True)
+    ]
+
+
+def assert_matches_reference(
+    settings: Settings,
+    view: FeatureView,
+    published: list[Published],
+    as_of_us: int,
+    version: int = 1,
+) -> int:
+    """Every feature of every user equals the brute-force value; returns how many compared."""
+    layout = TileLayout(view)
+    applied, _late = apply_lateness(published, view.lateness_us)
+    by_user: dict[str, list[Any]] = {e.values["user_id"]: [] for e in published}
+    for event in applied:
+        by_user[event.values["user_id"]].append(event)
+    users = sorted(by_user)
+    [online] = read_features(
+        OnlineStore(settings.redis), [(view.name, version, layout, users)], as_of_us
+    )
+    compared = 0
+    for user, got in zip(users, online, strict=True):
+        mine = by_user[user]
+        want = view_features(mine, view, as_of_us)
+        for name, expected in want.items():
+            actual = got[name].value
+            if expected is None:
+                assert actual is None, (user, name, actual)
+            else:
+                assert actual == pytest.approx(expected, rel=1e-9, abs=1e-9), (user, name)
+            compared += 1
+        if "amount_last_2h" in got:
+            newest = newest_event(mine, 2 * 3600 * US, view.tile_us, as_of_us)
+            assert got["amount_last_2h"].event_time_us == newest
+    return compared
 
 
 @pytest.fixture

@@ -14,8 +14,15 @@ from featurestore.definitions import Aggregation
 from featurestore.registry import RegisteredView
 from streaming.backfill import backfill_from_log, backfill_from_topic
 from streaming.worker import Worker
-from tests.streaming.conftest import Published, event_payload, make_view, publish
-from tests.streaming.test_worker import US, assert_matches_reference, random_events
+from tests.streaming.conftest import (
+    US,
+    Published,
+    assert_matches_reference,
+    event_payload,
+    make_view,
+    publish,
+    random_events,
+)
 
 pytestmark = pytest.mark.integration
 

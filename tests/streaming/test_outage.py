@@ -14,8 +14,15 @@ import redis as redis_lib
 from featurestore.config import RedisSettings, ServicesSettings, Settings
 from featurestore.services import RedisServer, free_port
 from streaming.worker import Worker
-from tests.streaming.conftest import Published, event_payload, make_view, publish
-from tests.streaming.test_worker import US, assert_matches_reference, random_events
+from tests.streaming.conftest import (
+    US,
+    Published,
+    assert_matches_reference,
+    event_payload,
+    make_view,
+    publish,
+    random_events,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -11,73 +11,27 @@ import pytest
 from confluent_kafka import Consumer
 
 from featurestore.config import Settings
-from featurestore.definitions import FeatureView
 from featurestore.offline import OfflineStore
 from featurestore.online import OnlineStore, read_features
 from featurestore.tiles import TileLayout
 from streaming.worker import Worker
-from tests.reference import apply_lateness, newest_event, view_features
-from tests.streaming.conftest import Published, event_payload, make_view, publish
+from tests.reference import apply_lateness, view_features
+from tests.streaming.conftest import (
+    BASE,
+    US,
+    Published,
+    assert_matches_reference,
+    event_payload,
+    make_view,
+    publish,
+    random_events,
+)
 
 pytestmark = pytest.mark.integration
-
-BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-US = 1_000_000
-
-
-def random_events(rng: random.Random, count: int, users: int) -> list[dict[str, object]]:
-    """Mostly ordered events with jitter, some far out of order (late beyond 5 minutes)."""
-    events = []
-    for i in range(count):
-        ts = BASE + timedelta(seconds=i * 2 + rng.uniform(-120, 120))
-        if rng.random() < 0.04:
-            ts -= timedelta(minutes=rng.uniform(6, 40))  # late for a 5-minute allowance
-        if rng.random() < 0.05:
-            ts = ts.replace(second=0, microsecond=0)  # exactly on a tile boundary
-        events.append(
-            {
-                "user_id": f"u{rng.randrange(users)}",
-                "amount": round(rng.uniform(-50, 500), 2),
-                "merchant": f"m{rng.randrange(40)}",
-                "ts": ts.isoformat(),
-            }
-        )
-    return events
 
 
 def wait_for(worker: Worker, consumed: int) -> Callable[[Worker], bool]:
     return lambda w: w.counters.consumed >= consumed
-
-
-def assert_matches_reference(
-    settings: Settings,
-    view: FeatureView,
-    published: list[Published],
-    as_of_us: int,
-    version: int = 1,
-) -> int:
-    """Every feature of every user equals the brute-force value; returns how many compared."""
-    layout = TileLayout(view)
-    applied, _late = apply_lateness(published, view.lateness_us)
-    users = sorted({e.values["user_id"] for e in published})
-    [online] = read_features(
-        OnlineStore(settings.redis), [(view.name, version, layout, users)], as_of_us
-    )
-    compared = 0
-    for user, got in zip(users, online, strict=True):
-        mine = [e for e in applied if e.values["user_id"] == user]
-        want = view_features(mine, view, as_of_us)
-        for name, expected in want.items():
-            actual = got[name].value
-            if expected is None:
-                assert actual is None, (user, name, actual)
-            else:
-                assert actual == pytest.approx(expected, rel=1e-9, abs=1e-9), (user, name)
-            compared += 1
-        if "amount_last_2h" in got:
-            newest = newest_event(mine, 2 * 3600 * US, view.tile_us, as_of_us)
-            assert got["amount_last_2h"].event_time_us == newest
-    return compared
 
 
 def test_random_out_of_order_and_late_stream_matches_brute_force(
