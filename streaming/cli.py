@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from featurestore.registry import Registry
 from streaming.backfill import backfill_from_log, backfill_from_topic
 from streaming.demo import demo
 from streaming.errors import StreamingError
+from streaming.importer import import_events
 from streaming.metrics import serve_metrics
 from streaming.worker import Worker
 
@@ -22,6 +24,7 @@ console = Console()
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.command("backfill")(backfill)
+    app.command("import")(import_file)
     app.command("demo")(demo)
 
 
@@ -90,3 +93,31 @@ def backfill(
         f"Applied {counters.applied:,} events ({counters.late:,} late) to "
         f"{target.name}@{target.version}"
     )
+
+
+def import_file(
+    view: Annotated[str, typer.Argument(help="The feature view whose history this is.")],
+    path: Annotated[Path, typer.Argument(help="A .parquet or .csv file of source events.")],
+    version: Annotated[int | None, typer.Option(help="View version (default: latest).")] = None,
+    online: Annotated[bool, typer.Option(help="Also merge the events into Redis.")] = False,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Write every rejected row number and reason here (CSV).")
+    ] = None,
+) -> None:
+    """Load historical events that never went through Kafka into a view's offline log."""
+    settings = load_settings()
+    target = Registry(settings.registry).get_view(view, version)
+    report = import_events(settings, target, path, online=online)
+    console.print(
+        f"Imported {report.imported:,} of {report.read:,} rows into {target.name}@{target.version}"
+        + (" (offline log and online state)" if online else " (offline log)")
+    )
+    if report.rejected:
+        console.print(f"[yellow]Rejected {len(report.rejected):,} rows[/], for example:")
+        for row, reason in report.rejected[:10]:
+            console.print(f"  row {row}: {reason}")
+        if rejects is not None:
+            rejects.write_text(
+                "row,reason\n" + "".join(f'{row},"{reason}"\n' for row, reason in report.rejected)
+            )
+            console.print(f"All rejected rows: {rejects}")
