@@ -73,8 +73,10 @@ class HistoricalQuery:
         resolved: Sequence[tuple[RegisteredView, str]],
         timestamp_column: str = "event_timestamp",
         full_feature_names: bool = False,
+        statuses: bool = False,
     ) -> None:
         self.offline = offline
+        self.statuses = statuses
         self.resolved = resolved
         self.timestamp_column = timestamp_column
         self.con = duckdb.connect()
@@ -103,6 +105,9 @@ class HistoricalQuery:
         for (registered, feature), name in zip(self.resolved, self.names, strict=True):
             alias = f"v{list(views).index((registered.name, registered.version))}"
             selected.append(f"{alias}.{_ident(feature)} AS {_ident(name)}")
+            if self.statuses:
+                status = f"{alias}.{_ident(feature + '__status')}"
+                selected.append(f"{status} AS {_ident(name + '__status')}")
         joins = " ".join(
             f"JOIN ({sql}) v{i} ON v{i}.{ROW} = l.{ROW}" for i, sql in enumerate(parts.values())
         )
@@ -121,11 +126,20 @@ class HistoricalQuery:
             start = f"(l.__t // {tile} - {feature.window_tiles - 1}) * {tile}"
             sql = _aggregate_sql(feature.function, feature.column, f"e.__ts >= {start}")
             aggregates.append(f"{sql} AS {_ident(feature.name)}")
+            if self.statuses:
+                # As online reads report it: missing without a value, stale when the newest
+                # event in the window is older than the view's ttl.
+                newest = f"max(e.__ts) FILTER (WHERE e.__ts >= {start})"
+                stale = "FALSE" if view.ttl_us is None else f"{newest} < l.__t - {view.ttl_us}"
+                aggregates.append(
+                    f"CASE WHEN ({sql}) IS NULL THEN 'missing' WHEN {stale} THEN 'stale' "
+                    f"ELSE 'ok' END AS {_ident(feature.name + '__status')}"
+                )
         return (
             f"SELECT l.{ROW}, {', '.join(aggregates)} FROM labels l LEFT JOIN {events} e "
             f"ON {key_match} AND e.__ts <= l.__t "
             f"AND e.__ts >= (l.__t // {tile} - {longest - 1}) * {tile} "
-            f"GROUP BY l.{ROW}"
+            f"GROUP BY l.{ROW}, l.__t"
         )
 
     def _events_sql(self, registered: RegisteredView, name: str) -> str:

@@ -115,14 +115,16 @@ class FeatureStore:
         timestamp_column: str = "event_timestamp",
         full_feature_names: bool = False,
         output: str | Path | None = None,
+        statuses: bool = False,
     ) -> pa.Table | Path:
         """Point-in-time correct features for each entity row, from the offline log.
 
         `entity_rows` is a pandas DataFrame, a pyarrow Table or a Parquet path holding the join
         keys, `timestamp_column`, and any other columns (labels), which are carried through.
         Every feature is the value the online store serves at the row's time (see
-        docs/semantics.md). With `output`, rows stream into that Parquet file (for results
-        larger than memory) and its path is returned; otherwise an Arrow table.
+        docs/semantics.md). `statuses=True` adds a `<feature>__status` column (ok, stale,
+        missing) as online reads report it. With `output`, rows stream into that Parquet file
+        (for results larger than memory) and its path is returned; otherwise an Arrow table.
         """
         resolved = self.registry.resolve_refs(_refs(self, features, service))
         query = HistoricalQuery(
@@ -131,6 +133,7 @@ class FeatureStore:
             resolved,
             timestamp_column=timestamp_column,
             full_feature_names=full_feature_names,
+            statuses=statuses,
         )
         return query.to_parquet(output) if output is not None else query.to_arrow()
 

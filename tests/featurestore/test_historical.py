@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurestore.config import OfflineSettings
-from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
+from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource, duration_us
 from featurestore.errors import RequestError
 from featurestore.historical import HistoricalQuery
 from featurestore.offline import OfflineStore
@@ -35,7 +35,9 @@ SOURCE = KafkaSource(
 FUNCTIONS = ["count", "sum", "mean", "min", "max", "variance", "stddev", "last"]
 
 
-def make_view(tile: str, windows: list[str], lateness: str = "30s") -> FeatureView:
+def make_view(
+    tile: str, windows: list[str], lateness: str = "30s", ttl: str | None = None
+) -> FeatureView:
     aggregations = [Aggregation(function="count", windows=windows)]
     aggregations += [
         Aggregation(column="amount", function=f, windows=windows) for f in FUNCTIONS[1:]
@@ -49,6 +51,7 @@ def make_view(tile: str, windows: list[str], lateness: str = "30s") -> FeatureVi
         source=SOURCE,
         tile=tile,
         allowed_lateness=lateness,
+        ttl=ttl,
         aggregations=aggregations,
     )
 
@@ -140,7 +143,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         for _ in range(draw(st.integers(1, 15)))
     ]
     return {
-        "view": make_view(f"{tile_s}s", [f"{w * tile_s}s" for w in windows]),
+        "view": make_view(
+            f"{tile_s}s",
+            [f"{w * tile_s}s" for w in windows],
+            ttl=draw(st.sampled_from([None, f"{tile_s}s", f"{3 * tile_s}s"])),
+        ),
         "events": events,
         "rows": rows,
         "batches": draw(st.lists(st.integers(1, 10), max_size=5)),
@@ -171,16 +178,25 @@ def test_training_rows_equal_brute_force(
         }
     )
 
-    result = query(tmp, view, rows).to_arrow().to_pylist()
+    result = query(tmp, view, rows, statuses=True).to_arrow().to_pylist()
 
-    assert [r["label"] for r in result] == list(
-        range(len(scenario["rows"]))
-    )  # order and labels kept
+    # Row order and the carried label column are kept.
+    assert [r["label"] for r in result] == list(range(len(scenario["rows"])))
+    windows = {
+        name: window
+        for agg in view.aggregations
+        for name, window in zip(agg.feature_names(), agg.windows, strict=True)
+    }
     for (user, t), got in zip(scenario["rows"], result, strict=True):
         mine = [e for e in applied if e.values["user_id"] == user]
         want = reference.view_features(mine, view, t)
         for feature, value in want.items():
             assert_equal(feature, got[feature], value)
+            newest = reference.newest_event(mine, duration_us(windows[feature]), view.tile_us, t)
+            ttl = view.ttl_us
+            stale = ttl is not None and newest is not None and newest < t - ttl
+            status = "missing" if value is None else "stale" if stale else "ok"
+            assert got[f"{feature}__status"] == status, (feature, got, status)
 
 
 def test_never_leaks_an_event_after_the_row_time(tmp_path: Path) -> None:
