@@ -34,6 +34,9 @@ def ingest(
     ] = None,
     group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "fstore-ingest",
     batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
+    poll_timeout: Annotated[
+        float, typer.Option(help="Seconds a batch waits to fill: lower is fresher.")
+    ] = 0.05,
     instance_id: Annotated[
         str | None,
         typer.Option(help="Stable id of this worker in the group: a restart resumes at once."),
@@ -61,6 +64,7 @@ def ingest(
         [(r.view, r.version) for r in registered],
         group=group,
         batch_size=batch_size,
+        poll_timeout=poll_timeout,
         instance_id=instance_id,
     )
     serve_metrics(worker, metrics_port, metrics_host)

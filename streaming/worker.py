@@ -82,7 +82,7 @@ class Worker:
         views: Sequence[tuple[FeatureView, int]],
         group: str = "fstore-ingest",
         batch_size: int = 20_000,
-        poll_timeout: float = 0.2,
+        poll_timeout: float = 0.05,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         instance_id: str | None = None,
     ) -> None:
