@@ -213,7 +213,7 @@ class KafkaServer:
         """Format the log directory once, with a cluster id generated on first start."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         result = subprocess.run(  # noqa: S603 - fixed argv
             [
                 java,
@@ -279,3 +279,12 @@ def _java() -> str:
             "Install `openjdk-17-jre-headless` and put it first on PATH."
         )
     return java
+
+
+def _cluster_id() -> str:
+    """A base64url UUID, as `kafka-storage random-uuid` makes. One starting with '-' would read
+    as an option to the storage tool, so those are drawn again (Kafka's own tool does the same)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

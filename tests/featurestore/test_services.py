@@ -120,3 +120,12 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
         config = ServicesSettings(state_dir=tmp_path, cache_dir=tmp_path / "cache", redis_port=port)
         with pytest.raises(ServiceError, match=f"127.0.0.1:{port} is already in use"):
             RedisServer(config).start()
+
+
+def test_cluster_ids_never_read_as_options() -> None:
+    """About 1 in 64 base64url UUIDs starts with '-', which kafka-storage parses as a flag."""
+    from featurestore.services.kafka import _cluster_id
+
+    ids = {_cluster_id() for _ in range(3000)}
+    assert len(ids) == 3000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
