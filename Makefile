@@ -40,3 +40,8 @@ services-down: $(STAMP) ## Stop them
 
 clean: ## Remove the virtualenv and caches (not the Kafka jar cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+bench: $(STAMP) ## Ingest benchmark (bench/ingest.py; BENCH_ARGS=--quick for a smoke run)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)

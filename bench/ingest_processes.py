@@ -1,0 +1,206 @@
+"""The measured subprocesses of the ingest benchmark: the worker and the floor consumer.
+
+Each runs in a process of its own, so that its peak RSS and CPU are its own, and reports on
+stdout as JSON lines: `python bench/ingest_processes.py worker|floor SPEC.json`.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import resource
+import subprocess  # noqa: S404 - the parent starts these as subprocesses
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from confluent_kafka import Consumer, Message
+
+import streaming.worker as worker_module
+from featurestore.config import KafkaSettings, Settings
+from featurestore.registry import Registry
+from streaming.worker import Worker
+
+SCRIPT = Path(__file__).resolve()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(record).decode() + "\n")
+    sys.stdout.flush()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+PHASES: dict[str, float] = {"decode": 0.0, "redis_merge": 0.0, "parquet_append": 0.0}
+
+
+def timed(phase: str, function: _F) -> _F:
+    """`function`, adding its wall time to PHASES[phase]: a breakdown without a profiler."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            PHASES[phase] += time.perf_counter() - began
+
+    return wrapper  # type: ignore[return-value]
+
+
+class TimedWorker(Worker):
+    """The product's worker, plus a clock from the first batch, phase times, RSS at marks."""
+
+    def __init__(self, *args: Any, marks: list[int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Wrapped from outside, so the worker's own code runs unchanged.
+        online, offline = self.online, self.offline
+        online.merge_batch = timed("redis_merge", online.merge_batch)  # type: ignore[method-assign]
+        offline.append = timed("parquet_append", offline.append)  # type: ignore[method-assign]
+        self.marks = sorted(marks)
+        self.first: float | None = None
+        self.last = 0.0
+        self.cpu_first = 0.0
+
+    def process(self, messages: list[Message]) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+            self.cpu_first = time.process_time()
+        super().process(messages)
+        self.last = time.perf_counter()
+        while self.marks and self.counters.applied >= self.marks[0]:
+            mark = self.marks.pop(0)
+            emit({"mark": mark, "seconds": self.last - self.first, "rss_mb": peak_rss_mb()})
+
+
+def child_worker(spec: dict[str, Any]) -> None:
+    # This subprocess exists only to be measured: wrap the module-level decode the worker calls.
+    worker_module.decode = timed("decode", worker_module.decode)  # type: ignore[attr-defined]
+    settings = Settings(**spec["settings"])
+    registered = Registry(settings.registry).get_view(spec["view"])
+    target = int(spec["events"])
+    options = {"poll_timeout": spec["poll_timeout"]} if spec.get("poll_timeout") else {}
+    worker = TimedWorker(
+        settings,
+        [(registered.view, registered.version)],
+        group=spec["group"],
+        batch_size=spec["batch_size"],
+        marks=spec.get("marks", []),
+        **options,
+    )
+    profile = cProfile.Profile() if spec.get("profile") else None
+    started = time.perf_counter()
+
+    def done(w: Worker) -> bool:
+        return target > 0 and w.counters.consumed >= target
+
+    if profile is not None:
+        profile.enable()
+    worker.run(until=done)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(spec["profile"])
+    counters = worker.counters
+    first = worker.first if worker.first is not None else started
+    emit(
+        {
+            "events": counters.applied,
+            "seconds": worker.last - first,
+            "cpu_seconds": time.process_time() - worker.cpu_first,
+            "batch_seconds": counters.batch_seconds,
+            "phase_seconds": PHASES,
+            "batches": counters.batches,
+            "late": counters.late,
+            "dead_lettered": counters.dead_lettered,
+            "rss_mb": peak_rss_mb(),
+        }
+    )
+
+
+def child_floor(spec: dict[str, Any]) -> None:
+    """Consume and decode the JSON of every message, configured as the worker's consumer is."""
+    kafka = KafkaSettings(**spec["kafka"])
+    consumer = Consumer(
+        kafka.client_config(
+            **{
+                "group.id": spec["group"],
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+            }
+        )
+    )
+    consumer.subscribe([spec["topic"]])
+    target, seen, first, last = int(spec["events"]), 0, 0.0, 0.0
+    cpu_first = 0.0
+    try:
+        while seen < target:
+            messages = consumer.consume(num_messages=spec["batch_size"], timeout=0.2)
+            if not messages:
+                continue
+            if not first:
+                first, cpu_first = time.perf_counter(), time.process_time()
+            for message in messages:
+                if message.error() is None:
+                    orjson.loads(message.value() or b"null")
+                    seen += 1
+            last = time.perf_counter()
+    finally:
+        consumer.close()
+    emit(
+        {
+            "events": seen,
+            "seconds": last - first,
+            "cpu_seconds": time.process_time() - cpu_first,
+            "rss_mb": peak_rss_mb(),
+        }
+    )
+
+
+def run_child(role: str, spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    """Run `role` in a subprocess of this script; its stdout lines, parsed."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as handle:
+        handle.write(orjson.dumps(spec))
+    try:
+        result = subprocess.run(  # noqa: S603 - our own interpreter and script
+            child_argv(role, handle.name),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        os.unlink(handle.name)
+    if result.returncode != 0:
+        raise RuntimeError(f"the {role} subprocess failed ({result.returncode}):\n{result.stderr}")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def child_argv(role: str, spec_path: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), role, spec_path]
+
+
+CHILDREN: dict[str, Callable[[dict[str, Any]], None]] = {
+    "worker": child_worker,
+    "floor": child_floor,
+}
+
+
+if __name__ == "__main__":
+    CHILDREN[sys.argv[1]](orjson.loads(Path(sys.argv[2]).read_bytes()))

@@ -1,0 +1,51 @@
+"""The ingest benchmark's `--quick` mode runs end to end, so bench/ingest.py never rots.
+
+Only the output's shape is checked: timings on a shared CI machine say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from featurestore.config import KafkaSettings
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "ingest.py"
+REQUIRED = {
+    "events_per_s",
+    "floor_events_per_s",
+    "quix_events_per_s",
+    "freshness_p50_ms",
+    "freshness_p99_ms",
+    "rss_mb_1m",
+    "rss_mb_5m",
+}
+
+
+@pytest.mark.integration
+def test_quick_run_prints_the_figures_as_json(kafka: KafkaSettings, redis: str) -> None:
+    # The session's servers, so the script starts none of its own.
+    env = {**os.environ, "FSTORE_KAFKA_BOOTSTRAP": kafka.bootstrap, "FSTORE_REDIS_URL": redis}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-quix"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert REQUIRED <= figures.keys(), REQUIRED - figures.keys()
+    assert figures["quix_events_per_s"] is None  # skipped
+    for key in REQUIRED - {"quix_events_per_s"}:
+        assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures[key])
+    # What the worker computed is checked against numpy, and no event was late.
+    assert figures["worker_values_wrong"] == 0
+    assert figures["worker_late"] == 0
+    assert figures["freshness_probes_never_visible"] == 0
