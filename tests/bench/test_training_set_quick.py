@@ -1,0 +1,48 @@
+"""The training-set benchmark's `--quick` mode runs end to end, so bench/training_set.py never rots.
+
+Only the output's shape and the value checks are asserted: timings on a shared CI machine say
+nothing. Feast is skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "training_set.py"
+REQUIRED = {
+    "seconds",
+    "peak_rss_mb",
+    "sql_floor_seconds",
+    "latest_only_seconds",
+    "feast_latest_only_seconds",
+    "seconds_by_events",
+}
+
+
+def test_quick_run_prints_the_figures_as_json(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-feast", "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert REQUIRED <= figures.keys(), REQUIRED - figures.keys()
+    assert figures["feast_latest_only_seconds"] is None  # skipped
+    for key in REQUIRED - {"feast_latest_only_seconds", "seconds_by_events"}:
+        assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures[key])
+    by_events = figures["seconds_by_events"]
+    assert sorted(int(n) for n in by_events) == [5_000, 10_000, 20_000]
+    assert all(isinstance(s, int | float) and s > 0 for s in by_events.values()), by_events
+    # Ours and the hand-written floor agree on every sampled value, and both equal numpy.
+    assert figures["floor_check"]["wrong"] == {}
+    assert figures["floor_check"]["values_compared"] > 0
+    assert figures["floor_latest_check"]["wrong"] == {}
+    for name in ("ours", "floor"):
+        assert figures["brute_force_check"][name]["wrong"] == 0, figures["brute_force_check"]
+    assert list(tmp_path.iterdir()) == []  # the working folder is removed
