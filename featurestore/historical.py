@@ -2,10 +2,11 @@
 
 For each entity row at time t, every windowed feature is computed from the raw applied events
 with the window formula of docs/semantics.md: events of the same entity with
-`floor(e/T) >= floor(t/T) - n + 1` and `e <= t`. One range join per view (entity keys equal,
-event time between the longest window's far edge and t) feeds every window of the view through
-`FILTER` clauses, so no event after t can reach any value. DuckDB runs it out of core: joins and
-aggregates spill to disk, and `write_parquet` streams the result instead of holding it.
+`floor(e/T) >= floor(t/T) - n + 1` and `e <= t`. Per view, the events and the entity rows are
+stacked into one stream sorted per entity by time, and every window is a frame over it that ends
+at the row itself, so no event after t can reach any value. No (row, event) pairs are ever formed:
+the work grows with events + rows, not with their product. DuckDB sorts out of core (it spills to
+disk), and `COPY ... TO` streams the result to Parquet instead of holding it.
 """
 
 from __future__ import annotations
@@ -43,23 +44,21 @@ def _literal(text: str | Path) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def _aggregate_sql(function: Function, column: str | None, window_filter: str) -> str:
-    value = f"e.{_ident(column)}::DOUBLE" if column is not None else ""
-    flt = f"FILTER (WHERE {window_filter})"
+def _window_sql(function: Function, column: str | None, window: str) -> str:
+    """A window aggregate over the stacked stream, where entity rows carry NULLs."""
+    value = f"{_ident(column)}::DOUBLE" if column is not None else ""
     if function is Function.COUNT:
-        return f"count(e.__ts) {flt}"
+        return f"count(__event) OVER {window}"
     if function is Function.SUM:
-        return f"coalesce(sum({value}) {flt}, 0.0)"
+        return f"coalesce(sum({value}) OVER {window}, 0.0)"
     if function is Function.APPROX_COUNT_DISTINCT:
-        return f"approx_count_distinct(e.{_ident(column or '')}) {flt}::DOUBLE"
+        return f"(approx_count_distinct({_ident(column or '')}) OVER {window})::DOUBLE"
     return {
-        Function.MEAN: f"avg({value}) {flt}",
-        Function.MIN: f"min({value}) {flt}",
-        Function.MAX: f"max({value}) {flt}",
-        Function.VARIANCE: f"var_samp({value}) {flt}",
-        Function.STDDEV: f"stddev_samp({value}) {flt}",
-        # The newest event by (time, partition, offset), as the online tiles decide ties.
-        Function.LAST: f"arg_max({value}, [e.__ts, e.{PARTITION}, e.{OFFSET}]) {flt}",
+        Function.MEAN: f"avg({value}) OVER {window}",
+        Function.MIN: f"min({value}) OVER {window}",
+        Function.MAX: f"max({value}) OVER {window}",
+        Function.VARIANCE: f"var_samp({value}) OVER {window}",
+        Function.STDDEV: f"stddev_samp({value}) OVER {window}",
     }[function]
 
 
@@ -114,32 +113,81 @@ class HistoricalQuery:
         return f"SELECT {carried}, {', '.join(selected)} FROM labels l {joins} ORDER BY l.{ROW}"
 
     def _view_sql(self, registered: RegisteredView, index: int) -> str:
+        """One view's features for every entity row, by window functions over a merged stream.
+
+        The view's events and the entity rows are stacked and sorted per entity by time. A
+        window of n tiles is a RANGE frame reaching back from a row at t to the far edge
+        `(floor(t/T) - n + 1)·T` — `t mod T + (n-1)·T` before t, a per-row offset — and up to t
+        inclusive (RANGE's CURRENT ROW takes the events at exactly t), so no event after t can
+        reach a value. Entity rows carry NULL values and are not counted. `last` is the newest
+        event by (time, partition, offset) sorted before the row — kept when it is inside the
+        window — and its time is the newest event time the statuses need.
+        """
         view = registered.view
         layout = TileLayout(view)
         tile = view.tile_us
         self._check_keys(registered)
         events = self._events_sql(registered, f"events{index}")
-        longest = max(f.window_tiles for f in layout.features)
-        key_match = " AND ".join(f"e.{_ident(k)} = l.{_ident(k)}" for k in view.join_keys)
-        aggregates = []
-        for feature in layout.features:
-            start = f"(l.__t // {tile} - {feature.window_tiles - 1}) * {tile}"
-            sql = _aggregate_sql(feature.function, feature.column, f"e.__ts >= {start}")
-            aggregates.append(f"{sql} AS {_ident(feature.name)}")
+        keys = [_ident(k) for k in view.join_keys]
+        columns = sorted({f.column for f in layout.features if f.column is not None})
+        stacked = (
+            f"SELECT {', '.join(keys)}, __ts, 0 AS __label, {PARTITION}, {OFFSET}, "
+            f"NULL::BIGINT AS {ROW}, 1 AS __event"
+            + "".join(f", {_ident(c)}" for c in columns)
+            + f" FROM {events} UNION ALL "
+            f"SELECT {', '.join(keys)}, __t, 1, NULL, NULL, {ROW}, NULL"
+            + "".join(f", NULL AS {_ident(c)}" for c in columns)
+            + " FROM labels"
+        )
+        by_entity = f"PARTITION BY {', '.join(keys)}"
+        frames = {
+            n: f"w{n} AS ({by_entity} ORDER BY __ts RANGE BETWEEN "
+            f"(__ts % {tile} + {tile}) % {tile} + {(n - 1) * tile} PRECEDING AND CURRENT ROW)"
+            for n in sorted({f.window_tiles for f in layout.features})
+        }
+        newest = (
+            f"OVER ({by_entity} ORDER BY __ts, __label, {PARTITION}, {OFFSET} "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        )
+        inner = [
+            f"last_value(CASE WHEN __event = 1 THEN __ts END IGNORE NULLS) {newest} AS __last_ts"
+        ]
+        inner += [
+            f"last_value({_ident(c)}::DOUBLE IGNORE NULLS) {newest} AS {_ident('__last_' + c)}"
+            for c in columns
+            if any(f.function is Function.LAST and f.column == c for f in layout.features)
+        ]
+        outer = []
+        for i, feature in enumerate(layout.features):
+            start = (
+                f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(feature.window_tiles - 1) * tile})"
+            )
+            if feature.function is Function.LAST:
+                last = _ident(f"__last_{feature.column}")
+                value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
+            else:
+                inner.append(
+                    _window_sql(feature.function, feature.column, f"w{feature.window_tiles}")
+                    + f" AS __f{i}"
+                )
+                value = f"__f{i}"
+            outer.append(f"{value} AS {_ident(feature.name)}")
             if self.statuses:
                 # As online reads report it: missing without a value, stale when the newest
                 # event in the window is older than the view's ttl.
-                newest = f"max(e.__ts) FILTER (WHERE e.__ts >= {start})"
-                stale = "FALSE" if view.ttl_us is None else f"{newest} < l.__t - {view.ttl_us}"
-                aggregates.append(
-                    f"CASE WHEN ({sql}) IS NULL THEN 'missing' WHEN {stale} THEN 'stale' "
+                stale = (
+                    "FALSE"
+                    if view.ttl_us is None
+                    else f"__last_ts >= {start} AND __last_ts < __ts - {view.ttl_us}"
+                )
+                outer.append(
+                    f"CASE WHEN {value} IS NULL THEN 'missing' WHEN {stale} THEN 'stale' "
                     f"ELSE 'ok' END AS {_ident(feature.name + '__status')}"
                 )
         return (
-            f"SELECT l.{ROW}, {', '.join(aggregates)} FROM labels l LEFT JOIN {events} e "
-            f"ON {key_match} AND e.__ts <= l.__t "
-            f"AND e.__ts >= (l.__t // {tile} - {longest - 1}) * {tile} "
-            f"GROUP BY l.{ROW}, l.__t"
+            f"SELECT {ROW}, {', '.join(outer)} FROM ("
+            f"SELECT {ROW}, __ts, {', '.join(inner)} FROM ({stacked}) "
+            f"WINDOW {', '.join(frames.values())} QUALIFY {ROW} IS NOT NULL)"
         )
 
     def _events_sql(self, registered: RegisteredView, name: str) -> str:
@@ -165,7 +213,7 @@ class HistoricalQuery:
             ""
             if first is None
             else f"WHERE CAST(date AS DATE) BETWEEN make_timestamp({first})::DATE "
-            f"AND make_timestamp({last})::DATE"
+            f"AND make_timestamp({last})::DATE AND epoch_us({TIMESTAMP}) <= {last}"
         )
         self.con.execute(
             f"CREATE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
