@@ -19,7 +19,9 @@ Each measurement runs in a subprocess of its own, so its peak RSS (VmHWM) is the
 4. Feast (its own virtualenv, `bench/feast_app.py`) joining the raw events' `amount` onto the
    same label rows with TTLs of 10m, 1h and 24h — a point-in-time "latest value" join;
 5. scaling — ours (12 features) and the floor at each size of `--scaling`, with the same
-   users, days and label rows.
+   users, days and label rows;
+6. out of core — ours once more with `offline.memory_limit` at `--memory-limit` (256MB), far
+   below its working set, so DuckDB spills; its output must equal the unlimited one.
 
 Progress goes to stderr; the last line on stdout is one JSON object with the figures.
 
@@ -620,9 +622,17 @@ class Runs:
     def log_root(self, size: int) -> Path:
         return self.work / f"log-{size}"
 
-    def ours(self, size: int, features: list[str], labels: Path, name: str) -> dict[str, Any]:
+    def ours(
+        self,
+        size: int,
+        features: list[str],
+        labels: Path,
+        name: str,
+        memory_limit: str | None = None,
+    ) -> dict[str, Any]:
         settings = Settings(
-            offline=OfflineSettings(root=self.log_root(size)), registry=self.registry
+            offline=OfflineSettings(root=self.log_root(size), memory_limit=memory_limit),
+            registry=self.registry,
         )
         spec = {
             "settings": settings.model_dump(mode="json"),
@@ -745,6 +755,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result["sql_floor_latest_only_seconds"] = floor_latest_figures["seconds"]
     result["sql_floor_latest_only_peak_rss_mb"] = floor_latest_figures["peak_rss_mb"]
 
+    # Out of core: the same query with DuckDB held to a fraction of its working set.
+    if args.memory_limit:
+        log(f"ours with offline.memory_limit = {args.memory_limit}")
+        limited = runs.ours(args.events, FEATURES, labels, "limited", args.memory_limit)
+        result["limited_memory_limit"] = args.memory_limit
+        result["limited_seconds"] = round(limited["seconds"], 2)
+        result["limited_peak_rss_mb"] = round(limited["rss_mb"], 1)
+
     rng = np.random.default_rng(args.seed)
     sample = np.sort(rng.choice(args.labels, min(args.check_rows, args.labels), replace=False))
     result["floor_check"] = compare_outputs(work / "ours.parquet", work / "floor.parquet", sample)
@@ -756,6 +774,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result["floor_latest_check"] = compare_outputs(
         work / "latest.parquet", work / "floor-latest.parquet", sample, LATEST
     )
+    if args.memory_limit:
+        result["limited_check"] = compare_outputs(
+            work / "limited.parquet", work / "ours.parquet", sample
+        )
     log(f"checks: vs floor {result['floor_check']}, vs numpy {result['brute_force_check']}")
     del events
 
@@ -983,6 +1005,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="per measured query")
     parser.add_argument("--check-rows", type=int, default=20_000, help="ours vs floor, sampled")
     parser.add_argument("--brute-rows", type=int, default=300, help="vs numpy, sampled")
+    parser.add_argument(
+        "--memory-limit",
+        default="256MB",
+        help="also run ours once with this offline.memory_limit ('' to skip)",
+    )
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE plans")
     parser.add_argument(
         "--wait-quiet",

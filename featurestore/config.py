@@ -62,6 +62,11 @@ class RedisSettings(BaseModel):
 
 class OfflineSettings(BaseModel):
     root: UserPath = Path("data/offline")
+    # Training-set queries (DuckDB): the memory they may hold before spilling, e.g. "4GB"
+    # (None: DuckDB's default, 80% of the machine), and where they spill (None: a temporary
+    # folder of the system's).
+    memory_limit: str | None = None
+    spill_dir: UserPath | None = None
 
 
 class RegistrySettings(BaseModel):

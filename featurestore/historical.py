@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from featurestore.definitions import Function, ValueType
 from featurestore.errors import RequestError
-from featurestore.offline import OFFSET, PARTITION, TIMESTAMP, OfflineStore
+from featurestore.offline import OFFSET, PARTITION, TIMESTAMP, OfflineStore, sql_literal
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 
@@ -37,11 +36,6 @@ _SQL_TYPES = {
 def _ident(name: str) -> str:
     """A quoted SQL identifier: every name from definitions or entity rows goes through here."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str | Path) -> str:
-    """A quoted SQL string: every path goes through here."""
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _window_sql(function: Function, column: str | None, window: str) -> str:
@@ -78,7 +72,7 @@ class HistoricalQuery:
         self.statuses = statuses
         self.resolved = resolved
         self.timestamp_column = timestamp_column
-        self.con = duckdb.connect()
+        self.con = offline.connect()
         self.entity_columns = self._load_entities(entities)
         self.names = self._column_names(full_feature_names)
 
@@ -89,7 +83,7 @@ class HistoricalQuery:
         """Stream the result into a Parquet file without holding it in memory."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.con.execute(f"COPY ({self.sql()}) TO {_literal(target)} (FORMAT parquet)")
+        self.con.execute(f"COPY ({self.sql()}) TO {sql_literal(target)} (FORMAT parquet)")
         return target
 
     def sql(self) -> str:
@@ -217,7 +211,7 @@ class HistoricalQuery:
         )
         self.con.execute(
             f"CREATE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
-            f"FROM read_parquet({_literal(directory / 'date=*' / '*.parquet')}, "
+            f"FROM read_parquet({sql_literal(directory / 'date=*' / '*.parquet')}, "
             "hive_partitioning = true) "
             f"{pruning} QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
         )
@@ -243,7 +237,7 @@ class HistoricalQuery:
             self.con.execute(
                 "CREATE TEMP VIEW entity_rows AS SELECT * EXCLUDE (file_row_number), "
                 f"file_row_number AS {ROW} "
-                f"FROM read_parquet({_literal(entities)}, file_row_number = true)"
+                f"FROM read_parquet({sql_literal(entities)}, file_row_number = true)"
             )
         else:
             if not isinstance(entities, pa.Table):

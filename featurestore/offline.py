@@ -8,6 +8,7 @@ commit writes those events again after the restart, so readers must see each
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +30,16 @@ OFFSET = "_offset"
 class OfflineStore:
     def __init__(self, config: OfflineSettings) -> None:
         self.root = config.root
+        self.config = config
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection for queries over the log, with the configured memory and spill."""
+        con = duckdb.connect()
+        spill = self.config.spill_dir or Path(tempfile.gettempdir()) / "fstore-duckdb-spill"
+        con.execute(f"SET temp_directory = {sql_literal(spill)}")
+        if self.config.memory_limit is not None:
+            con.execute(f"SET memory_limit = {sql_literal(self.config.memory_limit)}")
+        return con
 
     def view_dir(self, view: str, version: int) -> Path:
         return self.root / view / f"v{version}"
@@ -59,10 +70,15 @@ class OfflineStore:
         if not any(self.view_dir(view, version).glob("*/*.parquet")):
             return pa.table({})
         query = (
-            f"SELECT * EXCLUDE (date) FROM read_parquet('{files}', hive_partitioning = true) "  # noqa: S608
+            f"SELECT * EXCLUDE (date) FROM read_parquet({sql_literal(files)}, "  # noqa: S608
+            "hive_partitioning = true) "
             f"QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1 "
             f"ORDER BY {PARTITION}, {OFFSET}"
         )
-        relation = duckdb.sql(query)
-        assert relation is not None  # noqa: S101 - a SELECT always gives a relation
-        return relation.to_arrow_table()
+        with self.connect() as con:
+            return con.sql(query).to_arrow_table()
+
+
+def sql_literal(text: str | Path) -> str:
+    """A quoted SQL string: every path that goes into DuckDB SQL goes through here."""
+    return "'" + str(text).replace("'", "''") + "'"

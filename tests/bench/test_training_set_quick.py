@@ -43,6 +43,7 @@ def test_quick_run_prints_the_figures_as_json(tmp_path: Path) -> None:
     assert figures["floor_check"]["wrong"] == {}
     assert figures["floor_check"]["values_compared"] > 0
     assert figures["floor_latest_check"]["wrong"] == {}
+    assert figures["limited_check"]["wrong"] == {}  # under offline.memory_limit
     for name in ("ours", "floor"):
         assert figures["brute_force_check"][name]["wrong"] == 0, figures["brute_force_check"]
     assert list(tmp_path.iterdir()) == []  # the working folder is removed
