@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -73,6 +73,27 @@ class RegistrySettings(BaseModel):
     path: UserPath = Path("data/registry")
 
 
+class ModelsSettings(BaseModel):
+    """The model registry: a folder with its metadata DB and the artifacts. Serving replicas
+    that share it (a shared volume) see the same versions, aliases and traffic."""
+
+    path: UserPath = Path("data/models")
+
+
+class ServingSettings(BaseModel):
+    """`fstore serve`: the online scoring API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 1000  # entity rows per request
+    max_body_bytes: int = 1_048_576
+    admin_token: SecretStr | None = None  # bearer token of alias/traffic changes; None: disabled
+    read_token: SecretStr | None = None  # when set, read endpoints need it too
+    reload_interval_s: float = 1.0  # how often a server looks for alias/traffic changes
+    prediction_log_topic: str = "fstore.predictions"  # "" turns the prediction log off
+    prediction_log_queue: int = 100_000  # queued records before new ones are dropped (counted)
+
+
 class ServicesSettings(BaseModel):
     """Where `fstore services up` runs local Kafka and Redis servers."""
 
@@ -104,6 +125,8 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     offline: OfflineSettings = Field(default_factory=OfflineSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
 
     @classmethod
@@ -145,6 +168,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     for section, key in [
         ("offline", "root"),
         ("registry", "path"),
+        ("models", "path"),
         ("services", "state_dir"),
         ("services", "cache_dir"),
     ]:
