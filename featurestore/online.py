@@ -17,12 +17,14 @@ nothing.
 
 from __future__ import annotations
 
-import struct
+import functools
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import redis
 
@@ -109,6 +111,25 @@ return {1}
 """
 
 
+# KEYS: the hashes to read, entity-major then bucket. ARGV[1]: the bytes of a never-written state
+# (NaNs); ARGV[2]: json list of field lists, one per bucket: KEYS[i] reads list ((i-1) % #lists)+1.
+# Returns every state, in order, as one string: a read costs one command, whatever its size.
+_GATHER_SCRIPT = """
+local missing = ARGV[1]
+local lists = cjson.decode(ARGV[2])
+local per_entity = #lists
+local out = {}
+for i, key in ipairs(KEYS) do
+  local fields = lists[((i - 1) % per_entity) + 1]
+  local values = redis.call('HMGET', key, unpack(fields))
+  for j = 1, #fields do
+    out[#out + 1] = values[j] or missing
+  end
+end
+return table.concat(out)
+"""
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a view stands on one partition: last applied offset and the watermark."""
@@ -135,6 +156,7 @@ class OnlineStore:
         # Timeouts turn a hung server into an error the worker retries, not a silent stall.
         self.client = redis.Redis.from_url(config.url, socket_timeout=30, socket_connect_timeout=5)
         self._merge = self.client.register_script(_MERGE_SCRIPT)
+        self._gather = self.client.register_script(_GATHER_SCRIPT)
 
     def view_prefix(self, view: str, version: int) -> str:
         return f"{self.namespace}:{view}:{version}"
@@ -188,18 +210,48 @@ class OnlineStore:
 
     def read(
         self,
-        states: Sequence[tuple[str, Sequence[str]]],
+        reads: Sequence[tuple[Sequence[str], Sequence[Sequence[str]], int]],
         distinct: Sequence[Sequence[str]] = (),
-    ) -> tuple[list[list[bytes | None]], list[int]]:
-        """HMGET each (key, fields) and PFCOUNT each key list — all in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for key, fields in states:
-            pipe.hmget(key, list(fields))
-        for keys in distinct:
-            pipe.pfcount(*keys)
+    ) -> tuple[list[F64], list[int]]:
+        """States and distinct counts, all in one round trip.
+
+        Each read is (hash keys, field lists, width): key i reads field list i mod len(lists),
+        so many entities share one plan. Returns per read an array (keys, fields, width) with
+        NaN rows for never-written states, and a PFCOUNT per key list of `distinct`.
+        """
+
+        def pipeline() -> redis.client.Pipeline:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, lists, width in reads:
+                if keys:
+                    # EVALSHA straight into the pipeline: redis-py's Script object would ask
+                    # SCRIPT EXISTS first, a second round trip on every read.
+                    missing = np.full(width, np.nan).astype("<f8").tobytes()
+                    pipe.evalsha(self._gather.sha, len(keys), *keys, missing, orjson.dumps(lists))
+            for keys in distinct:
+                pipe.pfcount(*keys)
+            return pipe
+
         with self._reachable():
-            answers = list(pipe.execute())
-        return answers[: len(states)], [int(n) for n in answers[len(states) :]]
+            try:
+                answers = iter(pipeline().execute())
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(_GATHER_SCRIPT)  # a restarted or flushed server
+                answers = iter(pipeline().execute())
+        states = []
+        for keys, _lists, width in reads:
+            if not keys:
+                states.append(np.empty((0, width)))
+                continue
+            blob = next(answers)
+            flat = np.frombuffer(blob, dtype="<f8")
+            if flat.size * 8 != len(blob) or flat.size % width:
+                raise OnlineStoreError(
+                    f"Redis at {self.config.url} holds tile states of another width than "
+                    f"{width} floats under {keys[0]!r}: was the view changed without a new version?"
+                )
+            states.append(flat.reshape(-1, width))
+        return states, [int(n) for n in answers]
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -207,6 +259,30 @@ class OnlineStore:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise OnlineStoreError(f"Redis at {self.config.url} is unreachable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _ReadPlan:
+    """What a read at one tile gathers: per bucket its fields, and per window its rows."""
+
+    windows: dict[int, list[tuple[int, str]]]  # window length -> (bucket, field) states
+    buckets: list[int]
+    fields: list[list[str]]  # per bucket
+    rows: dict[int, npt.NDArray[np.intp]]  # window length -> rows of the gathered states
+
+
+@functools.lru_cache(maxsize=256)
+def _read_plan(now_tile: int, window_lengths: tuple[int, ...]) -> _ReadPlan:
+    """The same for every read in the same tile: cached, since reads repeat it thousands of
+    times a second."""
+    windows = {n: plan_window(now_tile - n + 1, now_tile) for n in window_lengths}
+    items = sorted({item for plan in windows.values() for item in plan})
+    position = {item: i for i, item in enumerate(items)}  # bucket-major, as gathered
+    by_bucket: dict[int, list[str]] = {}
+    for bucket, field in items:
+        by_bucket.setdefault(bucket, []).append(field)
+    rows = {n: np.array([position[i] for i in plan], dtype=np.intp) for n, plan in windows.items()}
+    return _ReadPlan(windows, list(by_bucket), list(by_bucket.values()), rows)
 
 
 def plan_window(first_tile: int, last_tile: int) -> list[tuple[int, str]]:
@@ -227,15 +303,6 @@ def plan_window(first_tile: int, last_tile: int) -> list[tuple[int, str]]:
     return items
 
 
-def unpack_states(raw: Sequence[bytes | None], width: int) -> F64:
-    """Stored states as rows; a missing state is a row of NaN."""
-    out = np.full((len(raw), width), np.nan)
-    for i, value in enumerate(raw):
-        if value is not None:
-            out[i] = struct.unpack(f"<{width}d", value)
-    return out
-
-
 @dataclass(frozen=True)
 class FeatureValue:
     value: float | None
@@ -243,75 +310,109 @@ class FeatureValue:
     event_time_us: int | None  # newest event in the window
 
 
-def read_features(
+@dataclass(frozen=True)
+class ViewValues:
+    """One view's features for many entities, as arrays (entities, features)."""
+
+    features: list[str]
+    values: F64  # NaN where the value is null
+    event_times: F64  # newest event in the window, µs; NaN when the window holds none
+    stale: npt.NDArray[np.bool_]  # the newest event is older than the view's ttl
+
+    def statuses(self) -> list[list[str]]:
+        """ok / stale / missing, per entity and feature, as `FeatureValue.status` says."""
+        codes = np.where(np.isnan(self.values), 2, np.where(self.stale, 1, 0))
+        names = np.array(["ok", "stale", "missing"])
+        listed: list[list[str]] = names[codes].tolist()
+        return listed
+
+
+def read_views(
     store: OnlineStore,
     reads: Sequence[tuple[str, int, TileLayout, Sequence[str]]],
     as_of_us: int,
-) -> list[list[dict[str, FeatureValue]]]:
+) -> list[ViewValues]:
     """Feature values of each (view, version, layout, entity keys) at `as_of_us`, one round trip.
 
-    Returns, per read, per entity, the view's features by name.
+    Every entity of a read shares one plan: the (bucket, field) states covering each window.
+    They come back as one array per read and fold with `TileLayout.merge_many`, so the cost of
+    a batch is a few numpy calls per window, not Python work per entity and tile.
     """
-    requests: list[tuple[str, list[str]]] = []
+    state_reads = []
     distinct_requests: list[list[str]] = []
-    plans: list[dict[int, list[tuple[int, str]]]] = []
+    plans = []
     for view, version, layout, entities in reads:
-        now_tile = as_of_us // layout.tile_us
-        plan = {
-            n: plan_window(now_tile - n + 1, now_tile)
-            for n in sorted({f.window_tiles for f in layout.features})
-        }
-        plans.append(plan)
-        by_bucket: dict[int, list[str]] = {}
-        for bucket, field in sorted({item for items in plan.values() for item in items}):
-            by_bucket.setdefault(bucket, []).append(field)
+        plan = _read_plan(as_of_us // layout.tile_us, layout.window_lengths)
         prefix = store.view_prefix(view, version)
+        keys = [f"{prefix}:{entity}:{bucket}" for entity in entities for bucket in plan.buckets]
+        state_reads.append((keys, plan.fields, layout.width))
+        plans.append(plan.rows)
+        windows = plan.windows
         for entity in entities:
-            for bucket, fields in by_bucket.items():
-                requests.append((f"{prefix}:{entity}:{bucket}", fields))
             for feature in layout.features:
                 if feature.function is Function.APPROX_COUNT_DISTINCT:
                     distinct_requests.append(
                         [
                             f"{prefix}:{entity}:{bucket}:h:{feature.column}:{field}"
-                            for bucket, field in plan[feature.window_tiles]
+                            for bucket, field in windows[feature.window_tiles]
                         ]
                     )
-    state_answers, distinct_answers = store.read(requests, distinct_requests)
-    answers, distinct_counts = iter(state_answers), iter(distinct_answers)
+    states, distinct_counts = store.read(state_reads, distinct_requests)
+    counts = iter(distinct_counts)
 
-    results: list[list[dict[str, FeatureValue]]] = []
-    for (_view, _version, layout, entities), plan in zip(reads, plans, strict=True):
-        buckets = sorted({bucket for items in plan.values() for bucket, _ in items})
-        fields_of = {
-            b: sorted({f for items in plan.values() for bb, f in items if bb == b}) for b in buckets
-        }
+    results = []
+    for (_view, _version, layout, entities), rows_of, flat in zip(
+        reads, plans, states, strict=True
+    ):
+        by_entity = flat.reshape(len(entities), -1, layout.width)
+        merged = {n: layout.merge_many(by_entity[:, rows, :]) for n, rows in rows_of.items()}
+        shape = (len(entities), len(layout.features))
+        values, times = np.empty(shape), np.empty(shape)
+        for f, feature in enumerate(layout.features):
+            window = merged[feature.window_tiles]
+            if feature.function is Function.APPROX_COUNT_DISTINCT:
+                values[:, f] = np.nan  # filled below, entity by entity, in request order
+            else:
+                values[:, f] = layout.finalize_many(feature, window)
+            times[:, f] = window[:, layout.NEWEST]
+        distinct = [
+            f for f, x in enumerate(layout.features) if x.function is Function.APPROX_COUNT_DISTINCT
+        ]
+        for e in range(len(entities)):
+            for f in distinct:
+                values[e, f] = next(counts)
+        times[~np.isfinite(times)] = np.nan
         ttl = layout.view.ttl_us
-        per_entity: list[dict[str, FeatureValue]] = []
-        for _entity in entities:
-            stored: dict[tuple[int, str], bytes | None] = {}
-            for bucket in buckets:
-                for field, raw in zip(fields_of[bucket], next(answers), strict=True):
-                    stored[(bucket, field)] = raw
-            merged_by_window = {
-                n: layout.merge(unpack_states([stored[item] for item in items], layout.width))
-                for n, items in plan.items()
-            }
-            values: dict[str, FeatureValue] = {}
-            for feature in layout.features:
-                merged = merged_by_window[feature.window_tiles]
-                if feature.function is Function.APPROX_COUNT_DISTINCT:
-                    value: float | None = float(next(distinct_counts))
-                else:
-                    value = layout.finalize(feature, merged)
-                event_time = layout.newest(merged)
-                if value is None:
-                    status = "missing"
-                elif ttl is not None and event_time is not None and event_time < as_of_us - ttl:
-                    status = "stale"
-                else:
-                    status = "ok"
-                values[feature.name] = FeatureValue(value, status, event_time)
-            per_entity.append(values)
+        with np.errstate(invalid="ignore"):
+            stale = (
+                np.zeros(shape, dtype=bool) if ttl is None else times < as_of_us - ttl
+            )  # NaN (no event) compares False: not stale
+        names = [feature.name for feature in layout.features]
+        results.append(ViewValues(names, values, times, stale))
+    return results
+
+
+def read_features(
+    store: OnlineStore,
+    reads: Sequence[tuple[str, int, TileLayout, Sequence[str]]],
+    as_of_us: int,
+) -> list[list[dict[str, FeatureValue]]]:
+    """`read_views` as per-entity dicts of `FeatureValue`, for callers that want objects."""
+    results = []
+    for view_values in read_views(store, reads, as_of_us):
+        statuses = view_values.statuses()
+        per_entity = []
+        for e, row in enumerate(view_values.values.tolist()):
+            times = view_values.event_times[e].tolist()
+            per_entity.append(
+                {
+                    name: FeatureValue(
+                        None if math.isnan(value) else value,
+                        statuses[e][f],
+                        None if math.isnan(times[f]) else int(times[f]),
+                    )
+                    for f, (name, value) in enumerate(zip(view_values.features, row, strict=True))
+                }
+            )
         results.append(per_entity)
     return results

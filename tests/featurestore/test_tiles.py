@@ -301,6 +301,34 @@ def test_merge_is_associative_and_commutative(scenario: Scenario) -> None:
                 assert a == b, (index, merge, a, b)
 
 
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.integers(1, 5), st.data())
+def test_merge_many_equals_merge_per_entity(
+    scenario: Scenario, entities: int, data: st.DataObject
+) -> None:
+    """A batch read folds each entity's rows alone: no row leaks into another entity's state,
+    and never-written tiles (NaN rows) are skipped, as `merge` of that entity alone does."""
+    layout = TileLayout(scenario.view)
+    states = [state for e in scenario.events for _, state in reduce_batch(layout, [e])]
+    rows = data.draw(st.integers(0, 6))
+    missing = np.full(layout.width, np.nan)
+    pool = [*states, missing]
+    batch = np.array(
+        [
+            [pool[data.draw(st.integers(0, len(pool) - 1))] for _ in range(rows)]
+            for _ in range(entities)
+        ]
+    ).reshape(entities, rows, layout.width)
+    together = layout.merge_many(batch)
+    for e in range(entities):
+        alone = layout.merge(batch[e])
+        np.testing.assert_array_equal(together[e], alone)
+        for feature in layout.features:
+            value = layout.finalize(feature, alone)
+            got = layout.finalize_many(feature, together[e : e + 1])[0]
+            assert (value is None and np.isnan(got)) or value == got, (feature, value, got)
+
+
 # -- hand-picked cases ------------------------------------------------------------------------
 
 
