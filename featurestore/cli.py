@@ -18,6 +18,7 @@ from rich.table import Table
 
 from featurestore.config import load_settings
 from featurestore.errors import FeatureStoreError
+from featurestore.models.cli import register as register_model_commands
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
 from featurestore.services import KafkaServer, RedisServer
@@ -205,6 +206,9 @@ def dataset_show(
     dataset = FeatureStore().datasets.get(ref)
     console.print(f"{dataset.path}")
     console.print_json(data=dataset.manifest)
+
+
+register_model_commands(app)
 
 
 @app.command("verify")

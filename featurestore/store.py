@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,9 @@ from featurestore.config import Settings, load_settings
 from featurestore.datasets import Dataset, DatasetStore
 from featurestore.errors import RequestError
 from featurestore.historical import HistoricalQuery
+from featurestore.models.registry import ModelRegistry, ModelVersion, Objective
 from featurestore.offline import OfflineStore
-from featurestore.online import OnlineStore, read_features
+from featurestore.online import OnlineStore, read_views
 from featurestore.registry import RegisteredView, Registry
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import from_us, to_us
@@ -93,17 +96,20 @@ class FeatureStore:
                 )
             entity_keys = ["|".join(str(entities[k][i]) for k in keys) for i in range(rows)]
             reads.append((name, version, self._layout(registered), entity_keys))
-        results = read_features(self.online, reads, when)
+        results = read_views(self.online, reads, when)
         by_view = dict(zip(views, results, strict=True))
 
         response = OnlineResponse({k: list(v) for k, v in entities.items()})
+        statuses = {key: result.statuses() for key, result in by_view.items()}
         for ref, (registered, feature) in zip(refs, resolved, strict=True):
-            per_entity = by_view[(registered.name, registered.version)]
-            found = [row[feature] for row in per_entity]
+            key = (registered.name, registered.version)
+            result = by_view[key]
+            f = result.features.index(feature)
+            times = result.event_times[:, f]
             response.features[ref] = FeatureColumn(
-                [f.value for f in found],
-                [f.status for f in found],
-                [None if f.event_time_us is None else from_us(f.event_time_us) for f in found],
+                _nullable(result.values[:, f]),
+                [row[f] for row in statuses[key]],
+                [None if math.isnan(t) else from_us(int(t)) for t in times.tolist()],
             )
         return response
 
@@ -165,6 +171,39 @@ class FeatureStore:
             original.name, entities, resolved, manifest["service"], manifest["timestamp_column"]
         )
 
+    @cached_property
+    def models(self) -> ModelRegistry:
+        """The model registry (`settings.models`), opened on first use."""
+        return ModelRegistry(self.settings.models)
+
+    def train_model(
+        self,
+        dataset: str,
+        model: str,
+        label: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        objective: Objective | str | None = None,
+        validation_fraction: float = 0.2,
+        who: str | None = None,
+        description: str = "",
+    ) -> ModelVersion:
+        """Train LightGBM on dataset `NAME[@VERSION]` and register it as the next version of
+        `model` (see featurestore.models.train)."""
+        from featurestore.models.train import train_model
+
+        return train_model(
+            self,
+            dataset,
+            model,
+            label,
+            params,
+            objective=objective,
+            validation_fraction=validation_fraction,
+            who=who,
+            description=description,
+        )
+
     def _layout(self, registered: RegisteredView) -> TileLayout:
         key = (registered.name, registered.version)
         if key not in self._layouts:
@@ -197,3 +236,8 @@ def _as_of_us(as_of: datetime | None) -> int:
         return to_us(as_of or datetime.now(UTC))
     except ValueError as exc:
         raise RequestError(f"as_of: {exc}") from exc
+
+
+def _nullable(values: Any) -> list[float | None]:
+    """A float array as a list, NaN as None."""
+    return [None if math.isnan(v) else v for v in values.tolist()]
