@@ -56,4 +56,6 @@ def test_streaming_and_serving_exports() -> None:
     ]
     for name in streaming.__all__:
         assert hasattr(streaming, name)
-    assert serving.__all__ == []
+    assert serving.__all__ == ["ModelCache", "PredictionLog", "ServingError", "create_app"]
+    for name in serving.__all__:
+        assert hasattr(serving, name)

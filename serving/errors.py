@@ -1,0 +1,54 @@
+"""Exceptions of the scoring API. Each carries the HTTP status it answers with, and a message
+that says what was wrong and what to do: clients read it, so it is never a stack trace."""
+
+from __future__ import annotations
+
+from featurestore.errors import FeatureStoreError
+
+
+class ServingError(FeatureStoreError):
+    """Base class of every error raised by `serving`."""
+
+    status_code = 500
+
+
+class BadRequest(ServingError):
+    """The request body or parameters are malformed: wrong types, lengths, unknown features."""
+
+    status_code = 422
+
+
+class NotFound(ServingError):
+    """No such model, alias or version."""
+
+    status_code = 404
+
+
+class TooLarge(ServingError):
+    """More entity rows than `serving.max_batch`."""
+
+    status_code = 413
+
+
+class Unauthorized(ServingError):
+    """A token is configured for this endpoint and the request did not bring it."""
+
+    status_code = 401
+
+
+class Forbidden(ServingError):
+    """The endpoint is turned off by configuration (admin endpoints without an admin token)."""
+
+    status_code = 403
+
+
+class Conflict(ServingError):
+    """The registry refused a change in its current state (e.g. the promotion gate)."""
+
+    status_code = 409
+
+
+class Unavailable(ServingError):
+    """A dependency is down (Redis) or a model could not be loaded: retry later."""
+
+    status_code = 503

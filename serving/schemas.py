@@ -1,0 +1,165 @@
+"""Request and response bodies, as pydantic models for OpenAPI (/docs, schemathesis).
+
+The predict and features bodies are parsed by hand from raw bytes (`inputs.py`) on the hot path;
+these models document the same shapes. Request bodies stay flat (no nested models), so their
+JSON Schema can sit inline in `openapi_extra` without `$defs`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AliasChange",
+    "AuditOut",
+    "ErrorOut",
+    "FeatureColumnOut",
+    "FeaturesRequest",
+    "FeaturesResponse",
+    "ModelDetailOut",
+    "ModelSummaryOut",
+    "PredictRequest",
+    "PredictResponse",
+    "RollbackRequest",
+    "TrafficChange",
+    "VersionOut",
+    "inline_body",
+]
+
+EntityValues = list[str | int] | str | int
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    entities: dict[str, EntityValues] = Field(
+        description="Join key -> one value per row; a single value is one row.",
+        examples=[{"user_id": ["u1", "u2"]}],
+    )
+    request_features: dict[str, list[float | None] | float | None] | None = Field(
+        default=None,
+        description="Request-time values by model feature name (one per row), replacing or "
+        "adding to what the online store gives; null is missing.",
+    )
+    return_features: bool = Field(
+        default=False, description="Also return the feature vectors that were scored."
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str
+    request_id: str
+    scores: list[float]
+    versions: list[int] = Field(description="The model version that scored each row.")
+    aliases: list[str] = Field(description="The alias (production, canary, ...) of each row.")
+    missing: list[list[str]] = Field(description="Per row, the features scored as missing.")
+    features: dict[str, list[float | None]] | None = Field(
+        default=None, description="Model feature name -> value per row (return_features only)."
+    )
+
+
+class FeaturesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str] | None = Field(
+        default=None, description="Refs like 'view:feature' or 'view@2:feature'."
+    )
+    feature_service: str | None = Field(default=None, description="A feature service, instead.")
+    entities: dict[str, EntityValues] = Field(examples=[{"user_id": ["u1", "u2"]}])
+
+
+class FeatureColumnOut(BaseModel):
+    values: list[float | None]
+    statuses: list[str] = Field(description="ok | stale | missing, per row.")
+    event_timestamps: list[datetime | None]
+
+
+class FeaturesResponse(BaseModel):
+    entities: dict[str, list[str | int]]
+    features: dict[str, FeatureColumnOut]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What was wrong and what to do.")
+
+
+class VersionOut(BaseModel):
+    version: int
+    objective: str
+    label: str
+    features: list[str] = Field(description="Pinned feature refs, in the model's column order.")
+    feature_names: list[str]
+    entity_keys: list[str]
+    dataset: dict[str, Any] = Field(description="Lineage: the training dataset.")
+    views: dict[str, int] = Field(description="Lineage: feature view -> version.")
+    metrics: dict[str, float]
+    primary_metric: str
+    params: dict[str, Any]
+    libraries: dict[str, str]
+    artifact_sha256: str
+    created_at: datetime
+    created_by: str
+    description: str
+    loaded: bool = Field(description="Whether this server holds it in memory.")
+
+
+class ModelSummaryOut(BaseModel):
+    name: str
+    versions: list[int]
+    aliases: dict[str, int]
+    traffic: dict[str, float]
+
+
+class ModelDetailOut(BaseModel):
+    name: str
+    aliases: dict[str, int]
+    traffic: dict[str, float]
+    versions: list[VersionOut]
+
+
+class AuditOut(BaseModel):
+    id: int
+    model: str
+    at: datetime
+    who: str
+    action: str
+    alias: str | None
+    from_version: int | None
+    to_version: int | None
+    reason: str
+    detail: dict[str, Any]
+
+
+class AliasChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    reason: str = ""
+    force: bool = Field(default=False, description="Promote past the metric gate (needs a reason).")
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = "production"
+    reason: str = ""
+
+
+class TrafficChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(examples=[{"production": 0.9, "canary": 0.1}])
+    reason: str = ""
+
+
+def inline_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` declaring `model` the JSON body of a route that reads the raw bytes."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

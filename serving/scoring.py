@@ -1,0 +1,165 @@
+"""Scoring a batch of entity rows: route rows to aliases, read their features from Redis in one
+round trip, build one float64 matrix per model version, and call `Booster.predict` once each.
+
+A feature Redis does not have (no event in its window) is NaN in the matrix — LightGBM's
+missing value, as in training — and reported per row. Request-time values given by model
+feature name replace what Redis would give; a view whose every feature is given is not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from featurestore.online import OnlineStore, read_views
+from serving.errors import BadRequest, NotFound
+from serving.inputs import PredictInput
+from serving.models import FeatureRead, LoadedModel, LoadedVersion
+from serving.rollout import row_keys
+
+__all__ = ["Group", "fill_matrices", "missing_names", "plan_groups", "score_groups"]
+
+F64 = npt.NDArray[np.float64]
+Rows = npt.NDArray[np.intp]
+
+# One thread per predict: on a small batch OpenMP's start-up costs more than it saves (measured
+# 37 us vs 57 us for 1 row, 165 us vs 460 us for 100), and requests run side by side anyway.
+_PREDICT_THREADS = 1
+
+
+@dataclass
+class Group:
+    """The rows one alias (one model version) scores in a request."""
+
+    alias: str
+    version: LoadedVersion
+    rows: Rows  # positions in the request
+    matrix: F64 | None = None  # rows x model features, filled by `score_groups`
+    scores: F64 | None = None
+
+
+def plan_groups(model: LoadedModel, request: PredictInput, alias: str | None) -> list[Group]:
+    """Which alias scores which rows: the one asked for, or the sticky traffic split."""
+    everything = np.arange(request.rows, dtype=np.intp)
+    if alias is not None:
+        groups = [Group(alias, model.for_alias(alias), everything)]
+    else:
+        split = model.split
+        if split is None:
+            raise NotFound(
+                f"model {model.name!r} has no alias taking traffic; point its production alias "
+                f"at a version (PUT /v1/models/{model.name}/aliases/production)"
+            )
+        if len(split.aliases) == 1:
+            groups = [Group(split.aliases[0], model.versions[split.versions[0]], everything)]
+        else:
+            _require_keys(model.name, model.route_keys, request)
+            keys = row_keys(request.entities, model.route_keys, request.rows)
+            chosen = split.assign(keys)
+            groups = [
+                Group(name, model.versions[version], np.flatnonzero(chosen == i))
+                for i, (name, version) in enumerate(zip(split.aliases, split.versions, strict=True))
+            ]
+            groups = [g for g in groups if len(g.rows)]
+    unknown = (
+        sorted(set(request.request_features) - model.feature_names)
+        if request.request_features
+        else []
+    )
+    if unknown:
+        raise BadRequest(
+            f"model {model.name!r} has no features {unknown} (its features: "
+            f"{', '.join(sorted(model.feature_names))}); request_features are keyed by model "
+            "feature name"
+        )
+    for group in groups:
+        _require_keys(model.name, group.version.entity_keys, request)
+    return groups
+
+
+def score_groups(
+    online: OnlineStore, groups: Sequence[Group], request: PredictInput, as_of_us: int
+) -> None:
+    """Fill each group's feature matrix (one Redis round trip for all) and scores."""
+    fill_matrices(online, groups, request, as_of_us)
+    for group in groups:
+        assert group.matrix is not None  # noqa: S101 - filled just above
+        scores = group.version.booster.predict(group.matrix, num_threads=_PREDICT_THREADS)
+        group.scores = np.asarray(scores, dtype=np.float64)
+
+
+def fill_matrices(
+    online: OnlineStore, groups: Sequence[Group], request: PredictInput, as_of_us: int
+) -> None:
+    given = request.request_features
+    # The (view, version) reads the groups need, and the request rows each must cover.
+    needed: dict[tuple[str, int], tuple[list[Rows], FeatureRead]] = {}
+    for group in groups:
+        names = group.version.names
+        for read in group.version.reads:
+            if all(names[column] in given for column, _ in read.columns):
+                continue
+            entry = needed.setdefault((read.view, read.version), ([], read))
+            entry[0].append(group.rows)
+    everything = len(groups) == 1 and len(groups[0].rows) == request.rows
+    keys_by_join: dict[tuple[str, ...], list[str]] = {}
+    reads = []
+    positions: dict[tuple[str, int], Rows | None] = {}
+    for key, (row_sets, read) in needed.items():
+        layout, join_keys = read.layout, read.join_keys
+        if join_keys not in keys_by_join:
+            keys_by_join[join_keys] = row_keys(request.entities, join_keys, request.rows)
+        all_keys = keys_by_join[join_keys]
+        if everything:
+            reads.append((key[0], key[1], layout, all_keys))
+            positions[key] = None
+        else:
+            rows = np.unique(np.concatenate(row_sets))
+            where = np.full(request.rows, -1, dtype=np.intp)
+            where[rows] = np.arange(len(rows), dtype=np.intp)
+            reads.append((key[0], key[1], layout, [all_keys[i] for i in rows]))
+            positions[key] = where
+    results = {}
+    if reads:
+        results = dict(zip(needed, read_views(online, reads, as_of_us), strict=True))
+
+    for group in groups:
+        version = group.version
+        matrix = np.full((len(group.rows), len(version.names)), np.nan)
+        for read in version.reads:
+            key = (read.view, read.version)
+            if key not in results:
+                continue
+            # (entities, view features); NaN where a window holds no value: LightGBM's missing.
+            block = results[key].values
+            position = positions[key]
+            if position is not None:
+                block = block[position[group.rows]]
+            matrix[:, read.targets] = block[:, read.sources]
+        # Request-time values go over what Redis gave (a view read only for other columns).
+        for name, values in given.items():
+            if name in version.index:
+                matrix[:, version.index[name]] = values if everything else values[group.rows]
+        group.matrix = matrix
+
+
+def missing_names(group: Group) -> list[list[str]]:
+    """Per row of the group, the features that were missing (NaN) when it was scored."""
+    assert group.matrix is not None  # noqa: S101 - called after scoring
+    mask = np.isnan(group.matrix)
+    if not mask.any():
+        return [[] for _ in range(len(group.rows))]
+    names = group.version.names
+    return [[names[j] for j in np.flatnonzero(row)] if row.any() else [] for row in mask]
+
+
+def _require_keys(model: str, keys: Sequence[str], request: PredictInput) -> None:
+    absent = [k for k in keys if k not in request.entities]
+    if absent:
+        raise BadRequest(
+            f"model {model!r} needs entity keys {list(keys)}; the request lacks {absent} "
+            f"(given: {sorted(request.entities)})"
+        )

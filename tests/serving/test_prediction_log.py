@@ -1,0 +1,71 @@
+"""The prediction log never blocks a request: a full queue drops and counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+from prometheus_client import generate_latest
+
+from featurestore.config import KafkaSettings
+from serving.metrics import ServingMetrics
+from serving.prediction_log import LogBatch, LogGroup, PredictionLog
+
+
+def _batch(rows: int) -> LogBatch:
+    return LogBatch(
+        request_id="r1",
+        at=datetime(2026, 5, 1, tzinfo=UTC),
+        model="fraud",
+        role="served",
+        entities={"user_id": [f"u{i}" for i in range(rows)], "card": list(range(rows))},
+        key_columns=("user_id", "card"),
+        groups=(
+            LogGroup(
+                version=2,
+                alias="canary",
+                names=("a", "b"),
+                rows=np.arange(rows, dtype=np.intp),
+                matrix=np.array([[1.0, np.nan]] * rows),
+                scores=np.full(rows, 0.25),
+            ),
+        ),
+    )
+
+
+def test_records_are_one_json_object_per_row() -> None:
+    records = list(_batch(2).records())
+    assert [key for key, _ in records] == [b"u0|0", b"u1|1"]
+    assert orjson.loads(records[1][1]) == {
+        "request_id": "r1",
+        "at": "2026-05-01T00:00:00+00:00",
+        "model": "fraud",
+        "version": 2,
+        "alias": "canary",
+        "role": "served",
+        "entities": {"user_id": "u1", "card": 1},
+        "features": {"a": 1.0, "b": None},
+        "score": 0.25,
+    }
+
+
+def test_a_full_queue_drops_and_counts() -> None:
+    metrics = ServingMetrics()
+    # Not started: nothing drains the queue, as when the producer thread falls behind.
+    log = PredictionLog(KafkaSettings(), "predictions", capacity=5, metrics=metrics)
+    log.submit(_batch(3))
+    log.submit(_batch(3))  # 6 > 5: dropped whole
+    log.submit(_batch(2))
+    text = generate_latest(metrics.registry).decode()
+    assert 'fstore_prediction_log_dropped_total{reason="queue_full"} 3.0' in text
+
+
+def test_an_empty_topic_turns_the_log_off() -> None:
+    metrics = ServingMetrics()
+    log = PredictionLog(KafkaSettings(), "", capacity=5, metrics=metrics)
+    log.start()
+    log.submit(_batch(10))
+    log.stop()
+    assert not log.enabled
+    assert "queue_full" not in generate_latest(metrics.registry).decode()
