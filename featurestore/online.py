@@ -268,7 +268,8 @@ class _ReadPlan:
     windows: dict[int, list[tuple[int, str]]]  # window length -> (bucket, field) states
     buckets: list[int]
     fields: list[list[str]]  # per bucket
-    rows: dict[int, npt.NDArray[np.intp]]  # window length -> rows of the gathered states
+    lengths: tuple[int, ...]  # window lengths, in the order of `masks`
+    masks: npt.NDArray[np.bool_]  # (windows, states): the gathered states each window folds
 
 
 @functools.lru_cache(maxsize=256)
@@ -281,8 +282,10 @@ def _read_plan(now_tile: int, window_lengths: tuple[int, ...]) -> _ReadPlan:
     by_bucket: dict[int, list[str]] = {}
     for bucket, field in items:
         by_bucket.setdefault(bucket, []).append(field)
-    rows = {n: np.array([position[i] for i in plan], dtype=np.intp) for n, plan in windows.items()}
-    return _ReadPlan(windows, list(by_bucket), list(by_bucket.values()), rows)
+    masks = np.zeros((len(window_lengths), len(items)), dtype=bool)
+    for w, n in enumerate(window_lengths):
+        masks[w, [position[item] for item in windows[n]]] = True
+    return _ReadPlan(windows, list(by_bucket), list(by_bucket.values()), window_lengths, masks)
 
 
 def plan_window(first_tile: int, last_tile: int) -> list[tuple[int, str]]:
@@ -346,7 +349,7 @@ def read_views(
         prefix = store.view_prefix(view, version)
         keys = [f"{prefix}:{entity}:{bucket}" for entity in entities for bucket in plan.buckets]
         state_reads.append((keys, plan.fields, layout.width))
-        plans.append(plan.rows)
+        plans.append(plan)
         windows = plan.windows
         for entity in entities:
             for feature in layout.features:
@@ -361,11 +364,15 @@ def read_views(
     counts = iter(distinct_counts)
 
     results = []
-    for (_view, _version, layout, entities), rows_of, flat in zip(
-        reads, plans, states, strict=True
-    ):
+    for (_view, _version, layout, entities), plan, flat in zip(reads, plans, states, strict=True):
         by_entity = flat.reshape(len(entities), -1, layout.width)
-        merged = {n: layout.merge_many(by_entity[:, rows, :]) for n, rows in rows_of.items()}
+        # Every window of every entity in one fold: a window's rows are the entity's states
+        # with the others blanked out (NaN = never written), so numpy calls do not grow with
+        # the number of windows.
+        blanked = np.where(plan.masks[:, np.newaxis, :, np.newaxis], by_entity, np.nan)
+        folded = layout.merge_many(blanked.reshape(-1, *by_entity.shape[1:]))
+        folded = folded.reshape(len(plan.lengths), len(entities), layout.width)
+        merged = dict(zip(plan.lengths, folded, strict=True))
         shape = (len(entities), len(layout.features))
         values, times = np.empty(shape), np.empty(shape)
         for f, feature in enumerate(layout.features):
