@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pstats
 import shutil
 import subprocess  # noqa: S404 - Quix Streams runs in a virtualenv of its own
@@ -41,10 +40,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
-from confluent_kafka.admin import AdminClient
+from _harness import (
+    Meter,
+    add_common_arguments,
+    cleanup_services,
+    log,
+    machine,
+    peer_python,
+    ratio,
+    register_views,
+    server_cpu,
+    services_versions,
+    show,
+    start_services,
+)
 from ingest_freshness import measure_freshness
-from ingest_machine import Meter, Services, log, machine, start_services
 from ingest_processes import run_child
 from ingest_workload import TILE_MS, WINDOWS, Events, generate, make_view, produce
 
@@ -55,9 +65,6 @@ from featurestore.config import (
     RegistrySettings,
     Settings,
 )
-from featurestore.registry import Registry
-from featurestore.repo import RepoContents
-from featurestore.services import KafkaServer, RedisServer
 from featurestore.store import FeatureStore
 from featurestore.timestamps import from_us
 from streaming.topics import ensure_topic
@@ -78,24 +85,7 @@ GOALS = {
 
 def quix_python() -> Path:
     """The interpreter of Quix Streams' own virtualenv, made on first use and then reused."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fstore" / "bench"
-    venv = cache / "quix-venv"
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", "import quixstreams; print(quixstreams.__version__)"]
-    if python.exists():
-        found = subprocess.run(check, capture_output=True, text=True, check=False)  # noqa: S603
-        if found.stdout.strip() == QUIX_VERSION:
-            return python
-    log(f"creating {venv} with quixstreams=={QUIX_VERSION} (once; reused on later runs)")
-    cache.mkdir(parents=True, exist_ok=True)
-    for argv in (
-        [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", f"quixstreams=={QUIX_VERSION}"],
-    ):
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
-        if result.returncode != 0:
-            raise RuntimeError(f"`{' '.join(argv)}` failed:\n{result.stdout}{result.stderr}")
-    return python
+    return peer_python("quix-venv", f"quixstreams=={QUIX_VERSION}", "quixstreams", QUIX_VERSION)
 
 
 def measure_quix(
@@ -134,12 +124,6 @@ def measure_quix(
 # -- the run -------------------------------------------------------------------------------------
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if not numerator or not denominator:
-        return None
-    return round(numerator / denominator, 2)
-
-
 def check_values(store: FeatureStore, view: str, events: Events, samples: int = 25) -> int:
     """Compare count and sum over 24h with numpy for sample users; returns how many differ."""
     as_of_ms = int(events.ts_ms.max())
@@ -173,8 +157,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise
     namespaces: list[str] = []
     topics: list[str] = []
+
+    def start_meter() -> Meter:
+        return Meter(lambda: server_cpu(services), args.wait_quiet)
+
     try:
-        info = machine(services)
+        info = machine(**services_versions(services))
         log(f"machine: {info}")
         topic, fresh_topic = f"bench.ingest.{run_id}", f"bench.fresh.{run_id}"
         topics += [topic, fresh_topic]
@@ -192,14 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
 
         main_view, fresh_view = make_view("bench_txn", topic), make_view("bench_fresh", fresh_topic)
-        user = main_view.entities[0]
-        Registry(RegistrySettings(path=state_dir / "registry")).apply(
-            RepoContents(
-                entities={user.name: user},
-                sources={v.source.name: v.source for v in (main_view, fresh_view)},
-                views={v.name: v for v in (main_view, fresh_view)},
-            )
-        )
+        register_views(RegistrySettings(path=state_dir / "registry"), main_view, fresh_view)
         load: dict[str, Any] = {}
         result: dict[str, Any] = {
             "machine": info,
@@ -220,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         floors: list[dict[str, Any]] = []
         workers: list[dict[str, Any]] = []
         for repeat in range(args.repeats):
-            meter = Meter(services, args.wait_quiet)
+            meter = start_meter()
             floor = run_child(
                 "floor",
                 {
@@ -238,7 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"floor {repeat + 1}/{args.repeats}: {floor['events_per_s']:,} events/s")
 
             settings = settings_for(f"main{repeat}")
-            meter = Meter(services, args.wait_quiet)
+            meter = start_meter()
             worker = run_child(
                 "worker",
                 {
@@ -279,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stats.sort_stats("cumulative").print_stats(40)
 
         log(f"freshness: {args.freshness_rate:,} events/s for {args.freshness_seconds:g}s")
-        meter = Meter(services, args.wait_quiet)
+        meter = start_meter()
         result.update(
             measure_freshness(
                 settings_for("fresh"),
@@ -299,7 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for windows in args.quix_windows:
                 key = "quix" if windows == "hopping" else f"quix_{windows}"
                 log(f"Quix Streams ({windows} windows), at most {args.quix_seconds:g}s")
-                meter = Meter(services, args.wait_quiet)
+                meter = start_meter()
                 try:
                     quix = measure_quix(
                         services.kafka,
@@ -328,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _, more = produce(services.kafka, topic, produce_more)
                 del more
             marks = sorted({args.events, args.rss_events})
-            meter = Meter(services, args.wait_quiet)
+            meter = start_meter()
             lines = run_child(
                 "worker",
                 {
@@ -373,7 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"warning: other processes used {cores} cores during the {phase} measurement")
         return result
     finally:
-        cleanup(services, topics, namespaces)
+        cleanup_services(services, topics, namespaces)
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
@@ -421,33 +402,7 @@ def goals_met(result: dict[str, Any]) -> dict[str, bool | None]:
     }
 
 
-def cleanup(services: Services, topics: list[str], namespaces: list[str]) -> None:
-    """Stop the servers this run started; on borrowed ones, delete what the run made."""
-    borrowed = {type(server) for server in services.started}
-    if KafkaServer not in borrowed and topics:
-        admin = AdminClient(services.kafka.client_config())
-        names = topics + [f"{t}.dlq" for t in topics]
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result(30)
-            except Exception as exc:  # noqa: BLE001 - best effort: a dlq topic may not exist
-                log(f"could not delete a topic: {exc}")
-    if RedisServer not in borrowed:
-        client = redis.Redis.from_url(services.redis_url)
-        for namespace in namespaces:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=10_000))
-            for i in range(0, len(keys), 10_000):
-                client.delete(*keys[i : i + 10_000])
-    for server in services.started:
-        server.stop()
-
-
 def print_summary(result: dict[str, Any]) -> None:
-    def show(value: Any, unit: str = "") -> str:
-        if value is None:
-            return "n/a"
-        return f"{value:,}{unit}" if isinstance(value, int | float) else str(value)
-
     goals = result["goals_met"]
     rows = [
         ("worker events/s", show(result["events_per_s"]), ">= 100,000", goals["events_per_s"]),
@@ -508,14 +463,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="librdkafka property for every client (floor, worker, producers); repeatable",
     )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before each measurement wait up to this long for the machine to be idle",
-    )
-    parser.add_argument("--seed", type=int, default=42)
+    add_common_arguments(parser, files=False)
     parser.add_argument("--profile", type=Path, help="cProfile the worker run into this file")
     args = parser.parse_args(argv)
     if args.quick:

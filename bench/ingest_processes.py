@@ -9,7 +9,6 @@ from __future__ import annotations
 import cProfile
 import json
 import os
-import resource
 import subprocess  # noqa: S404 - the parent starts these as subprocesses
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from _harness import emit, peak_rss_mb
 from confluent_kafka import Consumer, Message
 
 import streaming.worker as worker_module
@@ -28,22 +28,6 @@ from featurestore.registry import Registry
 from streaming.worker import Worker
 
 SCRIPT = Path(__file__).resolve()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def emit(record: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(record).decode() + "\n")
-    sys.stdout.flush()
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -35,8 +35,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import shutil
 import subprocess  # noqa: S404 - the measured queries run as subprocesses
 import sys
@@ -52,6 +50,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from _harness import (
+    FEAST_VERSION,
+    Meter,
+    add_common_arguments,
+    emit,
+    feast_python,
+    log,
+    machine,
+    peak_rss_mb,
+    ratio,
+    register_views,
+    show,
+    wait_for_quiet,
+)
 
 from featurestore.config import OfflineSettings, RegistrySettings, Settings
 from featurestore.definitions import (
@@ -65,11 +77,9 @@ from featurestore.definitions import (
 from featurestore.historical import HistoricalQuery
 from featurestore.offline import OfflineStore
 from featurestore.registry import Registry
-from featurestore.repo import RepoContents
 from featurestore.store import FeatureStore
 
 HERE = Path(__file__).resolve().parent
-FEAST_VERSION = "0.67.0"
 VIEW = "txn"
 START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 DAY_US = 86_400_000_000
@@ -83,10 +93,6 @@ WINDOWED = [
 LATEST = [f"amount_last_{w}" for w in WINDOWS]
 FEATURES = WINDOWED + LATEST
 GOALS = {"peak_rss_mb": 4096, "floor_ratio": 1.5, "feast_ratio": 5.0}
-
-
-def log(text: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 # -- the workload --------------------------------------------------------------------------------
@@ -198,22 +204,6 @@ def write_feast_source(path: Path, events: Events, users: int) -> None:
 
 
 # -- the measured processes ----------------------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def emit(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
 
 
 def child_ours(spec: dict[str, Any]) -> None:
@@ -366,36 +356,11 @@ def run_child(role: str, spec: dict[str, Any], cwd: Path, timeout: float) -> dic
         print(result.stderr, file=sys.stderr, end="")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     out: dict[str, Any] = json.loads(lines[-1])
-    out.update(meter.stop())
+    out.update(meter.others())
     return out
 
 
 # -- Feast ---------------------------------------------------------------------------------------
-
-
-def feast_python() -> Path:
-    """The interpreter of Feast's own virtualenv, made on first use and then reused.
-
-    Feast pins its own pandas, pyarrow and numpy ranges; keeping it apart leaves ours alone.
-    """
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fstore" / "bench"
-    venv = cache / "feast-venv"
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", "import feast, duckdb, ibis; print(feast.__version__)"]
-    if python.exists():
-        found = subprocess.run(check, capture_output=True, text=True, check=False)  # noqa: S603
-        if found.stdout.strip() == FEAST_VERSION:
-            return python
-    log(f"creating {venv} with feast[duckdb]=={FEAST_VERSION} (once; reused on later runs)")
-    cache.mkdir(parents=True, exist_ok=True)
-    for argv in (
-        [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", f"feast[duckdb]=={FEAST_VERSION}"],
-    ):
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
-        if result.returncode != 0:
-            raise RuntimeError(f"`{' '.join(argv)}` failed:\n{result.stdout}{result.stderr}")
-    return python
 
 
 def run_feast(
@@ -427,7 +392,7 @@ def run_feast(
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"the Feast app failed ({result.returncode}):\n{result.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(lines[-1])
-    out.update(meter.stop())
+    out.update(meter.others())
     return out
 
 
@@ -522,89 +487,7 @@ def compare_feast(ours: Path, feast: Path) -> dict[str, Any]:
     return out
 
 
-# -- the machine ---------------------------------------------------------------------------------
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all cores of the machine have been busy so far (/proc/stat), or None."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except OSError:
-        return None
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class Meter:
-    """What other work on the machine took during one measurement, in cores.
-
-    Ours is this script and its (reaped) subprocesses; on a shared 2-core box a figure measured
-    while others used a core is not this code's figure, so it is reported beside it.
-    """
-
-    def __init__(self) -> None:
-        self.wall = time.perf_counter()
-        self.busy = machine_busy_seconds()
-        self.ours = self._ours()
-
-    @staticmethod
-    def _ours() -> float:
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-    def stop(self) -> dict[str, Any]:
-        wall = time.perf_counter() - self.wall
-        busy = machine_busy_seconds()
-        if busy is None or self.busy is None:
-            return {}
-        others = max(0.0, busy - self.busy - (self._ours() - self.ours))
-        return {"other_processes_cores": round(others / wall, 2)}
-
-
-def wait_for_quiet(limit: float, quiet_for: float = 5.0, threshold: float = 0.2) -> None:
-    """Wait (at most `limit` s) until the machine has used under `threshold` cores for
-    `quiet_for` s, so a measurement starts between other people's jobs."""
-    if limit <= 0 or machine_busy_seconds() is None:
-        return
-    deadline, quiet, step = time.monotonic() + limit, 0.0, 1.0
-    while quiet < quiet_for:
-        if time.monotonic() > deadline:
-            log(f"the machine was not quiet within {limit:g}s; measuring anyway")
-            return
-        before = machine_busy_seconds() or 0.0
-        time.sleep(step)
-        cores = ((machine_busy_seconds() or 0.0) - before) / step
-        quiet = quiet + step if cores < threshold else 0.0
-
-
-def machine() -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "memory_gb": round(memory_gb, 1),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "pyarrow": pa.__version__,
-    }
-
-
 # -- the run -------------------------------------------------------------------------------------
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if not numerator or not denominator:
-        return None
-    return round(numerator / denominator, 2)
 
 
 def median(values: list[float]) -> float:
@@ -696,18 +579,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    info = machine()
+    info = machine(duckdb=duckdb.__version__, pyarrow=pa.__version__)
     log(f"machine: {info}; working in {work}")
     runs = Runs(args, work)
-    view = make_view()
-    user = view.entities[0]
-    Registry(runs.registry).apply(
-        RepoContents(
-            entities={user.name: user},
-            sources={view.source.name: view.source},
-            views={view.name: view},
-        )
-    )
+    register_views(runs.registry, make_view())
     labels = work / "labels.parquet"
     write_labels(labels, args.labels, args.users, args.days, args.seed)
     result: dict[str, Any] = {
@@ -911,11 +786,6 @@ def goals_met(result: dict[str, Any]) -> dict[str, bool | None]:
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    def show(value: Any, unit: str = "") -> str:
-        if value is None:
-            return "n/a"
-        return f"{value:,}{unit}" if isinstance(value, int | float) else str(value)
-
     def each(values: list[float] | None) -> str:
         return "runs: " + ", ".join(f"{v:g}" for v in values) if values else ""
 
@@ -1011,16 +881,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also run ours once with this offline.memory_limit ('' to skip)",
     )
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE plans")
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="before each measurement wait up to this long for the machine to be idle",
-    )
-    parser.add_argument("--tmp", type=Path, help="where the log and outputs go (default: TMPDIR)")
-    parser.add_argument("--keep", action="store_true", help="keep the working folder")
-    parser.add_argument("--seed", type=int, default=42)
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.users, args.labels, args.days = 20_000, 200, 2_000, 2.0

@@ -1,0 +1,87 @@
+"""The serving benchmark's `--quick` mode runs end to end, so bench/serving.py never rots.
+
+Only the output's shape and the checks are asserted: every request answered 200, ours and the
+floor score alike, the features equal numpy. Timings on a shared CI machine say nothing. Feast
+is skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from featurestore.config import KafkaSettings
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "serving.py"
+MEASURED = {
+    "p50_ms_50rps",
+    "p99_ms_50rps",
+    "p99_ms_200rps",
+    "rps_saturated",
+    "batch100_p99_ms",
+    "batch100_rps_saturated",
+    "floor_p99_ms_50rps",
+    "floor_p99_ms_200rps",
+    "floor_rps_saturated",
+    "floor_batch100_p99_ms",
+}
+SKIPPED = {"feast_rps_saturated", "feast_p99_ms_50rps", "rps_vs_feast_saturated"}
+
+
+@pytest.mark.integration
+def test_quick_run_prints_the_figures_as_json(
+    kafka: KafkaSettings, redis: str, tmp_path: Path
+) -> None:
+    # The session's servers, so the script starts none of its own.
+    env = {**os.environ, "FSTORE_KAFKA_BOOTSTRAP": kafka.bootstrap, "FSTORE_REDIS_URL": redis}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (MEASURED | SKIPPED) <= figures.keys(), (MEASURED | SKIPPED) - figures.keys()
+    for key in MEASURED:
+        assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures[key])
+    for key in SKIPPED:
+        assert figures[key] is None, (key, figures[key])  # Feast skipped
+
+    # Every request of every point was answered, with 200.
+    points = figures["points"]
+    assert len(points) == 2 * 3 * 2  # (single, batch) x (50, 200, saturated) x (ours, floor)
+    for point in points:
+        assert point["responses"] == point["requests"] > 0, point
+        assert point["statuses"] == {"200": point["requests"]}, point
+    assert figures["non_200"] == 0 and figures["no_response"] == 0
+    assert figures["all_succeeded"] is True
+    assert figures["requests"] == sum(p["requests"] for p in points)
+
+    # The work is the same: our features equal numpy, ours and the floor score alike.
+    assert figures["ingest"]["applied"] == figures["events"]
+    assert figures["ingest"]["late"] == 0
+    assert figures["features_wrong"] == 0
+    assert figures["scores_differ"] == 0
+    assert figures["model"]["trees"] == 200
+    assert figures["model"]["mean_leaves"] > 2  # trees that split: predict costs what it should
+    assert set(figures["goals_met"]) == {
+        "p99_vs_floor_50rps",
+        "p99_vs_floor_200rps",
+        "rps_vs_floor_saturated",
+        "rps_vs_feast_saturated",
+    }
+    assert set(figures["load"]) == {
+        f"{target}_{shape}_{rate}"
+        for target in ("ours", "floor")
+        for shape in ("single", "batch100")
+        for rate in ("50rps", "200rps", "saturated")
+    }
+    assert list(tmp_path.iterdir()) == []  # the working folder is removed
