@@ -111,19 +111,71 @@ return {1}
 """
 
 
-# KEYS: the hashes to read, entity-major then bucket. ARGV[1]: the bytes of a never-written state
-# (NaNs); ARGV[2]: json list of field lists, one per bucket: KEYS[i] reads list ((i-1) % #lists)+1.
-# Returns every state, in order, as one string: a read costs one command, whatever its size.
-_GATHER_SCRIPT = """
-local missing = ARGV[1]
+# KEYS: the hashes to read, entity-major then bucket. ARGV[1]: merge codes (as in the merge
+# script); ARGV[2]: json field lists, one per bucket: KEYS[i] reads list ((i-1) % #lists) + 1;
+# ARGV[3]: json list, per window (shortest first), of the 1-based positions among one entity's
+# gathered fields of the states it adds to the window before it; ARGV[4]: the bytes of "no
+# state" (NaNs). Returns, per entity and window, the
+# window's merged state, folded here with the write path's merge rules: a read sends back one
+# state per window instead of every tile, and the reading process does no folding at all.
+_FOLD_SCRIPT = """
+local width = #ARGV[1]
+local code = {}
+for i = 1, width do code[i] = string.sub(ARGV[1], i, i) end
 local lists = cjson.decode(ARGV[2])
+local windows = cjson.decode(ARGV[3])
+local missing = ARGV[4]
 local per_entity = #lists
+local fmt = '<' .. string.rep('d', width)
+local function merge(acc, new)
+  local i = 1
+  while i <= width do
+    local c = code[i]
+    if c == 'a' then acc[i] = acc[i] + new[i]
+    elseif c == 'x' then if new[i] > acc[i] then acc[i] = new[i] end
+    elseif c == 'n' then if new[i] < acc[i] then acc[i] = new[i] end
+    elseif c == 'L' then
+      local newer = new[i] > acc[i] or (new[i] == acc[i] and (new[i+1] > acc[i+1] or
+        (new[i+1] == acc[i+1] and new[i+2] > acc[i+2])))
+      if newer then for j = i, i + 3 do acc[j] = new[j] end end
+      i = i + 3
+    elseif c == 'V' then
+      -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
+      local na, nb = acc[i], new[i]
+      local n = na + nb
+      if n > 0 then
+        local d = new[i + 1] - acc[i + 1]
+        acc[i + 2] = acc[i + 2] + new[i + 2] + d * d * na * nb / n
+        acc[i + 1] = acc[i + 1] + d * nb / n
+        acc[i] = n
+      end
+      i = i + 2
+    end
+    i = i + 1
+  end
+end
 local out = {}
-for i, key in ipairs(KEYS) do
-  local fields = lists[((i - 1) % per_entity) + 1]
+local raw = {}
+for k, key in ipairs(KEYS) do
+  local b = ((k - 1) % per_entity) + 1
+  if b == 1 then raw = {} end
+  local fields = lists[b]
   local values = redis.call('HMGET', key, unpack(fields))
-  for j = 1, #fields do
-    out[#out + 1] = values[j] or missing
+  for j = 1, #fields do raw[#raw + 1] = values[j] or false end
+  if b == per_entity then
+    -- Windows are nested (shortest first, all ending now): each adds its older states to the
+    -- fold of the one before.
+    local acc = nil
+    for _, rows in ipairs(windows) do
+      for _, r in ipairs(rows) do
+        if raw[r] then
+          local state = {struct.unpack(fmt, raw[r])}
+          if acc then merge(acc, state) else acc = state end
+        end
+      end
+      if acc then out[#out + 1] = struct.pack(fmt, unpack(acc, 1, width))
+      else out[#out + 1] = missing end
+    end
   end
 end
 return table.concat(out)
@@ -156,7 +208,7 @@ class OnlineStore:
         # Timeouts turn a hung server into an error the worker retries, not a silent stall.
         self.client = redis.Redis.from_url(config.url, socket_timeout=30, socket_connect_timeout=5)
         self._merge = self.client.register_script(_MERGE_SCRIPT)
-        self._gather = self.client.register_script(_GATHER_SCRIPT)
+        self._fold = self.client.register_script(_FOLD_SCRIPT)
 
     def view_prefix(self, view: str, version: int) -> str:
         return f"{self.namespace}:{view}:{version}"
@@ -210,24 +262,31 @@ class OnlineStore:
 
     def read(
         self,
-        reads: Sequence[tuple[Sequence[str], Sequence[Sequence[str]], int]],
+        reads: Sequence[tuple[Sequence[str], _ReadPlan, TileLayout]],
         distinct: Sequence[Sequence[str]] = (),
     ) -> tuple[list[F64], list[int]]:
-        """States and distinct counts, all in one round trip.
+        """Merged window states and distinct counts, all in one round trip.
 
-        Each read is (hash keys, field lists, width): key i reads field list i mod len(lists),
-        so many entities share one plan. Returns per read an array (keys, fields, width) with
-        NaN rows for never-written states, and a PFCOUNT per key list of `distinct`.
+        Each read is (hash keys of its entities, the plan they share, the layout). Returns per
+        read an array (entities, windows, width) — a window without any state is a row of NaN —
+        and a PFCOUNT per key list of `distinct`.
         """
 
         def pipeline() -> redis.client.Pipeline:
             pipe = self.client.pipeline(transaction=False)
-            for keys, lists, width in reads:
+            for keys, plan, layout in reads:
                 if keys:
                     # EVALSHA straight into the pipeline: redis-py's Script object would ask
                     # SCRIPT EXISTS first, a second round trip on every read.
-                    missing = np.full(width, np.nan).astype("<f8").tobytes()
-                    pipe.evalsha(self._gather.sha, len(keys), *keys, missing, orjson.dumps(lists))
+                    pipe.evalsha(
+                        self._fold.sha,
+                        len(keys),
+                        *keys,
+                        layout.merge_codes(),
+                        plan.fields_json,
+                        plan.windows_json,
+                        _no_state(layout.width),
+                    )
             for keys in distinct:
                 pipe.pfcount(*keys)
             return pipe
@@ -236,21 +295,23 @@ class OnlineStore:
             try:
                 answers = iter(pipeline().execute())
             except redis.exceptions.NoScriptError:
-                self.client.script_load(_GATHER_SCRIPT)  # a restarted or flushed server
+                self.client.script_load(_FOLD_SCRIPT)  # a restarted or flushed server
                 answers = iter(pipeline().execute())
         states = []
-        for keys, _lists, width in reads:
+        for keys, plan, layout in reads:
+            shape = (len(keys) // len(plan.buckets), len(plan.lengths), layout.width)
             if not keys:
-                states.append(np.empty((0, width)))
+                states.append(np.empty(shape))
                 continue
             blob = next(answers)
             flat = np.frombuffer(blob, dtype="<f8")
-            if flat.size * 8 != len(blob) or flat.size % width:
+            if flat.size * 8 != len(blob) or flat.size != shape[0] * shape[1] * shape[2]:
                 raise OnlineStoreError(
                     f"Redis at {self.config.url} holds tile states of another width than "
-                    f"{width} floats under {keys[0]!r}: was the view changed without a new version?"
+                    f"{layout.width} floats under {keys[0]!r}: was the view changed without a "
+                    "new version?"
                 )
-            states.append(flat.reshape(-1, width))
+            states.append(flat.reshape(shape))
         return states, [int(n) for n in answers]
 
     @contextmanager
@@ -265,11 +326,12 @@ class OnlineStore:
 class _ReadPlan:
     """What a read at one tile gathers: per bucket its fields, and per window its rows."""
 
-    windows: dict[int, list[tuple[int, str]]]  # window length -> (bucket, field) states
+    windows: dict[int, list[tuple[int, str]]]  # window length -> its (bucket, field) tiles (HLLs)
     buckets: list[int]
     fields: list[list[str]]  # per bucket
-    lengths: tuple[int, ...]  # window lengths, in the order of `masks`
-    masks: npt.NDArray[np.bool_]  # (windows, states): the gathered states each window folds
+    lengths: tuple[int, ...]  # window lengths, in the order the fold script returns them
+    fields_json: bytes  # `fields`, as the fold script takes them
+    windows_json: bytes  # per window, 1-based positions of the states it adds (see the script)
 
 
 @functools.lru_cache(maxsize=256)
@@ -277,15 +339,21 @@ def _read_plan(now_tile: int, window_lengths: tuple[int, ...]) -> _ReadPlan:
     """The same for every read in the same tile: cached, since reads repeat it thousands of
     times a second."""
     windows = {n: plan_window(now_tile - n + 1, now_tile) for n in window_lengths}
-    items = sorted({item for plan in windows.values() for item in plan})
+    # What the fold reads: each window's tiles older than the window before it (all end now).
+    added, newer = [], 0
+    for n in window_lengths:
+        added.append(plan_window(now_tile - n + 1, now_tile - newer))
+        newer = n
+    items = sorted({item for plan in added for item in plan})
     position = {item: i for i, item in enumerate(items)}  # bucket-major, as gathered
     by_bucket: dict[int, list[str]] = {}
     for bucket, field in items:
         by_bucket.setdefault(bucket, []).append(field)
-    masks = np.zeros((len(window_lengths), len(items)), dtype=bool)
-    for w, n in enumerate(window_lengths):
-        masks[w, [position[item] for item in windows[n]]] = True
-    return _ReadPlan(windows, list(by_bucket), list(by_bucket.values()), window_lengths, masks)
+    rows = [[position[item] + 1 for item in plan] for plan in added]
+    fields = list(by_bucket.values())
+    return _ReadPlan(
+        windows, list(by_bucket), fields, window_lengths, orjson.dumps(fields), orjson.dumps(rows)
+    )
 
 
 def plan_window(first_tile: int, last_tile: int) -> list[tuple[int, str]]:
@@ -338,8 +406,8 @@ def read_views(
     """Feature values of each (view, version, layout, entity keys) at `as_of_us`, one round trip.
 
     Every entity of a read shares one plan: the (bucket, field) states covering each window.
-    They come back as one array per read and fold with `TileLayout.merge_many`, so the cost of
-    a batch is a few numpy calls per window, not Python work per entity and tile.
+    Redis folds them (the fold script, with the merge rules of `TileLayout.merge`) and sends one
+    state per entity and window; here they only become values, a few numpy calls per feature.
     """
     state_reads = []
     distinct_requests: list[list[str]] = []
@@ -348,7 +416,7 @@ def read_views(
         plan = _read_plan(as_of_us // layout.tile_us, layout.window_lengths)
         prefix = store.view_prefix(view, version)
         keys = [f"{prefix}:{entity}:{bucket}" for entity in entities for bucket in plan.buckets]
-        state_reads.append((keys, plan.fields, layout.width))
+        state_reads.append((keys, plan, layout))
         plans.append(plan)
         windows = plan.windows
         for entity in entities:
@@ -365,14 +433,11 @@ def read_views(
 
     results = []
     for (_view, _version, layout, entities), plan, flat in zip(reads, plans, states, strict=True):
-        by_entity = flat.reshape(len(entities), -1, layout.width)
-        # Every window of every entity in one fold: a window's rows are the entity's states
-        # with the others blanked out (NaN = never written), so numpy calls do not grow with
-        # the number of windows.
-        blanked = np.where(plan.masks[:, np.newaxis, :, np.newaxis], by_entity, np.nan)
-        folded = layout.merge_many(blanked.reshape(-1, *by_entity.shape[1:]))
-        folded = folded.reshape(len(plan.lengths), len(entities), layout.width)
-        merged = dict(zip(plan.lengths, folded, strict=True))
+        # A window without any state holds no event: the empty state, as `merge` gives.
+        folded = np.where(
+            np.isnan(flat[:, :, layout.COUNT])[:, :, np.newaxis], layout.empty(), flat
+        )
+        merged = {n: folded[:, w, :] for w, n in enumerate(plan.lengths)}
         shape = (len(entities), len(layout.features))
         values, times = np.empty(shape), np.empty(shape)
         for f, feature in enumerate(layout.features):
@@ -423,3 +488,8 @@ def read_features(
             )
         results.append(per_entity)
     return results
+
+
+@functools.lru_cache(maxsize=64)
+def _no_state(width: int) -> bytes:
+    return np.full(width, np.nan).astype("<f8").tobytes()
