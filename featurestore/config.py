@@ -25,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from featurestore.definitions import duration_us
 from featurestore.errors import ConfigError
 
 CONFIG_FILE_NAME = "featurestore.yaml"
@@ -94,6 +95,104 @@ class ServingSettings(BaseModel):
     prediction_log_queue: int = 100_000  # queued records before new ones are dropped (counted)
 
 
+_NO_LATENESS = "0s"  # durations are otherwise longer than zero
+
+
+class DriftThresholds(BaseModel):
+    """When a window's drift is a warning or an alert. PSI conventions: < 0.1 stable,
+    0.1-0.25 moderate, > 0.25 major; Jensen-Shannon distance (base 2, in [0, 1]) 0.1 as in
+    NannyML. The binned KS statistic alerts only when `ks_alert` is set: with thousands of
+    samples a KS test flags differences too small to matter."""
+
+    psi_warn: Annotated[float, Field(ge=0)] = 0.1
+    psi_alert: Annotated[float, Field(ge=0)] = 0.25
+    js_alert: Annotated[float | None, Field(ge=0, le=1)] = 0.1
+    ks_alert: Annotated[float | None, Field(ge=0, le=1)] = None
+
+
+class WatchSettings(BaseModel):
+    """`fstore monitor --watch VIEW`: profile a feature view's raw source columns, before any
+    model sees them, against a model's reference profile (`model`, its feature named in
+    `features` per column) or, without a model, against the view's offline log."""
+
+    columns: list[str] = Field(default_factory=list)  # numeric source columns; []: all of them
+    model: str | None = None  # NAME or NAME@VERSION|ALIAS whose profile is the reference
+    features: dict[str, str] = Field(default_factory=dict)  # source column -> model feature
+    reference_rows: Annotated[int, Field(ge=1)] = (
+        100_000  # newest offline-log events the reference uses
+    )
+
+
+class MonitorSettings(BaseModel):
+    """`fstore monitor`: drift and live performance of served models, from the prediction log.
+
+    Windows are tumbling, by the records' event time (`at`); the sliding statistics merge the
+    last `sliding_windows` of them. A window with fewer than `min_samples` rows is reported as
+    `insufficient`, never as drift. Per-feature thresholds override the defaults field by field.
+    """
+
+    drift_topic: str = "fstore.drift"
+    alerts_topic: str = "fstore.alerts"
+    labels_topic: str = "fstore.labels"  # "" turns the label join off
+    window: str = "5m"
+    sliding_windows: Annotated[int, Field(ge=1)] = 12  # 12 x 5m: a 1 h sliding window
+    allowed_lateness: str = "30s"
+    min_samples: Annotated[int, Field(ge=1)] = 200
+    min_labels: Annotated[int, Field(ge=1)] = 200  # joined labels a window needs for live metrics
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    feature_thresholds: dict[str, DriftThresholds] = Field(default_factory=dict)
+    score_thresholds: DriftThresholds | None = None  # None: the defaults
+    label_horizon: str = "1h"  # how long after a prediction its label may come
+    # Live primary metric worse than the validation one by more than this (relative):
+    # auc < validation x (1 - tolerance), rmse > validation x (1 + tolerance).
+    performance_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    webhook_url: str | None = None  # POSTed every alert event (JSON)
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    command: list[str] | None = None  # run per alert event, the event's JSON on its stdin
+    watch: dict[str, WatchSettings] = Field(default_factory=dict)  # view name -> settings
+
+    @field_validator("window", "label_horizon")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        duration_us(text)  # raises ValueError saying what a duration looks like
+        return text
+
+    @field_validator("allowed_lateness")
+    @classmethod
+    def _lateness(cls, text: str) -> str:
+        if text != _NO_LATENESS:
+            duration_us(text)
+        return text
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url {url!r} must be an http:// or https:// URL")
+        return url
+
+    @property
+    def window_us(self) -> int:
+        return duration_us(self.window)
+
+    @property
+    def lateness_us(self) -> int:
+        return 0 if self.allowed_lateness == _NO_LATENESS else duration_us(self.allowed_lateness)
+
+    @property
+    def horizon_us(self) -> int:
+        return duration_us(self.label_horizon)
+
+    def thresholds_for(self, feature: str | None) -> DriftThresholds:
+        """The thresholds of a model feature (None: the score), overrides over the defaults."""
+        override = (
+            self.score_thresholds if feature is None else self.feature_thresholds.get(feature)
+        )
+        if override is None:
+            return self.thresholds
+        return self.thresholds.model_copy(update=override.model_dump(exclude_unset=True))
+
+
 class ServicesSettings(BaseModel):
     """Where `fstore services up` runs local Kafka and Redis servers."""
 
@@ -127,6 +226,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
 
     @classmethod

@@ -16,6 +16,8 @@ from streaming.demo import demo
 from streaming.errors import StreamingError
 from streaming.importer import import_events
 from streaming.metrics import serve_metrics
+from streaming.monitor import Monitor
+from streaming.monitor_metrics import serve_monitor_metrics
 from streaming.worker import Worker
 
 console = Console()
@@ -26,6 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command("backfill")(backfill)
     app.command("import")(import_file)
     app.command("demo")(demo)
+    app.command("monitor")(monitor)
 
 
 def ingest(
@@ -125,3 +128,44 @@ def import_file(
                 "row,reason\n" + "".join(f'{row},"{reason}"\n' for row, reason in report.rejected)
             )
             console.print(f"All rejected rows: {rejects}")
+
+
+def monitor(
+    watch: Annotated[
+        str | None,
+        typer.Option(help="Watch this feature view's source topic instead of the prediction log."),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Kafka consumer group (default: fstore-monitor[-VIEW]).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Stable id of this worker in the group: a restart resumes at once."),
+    ] = None,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Address /metrics listens on.")] = "127.0.0.1",
+) -> None:
+    """Run the drift monitor: windowed drift of every served model's features and scores
+    against its training profile, live metrics from delayed labels, and alerts.
+
+    Settings: the `monitor` section (topics, window, thresholds, webhook, command).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_settings()
+    watched = Registry(settings.registry).get_view(watch) if watch else None
+    worker = Monitor(
+        settings,
+        group=group or ("fstore-monitor" + (f"-{watch}" if watch else "")),
+        batch_size=batch_size,
+        instance_id=instance_id,
+        watch=watched,
+    )
+    serve_monitor_metrics(worker, metrics_port, metrics_host)
+    what = f"source topic {worker.topic} of view {watch}" if watch else f"{worker.topic}"
+    console.print(
+        f"Monitoring {what} (group {worker.group}), windows of {settings.monitor.window}; "
+        f"drift to {settings.monitor.drift_topic}, alerts to {settings.monitor.alerts_topic}"
+    )
+    worker.run()
+    console.print(f"Stopped: {worker.counters}")

@@ -1,0 +1,63 @@
+"""The monitor benchmark's `--quick` mode runs end to end, so bench/monitor.py never rots.
+
+Only the output's shape and its checks are asserted (every prediction counted once, every
+window reported, every request answered); timings on a shared machine say nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from featurestore.config import KafkaSettings
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "monitor.py"
+
+
+@pytest.mark.integration
+def test_quick_run_prints_the_figures_as_json(
+    kafka: KafkaSettings, redis: str, tmp_path: Path
+) -> None:
+    # The session's servers, so the script starts none of its own.
+    env = {**os.environ, "FSTORE_KAFKA_BOOTSTRAP": kafka.bootstrap, "FSTORE_REDIS_URL": redis}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"predictions_per_s", "serving_rps_log_on", "serving_rps_log_off"} <= figures.keys()
+    assert figures["predictions_per_s_label_index"] > 0
+    assert figures["throughput"]["label_index"]["counted"] == figures["throughput"]["counted"]
+    assert isinstance(figures["predictions_per_s"], int) and figures["predictions_per_s"] > 0
+
+    throughput = figures["throughput"]
+    partitions = throughput["partitions"]
+    # Every prediction counted once (plus one per partition that closes the last window) ...
+    assert throughput["counted"] == throughput["predictions"] + partitions
+    assert throughput["late"] == 0
+    # ... and an hour of 5-minute windows reported: 12 features and the score in each.
+    assert throughput["windows_closed"] == 12
+    assert throughput["drift_records"] == 12 * (throughput["features"] + 1)
+    assert throughput["drift_topic_records"] == throughput["drift_records"]
+    assert throughput["alerts"] == 0  # the stream is drawn from the training population
+
+    serving = figures["serving"]
+    if figures["serving_rps_log_on"] is None:  # the serving app could not run: said why
+        assert serving["reason"], serving
+    else:
+        assert figures["serving_rps_log_on"] > 0 and figures["serving_rps_log_off"] > 0
+        assert serving["non_200"] == 0
+        assert serving["log_records"] > 0  # the server with the log on did log
+        assert {r["log"] for r in serving["rounds"]} == {"on", "off"}
+    assert set(figures["goals_met"]) == {"predictions_per_s", "log_on_vs_off"}
+    assert list(tmp_path.iterdir()) == []  # the working folder is removed
