@@ -12,7 +12,6 @@ from rich.console import Console
 from featurestore.config import load_settings
 from featurestore.registry import Registry
 from streaming.backfill import backfill_from_log, backfill_from_topic
-from streaming.demo import demo
 from streaming.errors import StreamingError
 from streaming.importer import import_events
 from streaming.metrics import serve_metrics
@@ -27,7 +26,6 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.command("backfill")(backfill)
     app.command("import")(import_file)
-    app.command("demo")(demo)
     app.command("monitor")(monitor)
 
 

@@ -1,0 +1,69 @@
+"""The fraud demo's feature repo: card transactions by users at merchants (`fstore demo`).
+
+A stolen card shows as a burst: many transactions within minutes, at merchants the user never
+visits, for high amounts. The user view sees the burst (counts, sums and maxima over 10 minutes,
+distinct merchants over a day, the last amount) against the user's own habits (the 24 h mean);
+the merchant view says how busy a merchant is and how large its tickets run, so a model can tell
+a risky merchant from a user behaving oddly.
+
+The topic comes from `FRAUD_TOPIC` (default `fraud.transactions`): one repo serves several
+environments, and `fstore demo` gives every run a topic of its own.
+"""
+
+import os
+
+from featurestore import Aggregation, Entity, FeatureService, FeatureView, KafkaSource
+
+user = Entity(name="user", join_keys=["user_id"])
+merchant = Entity(name="merchant", join_keys=["merchant_id"])
+
+transactions = KafkaSource(
+    name="card_transactions",
+    topic=os.environ.get("FRAUD_TOPIC", "fraud.transactions"),
+    timestamp_field="ts",  # ISO 8601 with an offset
+    schema={"user_id": "string", "merchant_id": "string", "amount": "float64"},
+)
+
+user_txn = FeatureView(
+    name="user_txn",
+    entities=[user],
+    source=transactions,
+    tile="1m",
+    allowed_lateness="5m",
+    ttl="1d",
+    aggregations=[
+        Aggregation(function="count", windows=["10m", "1h", "24h"]),
+        Aggregation(column="amount", function="sum", windows=["10m", "1h", "24h"]),
+        Aggregation(column="amount", function="mean", windows=["10m", "1h", "24h"]),
+        Aggregation(column="amount", function="max", windows=["10m", "1h", "24h"]),
+        Aggregation(column="amount", function="last", windows=["24h"]),
+        Aggregation(
+            column="merchant_id",
+            function="approx_count_distinct",
+            windows=["24h"],
+            name="distinct_merchants",
+        ),
+    ],
+)
+
+merchant_txn = FeatureView(
+    name="merchant_txn",
+    entities=[merchant],
+    source=transactions,
+    tile="1m",
+    allowed_lateness="5m",
+    ttl="1d",
+    aggregations=[
+        Aggregation(function="count", windows=["1h", "24h"]),
+        Aggregation(column="amount", function="mean", windows=["1h", "24h"]),
+        Aggregation(column="amount", function="max", windows=["1h"]),
+        Aggregation(
+            column="user_id",
+            function="approx_count_distinct",
+            windows=["1h"],
+            name="distinct_users",
+        ),
+    ],
+)
+
+fraud_detection = FeatureService(name="fraud_detection", features=[user_txn, merchant_txn])

@@ -1,0 +1,33 @@
+"""The demo's feature repo (examples/fraud) loads: two views on one topic and the service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from demo.steps import find_repo
+from featurestore import load_repo
+
+REPO = Path(__file__).resolve().parents[2] / "examples" / "fraud"
+
+
+def test_the_fraud_repo_defines_user_and_merchant_views_and_a_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRAUD_TOPIC", "run.transactions")
+    contents = load_repo(REPO)
+    assert set(contents.views) == {"user_txn", "merchant_txn"}
+    user, merchant = contents.views["user_txn"], contents.views["merchant_txn"]
+    assert user.join_keys == ["user_id"] and merchant.join_keys == ["merchant_id"]
+    assert user.source.topic == merchant.source.topic == "run.transactions"
+    for window in ("10m", "1h", "24h"):
+        for prefix in ("count", "amount_sum", "amount_mean", "amount_max"):
+            assert f"{prefix}_{window}" in user.feature_names()
+    assert {"amount_last_24h", "distinct_merchants_24h"} <= set(user.feature_names())
+    assert {"count_1h", "amount_mean_1h"} <= set(merchant.feature_names())
+    assert len(contents.services["fraud_detection"].refs()) == 20
+
+
+def test_the_demo_finds_it() -> None:
+    assert find_repo() == REPO
