@@ -12,6 +12,8 @@ from typing import Annotated
 import redis
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from featurestore.config import Settings
 from featurestore.models.registry import ModelRegistry
@@ -20,9 +22,10 @@ from serving.errors import Forbidden, Unauthorized
 from serving.metrics import ServingMetrics
 from serving.models import ModelCache
 from serving.prediction_log import PredictionLog
+from serving.predictor import Predictor
 from serving.shadow import ShadowScorer
 
-__all__ = ["ServingState", "require_admin", "require_read", "serving_state"]
+__all__ = ["ServingState", "require_admin", "require_read", "require_read_scope", "serving_state"]
 
 
 class ServingState:
@@ -50,6 +53,7 @@ class ServingState:
         admin, read = self.config.admin_token, self.config.read_token
         self._admin = admin.get_secret_value().encode() if admin else None
         self._read = read.get_secret_value().encode() if read else None
+        self.predictor = Predictor(self)
 
     def start(self) -> None:
         self.prediction_log.start()
@@ -60,6 +64,10 @@ class ServingState:
         self.models.stop()
         self.shadow.stop()  # its last results go to the log before the log flushes
         self.prediction_log.stop()
+
+    @property
+    def reads_need_token(self) -> bool:
+        return self._read is not None
 
     def check_read(self, token: str | None) -> None:
         """Read endpoints need the read token when one is set (the admin token also reads)."""
@@ -111,3 +119,11 @@ async def require_read(request: Request, credentials: Credentials) -> None:
 
 async def require_admin(request: Request, credentials: Credentials) -> None:
     serving_state(request).check_admin(None if credentials is None else credentials.credentials)
+
+
+async def require_read_scope(state: ServingState, scope: Scope) -> None:
+    """`require_read` for a raw ASGI request (the predict fast path), with the same bearer
+    parsing: both ways in take and refuse the same headers."""
+    if state.reads_need_token:
+        credentials = await _BEARER(HTTPConnection(scope))
+        state.check_read(None if credentials is None else credentials.credentials)

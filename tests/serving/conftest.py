@@ -36,6 +36,7 @@ from featurestore.config import (
     ServingSettings,
     Settings,
 )
+from featurestore.services import free_port
 from serving import create_app
 from streaming.importer import import_events
 from streaming.topics import ensure_topic
@@ -162,6 +163,17 @@ def serving_settings(world: World, tmp_path: Path, log_topic: str) -> Settings:
             ),
         }
     )
+
+
+def with_serving(settings: Settings, **changes: Any) -> Settings:
+    """The settings with some `serving` keys changed (tokens, limits)."""
+    return settings.model_copy(update={"serving": settings.serving.model_copy(update=changes)})
+
+
+def redis_down(settings: Settings) -> Settings:
+    """The settings pointed at a port where no Redis listens."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    return settings.model_copy(update={"redis": RedisSettings(url=url, namespace="x")})
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from featurestore.config import Settings
 from featurestore.models import ModelRegistry
 from serving import create_app
-from tests.serving.conftest import ADMIN, admin_headers
+from tests.serving.conftest import ADMIN, admin_headers, with_serving
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +127,7 @@ def test_admin_needs_its_token_and_is_off_without_one(
     assert wrong.status_code == 401
     assert "admin token" in wrong.json()["detail"]
 
-    off = serving_settings.model_copy(
-        update={"serving": serving_settings.serving.model_copy(update={"admin_token": None})}
-    )
+    off = with_serving(serving_settings, admin_token=None)
     with TestClient(create_app(off)) as no_admin:
         refused = no_admin.put(url, json=body, headers={"Authorization": f"Bearer {ADMIN}"})
         assert refused.status_code == 403
@@ -137,13 +135,7 @@ def test_admin_needs_its_token_and_is_off_without_one(
 
 
 def test_read_token_guards_reads_but_not_probes(serving_settings: Settings) -> None:
-    guarded = serving_settings.model_copy(
-        update={
-            "serving": serving_settings.serving.model_copy(
-                update={"read_token": SecretStr("reader")}
-            )
-        }
-    )
+    guarded = with_serving(serving_settings, read_token=SecretStr("reader"))
     with TestClient(create_app(guarded)) as client:
         predict = {"entities": {"user_id": "u1"}}
         assert client.get("/v1/models").status_code == 401

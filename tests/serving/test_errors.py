@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from featurestore.config import KafkaSettings, RedisSettings, Settings
+from featurestore.config import KafkaSettings, Settings
 from featurestore.services import free_port
 from serving import create_app
-from tests.serving.conftest import USERS
+from tests.serving.conftest import USERS, redis_down
 
 pytestmark = pytest.mark.integration
 
@@ -106,10 +106,7 @@ def test_too_large_a_body_is_refused_before_it_is_parsed(client: TestClient) -> 
 
 
 def test_redis_down_answers_503(serving_settings: Settings) -> None:
-    down = serving_settings.model_copy(
-        update={"redis": RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", namespace="x")}
-    )
-    with TestClient(create_app(down)) as client:
+    with TestClient(create_app(redis_down(serving_settings))) as client:
         response = client.post(PREDICT, json={"entities": ONE})
         assert response.status_code == 503
         assert "unreachable" in response.json()["detail"]

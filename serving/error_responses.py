@@ -1,0 +1,68 @@
+"""The answer to each error a request can cause: its status, a JSON `{"detail": ...}` that says
+what was wrong, its headers, and its count in `fstore_errors`.
+
+app.py's exception handlers and the predict fast path (fastpath.py) both answer through
+`error_response`, so an error reads the same whichever way the request came in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from featurestore.errors import (
+    DefinitionError,
+    FeatureStoreError,
+    OnlineStoreError,
+    RegistryError,
+    RequestError,
+)
+from featurestore.models.registry import PromotionRefused
+from serving.errors import ServingError
+from serving.metrics import ServingMetrics
+
+__all__ = ["ANSWERED", "error_response"]
+
+log = logging.getLogger(__name__)
+
+# The exceptions answered here; anything else is a bug, answered by the server's plain 500.
+ANSWERED = (FeatureStoreError, HTTPException)
+
+# Errors of the core that a request can cause, and the status each answers with.
+_STATUS: tuple[tuple[type[FeatureStoreError], int], ...] = (
+    (PromotionRefused, 409),
+    (OnlineStoreError, 503),
+    (RequestError, 422),
+    (DefinitionError, 422),  # a malformed feature ref
+    (RegistryError, 422),  # an unknown view, feature, service, version, or a refused change
+)
+
+
+def error_response(exc: FeatureStoreError | HTTPException, metrics: ServingMetrics) -> Response:
+    status, detail, headers = _answer(exc)
+    metrics.errors.labels(type(exc).__name__, str(status)).inc()
+    response = Response(
+        orjson.dumps({"detail": detail}), status_code=status, media_type="application/json"
+    )
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _answer(exc: FeatureStoreError | HTTPException) -> tuple[int, str, Mapping[str, str] | None]:
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail), exc.headers
+    if isinstance(exc, ServingError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return exc.status_code, str(exc), headers
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            if status == 503:
+                return status, f"{exc}; the online store is down or unreachable: retry later", None
+            return status, str(exc), None
+    log.error("unexpected error answering a request: %s", exc, exc_info=exc)
+    return 500, f"internal error: {exc}", None
