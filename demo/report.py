@@ -119,6 +119,7 @@ def print_summary(console: Console, results: Results) -> None:
     base = results.base_url
     table.add_row(
         "look around",
+        "while it runs (--keep-running keeps it up):\n"
         f"API docs {base}/docs\n"
         + (f"dashboard {base}/ui\n" if results.dashboard else "dashboard: not in this build\n")
         + f"metrics {base}/metrics",
