@@ -9,8 +9,8 @@ file in WAL mode: several processes (workers, the API, the CLI) read while one a
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,6 +19,7 @@ from typing import TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from featurestore import sqlite
 from featurestore.config import RegistrySettings
 from featurestore.definitions import (
     Entity,
@@ -31,7 +32,6 @@ from featurestore.repo import RepoContents, kind_of, parse_ref
 
 DB_FILE_NAME = "registry.db"
 SCHEMA_VERSION = 1
-_BUSY_TIMEOUT_S = 30.0
 _Model = TypeVar("_Model", bound=BaseModel)
 _Unversioned = Entity | KafkaSource | FeatureService
 
@@ -327,34 +327,11 @@ class Registry:
         conn.execute(upsert, (name, definition, now))
         return Change(kind, name, Status.CREATED if row is None else Status.UPDATED)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in autocommit mode; SQLite errors become `RegistryError`s."""
-        try:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise RegistryError(f"cannot open the registry {self.path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise RegistryError(f"registry {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite.connect(self.path, "registry")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front, so two concurrent applies cannot both
-        read version 1 and both write version 2: the second waits, then sees the first's work."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # some SQLite errors have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite.transaction(self.path, "registry")
 
 
 def _dump(obj: BaseModel) -> str:

@@ -9,14 +9,14 @@ anything moved from one tiny SELECT. WAL mode lets servers read while the CLI wr
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from featurestore import sqlite
 from featurestore.errors import RegistryError
 from featurestore.models.rollout import AuditEntry
 from featurestore.models.versions import DatasetRef, ModelVersion, Objective, Signature
@@ -35,7 +35,6 @@ __all__ = [
 
 DB_FILE_NAME = "models.db"
 SCHEMA_VERSION = 1
-_BUSY_TIMEOUT_S = 30.0
 
 VERSION_ROWS = (
     "SELECT model, version, objective, artifact, artifact_sha256, signature, label, dataset, "
@@ -129,35 +128,14 @@ class Database:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in autocommit mode; SQLite errors become `RegistryError`s."""
-        try:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise RegistryError(f"cannot open the model registry {self.path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA foreign_keys = ON")
-            yield conn
-        except sqlite3.Error as exc:
-            raise RegistryError(f"model registry {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+    def connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A connection in autocommit mode, foreign keys on; errors become `RegistryError`s."""
+        return sqlite.connect(self.path, "model registry", foreign_keys=True)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front: two registers cannot both take
         version N, and the gate cannot judge a production alias that moves under it."""
-        with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:  # some SQLite errors have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        return sqlite.transaction(self.path, "model registry", foreign_keys=True)
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
         found = int(conn.execute("PRAGMA user_version").fetchone()[0])
