@@ -36,12 +36,48 @@ from featurestore.tiles import F64, TileLayout
 BUCKET_TILES = 60
 BUCKET_FIELD = "b"
 
+# The merge rules of `TileLayout.merge`, in Lua, for both scripts below: `combine` folds the
+# state `old` into `new`, in place. `code` holds the layout's merge codes, one per slot.
+_LUA_COMBINE = """
+local function combine(code, width, old, new)
+  local i = 1
+  while i <= width do
+    local c = code[i]
+    if c == 'a' then new[i] = old[i] + new[i]
+    elseif c == 'x' then if old[i] > new[i] then new[i] = old[i] end
+    elseif c == 'n' then if old[i] < new[i] then new[i] = old[i] end
+    elseif c == 'L' then
+      -- (time, partition, offset, value): the greater (time, partition, offset) wins
+      local older = old[i] < new[i] or (old[i] == new[i] and (old[i+1] < new[i+1] or
+        (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
+      if not older then for j = i, i + 3 do new[j] = old[j] end end
+      i = i + 3
+    elseif c == 'V' then
+      -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
+      local na, nb = old[i], new[i]
+      local n = na + nb
+      if n > 0 then
+        local d = new[i + 1] - old[i + 1]
+        new[i + 2] = old[i + 2] + new[i + 2] + d * d * na * nb / n
+        new[i + 1] = old[i + 1] + d * nb / n
+        new[i] = n
+      end
+      i = i + 2
+    end
+    i = i + 1
+  end
+end
+"""
+
 # KEYS[1] = positions hash. ARGV: merge codes, json positions, json keys, json ttls (ms), rows blob,
 # json distinct values. A row is (key index, field, state...) as float64s; field -1 is the bucket
 # total. Distinct values are [key index, field, column, [values...]].
-_MERGE_SCRIPT = """
-local codes = ARGV[1]
-local width = #codes
+_MERGE_SCRIPT = (
+    _LUA_COMBINE
+    + """
+local width = #ARGV[1]
+local code = {}
+for i = 1, width do code[i] = string.sub(ARGV[1], i, i) end
 local positions = cjson.decode(ARGV[2])
 for _, p in ipairs(positions) do
   local stored = redis.call('HGET', KEYS[1], p[1])
@@ -66,32 +102,7 @@ while pos <= #blob do
   for i = 1, width do new[i] = row[i + 2] end
   local cur = redis.call('HGET', key, field)
   if cur then
-    local old = {struct.unpack(fmt, cur)}
-    local i = 1
-    while i <= width do
-      local c = string.sub(codes, i, i)
-      if c == 'a' then new[i] = old[i] + new[i]
-      elseif c == 'x' then if old[i] > new[i] then new[i] = old[i] end
-      elseif c == 'n' then if old[i] < new[i] then new[i] = old[i] end
-      elseif c == 'L' then
-        local older = old[i] < new[i] or (old[i] == new[i] and (old[i+1] < new[i+1] or
-          (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
-        if not older then for j = i, i + 3 do new[j] = old[j] end end
-        i = i + 3
-      elseif c == 'V' then
-        -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
-        local na, nb = old[i], new[i]
-        local n = na + nb
-        if n > 0 then
-          local d = new[i + 1] - old[i + 1]
-          new[i + 2] = old[i + 2] + new[i + 2] + d * d * na * nb / n
-          new[i + 1] = old[i + 1] + d * nb / n
-          new[i] = n
-        end
-        i = i + 2
-      end
-      i = i + 1
-    end
+    combine(code, width, {struct.unpack(fmt, cur)}, new)
   end
   redis.call('HSET', key, field, struct.pack(fmt, unpack(new)))
 end
@@ -109,6 +120,7 @@ for _, p in ipairs(positions) do
 end
 return {1}
 """
+)
 
 
 # KEYS: the hashes to read, entity-major then bucket. ARGV[1]: merge codes (as in the merge
@@ -118,7 +130,9 @@ return {1}
 # state" (NaNs). Returns, per entity and window, the
 # window's merged state, folded here with the write path's merge rules: a read sends back one
 # state per window instead of every tile, and the reading process does no folding at all.
-_FOLD_SCRIPT = """
+_FOLD_SCRIPT = (
+    _LUA_COMBINE
+    + """
 local width = #ARGV[1]
 local code = {}
 for i = 1, width do code[i] = string.sub(ARGV[1], i, i) end
@@ -127,33 +141,6 @@ local windows = cjson.decode(ARGV[3])
 local missing = ARGV[4]
 local per_entity = #lists
 local fmt = '<' .. string.rep('d', width)
-local function merge(acc, new)
-  local i = 1
-  while i <= width do
-    local c = code[i]
-    if c == 'a' then acc[i] = acc[i] + new[i]
-    elseif c == 'x' then if new[i] > acc[i] then acc[i] = new[i] end
-    elseif c == 'n' then if new[i] < acc[i] then acc[i] = new[i] end
-    elseif c == 'L' then
-      local newer = new[i] > acc[i] or (new[i] == acc[i] and (new[i+1] > acc[i+1] or
-        (new[i+1] == acc[i+1] and new[i+2] > acc[i+2])))
-      if newer then for j = i, i + 3 do acc[j] = new[j] end end
-      i = i + 3
-    elseif c == 'V' then
-      -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
-      local na, nb = acc[i], new[i]
-      local n = na + nb
-      if n > 0 then
-        local d = new[i + 1] - acc[i + 1]
-        acc[i + 2] = acc[i + 2] + new[i + 2] + d * d * na * nb / n
-        acc[i + 1] = acc[i + 1] + d * nb / n
-        acc[i] = n
-      end
-      i = i + 2
-    end
-    i = i + 1
-  end
-end
 local out = {}
 local raw = {}
 for k, key in ipairs(KEYS) do
@@ -170,7 +157,8 @@ for k, key in ipairs(KEYS) do
       for _, r in ipairs(rows) do
         if raw[r] then
           local state = {struct.unpack(fmt, raw[r])}
-          if acc then merge(acc, state) else acc = state end
+          if acc then combine(code, width, acc, state) end
+          acc = state
         end
       end
       if acc then out[#out + 1] = struct.pack(fmt, unpack(acc, 1, width))
@@ -180,6 +168,7 @@ for k, key in ipairs(KEYS) do
 end
 return table.concat(out)
 """
+)
 
 
 @dataclass(frozen=True)
