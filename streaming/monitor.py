@@ -33,7 +33,6 @@ import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     Message,
     Producer,
     TopicPartition,
@@ -46,13 +45,13 @@ from featurestore.models.registry import ModelRegistry
 from featurestore.online import NO_POSITION, Position
 from featurestore.registry import RegisteredView
 from streaming.alerts import AlertSink, Episodes
+from streaming.consume import consumer_lag, dead_letter, messages_by_topic
 from streaming.decode import decode
 from streaming.errors import StreamingError
 from streaming.labels import index_appends, join_labels, pending_labels
 from streaming.monitor_records import (
     Labels,
     Predictions,
-    dead_letter,
     decode_labels,
     decode_predictions,
 )
@@ -222,25 +221,13 @@ class Monitor:
         log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
     def _on_stats(self, text: str) -> None:
-        stats = orjson.loads(text)
-        for topic, info in stats.get("topics", {}).items():
-            for partition, numbers in info.get("partitions", {}).items():
-                lag = numbers.get("consumer_lag", -1)
-                if int(partition) >= 0 and lag >= 0:
-                    self.lag[(topic, int(partition))] = lag
+        self.lag.update(consumer_lag(text))
 
     # -- one batch ---------------------------------------------------------------------------
 
     def process(self, messages: list[Message]) -> None:
         began = time.perf_counter()
-        by_topic: dict[str, list[Message]] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's name
-                    log.warning("consumer error: %s", error)
-                continue
-            by_topic.setdefault(message.topic() or "", []).append(message)
+        by_topic = messages_by_topic(messages)
         predictions = self._decode(by_topic.get(self.topic, []))
         labels = (
             decode_labels(by_topic[self.labels_topic]) if self.labels_topic in by_topic else None

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from featurestore.tiles import I64
 from featurestore.timestamps import parse_timestamp, to_us
 from streaming.decode import MAX_MESSAGE_BYTES, Rejected
 
-__all__ = ["Labels", "Predictions", "SeriesKey", "dead_letter", "decode_labels", "entity_key"]
+__all__ = ["Labels", "Predictions", "SeriesKey", "decode_labels", "entity_key"]
 
 log = logging.getLogger("fstore.monitor")
 
@@ -208,25 +208,6 @@ def decode_labels(messages: list[Message], max_bytes: int = MAX_MESSAGE_BYTES) -
         records,
         rejected,
     )
-
-
-def dead_letter(producer: Producer, topic: str, rejected: list[Rejected]) -> None:
-    """Send rejected messages to `<topic>.dlq` with the reason in headers; wait until Kafka has
-    them, so no position moves past a message before its dead letter is stored."""
-    if not rejected:
-        return
-    for item in rejected:
-        message = item.message
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", item.reason.encode()),
-            ("detail", item.detail.encode()),
-            ("source.topic", topic.encode()),
-            ("source.partition", str(message.partition()).encode()),
-            ("source.offset", str(message.offset()).encode()),
-        ]
-        producer.produce(f"{topic}.dlq", value=message.value(), key=message.key(), headers=headers)
-    while (waiting := producer.flush(10)) > 0:
-        log.warning("Kafka has not taken %d dead letters for %s.dlq yet; waiting", waiting, topic)
 
 
 def _json(message: Message, max_bytes: int, rejected: list[Rejected]) -> dict[str, Any] | None:

@@ -21,12 +21,10 @@ from types import FrameType
 from typing import TypeVar
 
 import numpy as np
-import orjson
 import pyarrow as pa
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     Message,
     Producer,
     TopicPartition,
@@ -38,6 +36,7 @@ from featurestore.errors import OnlineStoreError
 from featurestore.offline import OFFSET, PARTITION, TIMESTAMP, OfflineStore
 from featurestore.online import BUCKET_FIELD, BUCKET_TILES, NO_POSITION, OnlineStore, Position
 from featurestore.tiles import I64, TileLayout
+from streaming.consume import consumer_lag, dead_letter, messages_by_topic
 from streaming.decode import MAX_MESSAGE_BYTES, Decoded, Rejected, decode
 from streaming.errors import StreamingError
 from streaming.topics import ensure_topic
@@ -177,24 +176,11 @@ class Worker:
     # -- one batch ---------------------------------------------------------------------------
 
     def _on_stats(self, text: str) -> None:
-        stats = orjson.loads(text)
-        for topic, info in stats.get("topics", {}).items():
-            for partition, numbers in info.get("partitions", {}).items():
-                lag = numbers.get("consumer_lag", -1)
-                if int(partition) >= 0 and lag >= 0:
-                    self.lag[(topic, int(partition))] = lag
+        self.lag.update(consumer_lag(text))
 
     def process(self, messages: list[Message]) -> None:
         began = time.perf_counter()
-        by_topic: dict[str, list[Message]] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's name
-                    log.warning("consumer error: %s", error)
-                continue
-            by_topic.setdefault(message.topic() or "", []).append(message)
-        for topic, batch in by_topic.items():
+        for topic, batch in messages_by_topic(messages).items():
             decoded = decode(batch, self.sources[topic], self.max_message_bytes)
             last_offsets: dict[int, int] = {}
             for message in batch:
@@ -372,25 +358,7 @@ class Worker:
     # -- dead letters, retries ---------------------------------------------------------------
 
     def _dead_letter(self, topic: str, rejected: list[Rejected]) -> None:
-        if not rejected:
-            return
-        for item in rejected:
-            message = item.message
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("reason", item.reason.encode()),
-                ("detail", item.detail.encode()),
-                ("source.topic", topic.encode()),
-                ("source.partition", str(message.partition()).encode()),
-                ("source.offset", str(message.offset()).encode()),
-            ]
-            self._producer.produce(
-                f"{topic}.dlq", value=message.value(), key=message.key(), headers=headers
-            )
-        # Nothing moves on until the dead letters are stored: wait out a Kafka outage.
-        while (waiting := self._producer.flush(10)) > 0:
-            log.warning(
-                "Kafka has not taken %d dead letters for %s.dlq yet; waiting", waiting, topic
-            )
+        dead_letter(self._producer, topic, rejected)
         self.counters.dead_lettered += len(rejected)
 
     def _retry(self, call: Callable[[], _T]) -> _T:
