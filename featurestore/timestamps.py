@@ -32,14 +32,19 @@ def parse_timestamp(value: object) -> int:
             raise ValueError(f"timestamp {value} is before 1970")
         return value * 1000
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"timestamp {value!r} is not ISO 8601") from exc
-        if parsed.tzinfo is None:
-            raise ValueError(f"timestamp {value!r} has no UTC offset; add 'Z' or '+00:00'")
-        micros = to_us(parsed)
+        micros = parse_iso(value)
         if micros < 0:
             raise ValueError(f"timestamp {value!r} is before 1970")
         return micros
     raise ValueError(f"timestamp {value!r} is neither an ISO 8601 string nor epoch milliseconds")
+
+
+def parse_iso(value: str) -> int:
+    """An ISO 8601 time with an offset, as microseconds; a time without one is refused."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"timestamp {value!r} is not ISO 8601") from exc
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no UTC offset; add 'Z' or '+00:00'")
+    return to_us(parsed)
