@@ -5,6 +5,8 @@ Layout, per view version and entity:
                                                 field "b"   = state of the whole bucket
     {ns}:{view}:{version}:{entity}:{bucket}:h:{column}:{field}
                                                HyperLogLog of a column's values in that tile
+    {ns}:{view}:{version}:{entity}:c          string; "<tile>;" + the entity's folded windows at
+                                               that tile (a read cache, dropped on every write)
     {ns}:{view}:{version}:_pos                 hash; field "<partition>" = "offset:watermark"
 A bucket is `BUCKET_TILES` tiles, so a long window reads whole buckets in the middle and single
 tiles only at its two edges. States are packed little-endian float64 vectors (see `tiles.py`).
@@ -22,6 +24,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -106,7 +109,13 @@ while pos <= #blob do
   end
   redis.call('HSET', key, field, struct.pack(fmt, unpack(new)))
 end
-for i, key in ipairs(keys) do redis.call('PEXPIRE', key, ttls[i]) end
+local cleared = {}
+for i, key in ipairs(keys) do
+  redis.call('PEXPIRE', key, ttls[i])
+  -- The entity's folded windows (see the fold script) no longer hold: drop them.
+  local cache = string.match(key, '^(.*):') .. ':c'
+  if not cleared[cache] then redis.call('DEL', cache); cleared[cache] = true end
+end
 for _, h in ipairs(cjson.decode(ARGV[6])) do
   local hll = keys[h[1] + 1] .. ':h:' .. h[3] .. ':' .. h[2]
   local values = h[4]
@@ -123,13 +132,19 @@ return {1}
 )
 
 
-# KEYS: the hashes to read, entity-major then bucket. ARGV[1]: merge codes (as in the merge
-# script); ARGV[2]: json field lists, one per bucket: KEYS[i] reads list ((i-1) % #lists) + 1;
-# ARGV[3]: json list, per window (shortest first), of the 1-based positions among one entity's
-# gathered fields of the states it adds to the window before it; ARGV[4]: the bytes of "no
-# state" (NaNs). Returns, per entity and window, the
-# window's merged state, folded here with the write path's merge rules: a read sends back one
-# state per window instead of every tile, and the reading process does no folding at all.
+# KEYS: per entity, its cache key and then the hashes to read, one per bucket. ARGV[1]: merge
+# codes (as in the merge script); ARGV[2]: json field lists, one per bucket; ARGV[3]: json list,
+# per window (shortest first), of the 1-based positions among one entity's gathered fields of the
+# states it adds to the window before it; ARGV[4]: the bytes of "no state" (NaNs); ARGV[5]: the
+# read's tile, as a tag ("<tile>;"); ARGV[6]: how long a cached fold lives, ms. Returns, per
+# entity and window, the window's merged state, folded here with the write path's merge rules:
+# a read sends back one state per window instead of every tile, and the reading process does no
+# folding at all.
+#
+# Within one tile an entity's windows change only when its tiles are written (the far edge moves
+# in whole tiles, and the merge script drops the cache of every entity it writes), so the fold is
+# kept under the entity's cache key tagged with the tile, and every read in that tile until the
+# next write of the entity costs one GET instead of ~25 HMGETs and the merges.
 _FOLD_SCRIPT = (
     _LUA_COMBINE
     + """
@@ -139,30 +154,45 @@ for i = 1, width do code[i] = string.sub(ARGV[1], i, i) end
 local lists = cjson.decode(ARGV[2])
 local windows = cjson.decode(ARGV[3])
 local missing = ARGV[4]
-local per_entity = #lists
+local tag = ARGV[5]
+local keep_ms = ARGV[6]
+local per_entity = #lists + 1
 local fmt = '<' .. string.rep('d', width)
 local out = {}
-local raw = {}
+local raw, cache, cached = {}, nil, false
 for k, key in ipairs(KEYS) do
-  local b = ((k - 1) % per_entity) + 1
-  if b == 1 then raw = {} end
-  local fields = lists[b]
-  local values = redis.call('HMGET', key, unpack(fields))
-  for j = 1, #fields do raw[#raw + 1] = values[j] or false end
-  if b == per_entity then
-    -- Windows are nested (shortest first, all ending now): each adds its older states to the
-    -- fold of the one before.
-    local acc = nil
-    for _, rows in ipairs(windows) do
-      for _, r in ipairs(rows) do
-        if raw[r] then
-          local state = {struct.unpack(fmt, raw[r])}
-          if acc then combine(code, width, acc, state) end
-          acc = state
+  local b = (k - 1) % per_entity
+  if b == 0 then
+    raw, cache, cached = {}, key, false
+    local kept = redis.call('GET', key)
+    if kept and string.sub(kept, 1, #tag) == tag then
+      out[#out + 1] = string.sub(kept, #tag + 1)
+      cached = true
+    end
+  elseif not cached then
+    local fields = lists[b]
+    local values = redis.call('HMGET', key, unpack(fields))
+    for j = 1, #fields do raw[#raw + 1] = values[j] or false end
+    if b == per_entity - 1 then
+      -- Windows are nested (shortest first, all ending now): each adds its older states to the
+      -- fold of the one before.
+      local folded = {}
+      local acc = nil
+      for _, rows in ipairs(windows) do
+        for _, r in ipairs(rows) do
+          if raw[r] then
+            local state = {struct.unpack(fmt, raw[r])}
+            if acc then combine(code, width, acc, state) end
+            acc = state
+          end
         end
+        if acc then folded[#folded + 1] = struct.pack(fmt, unpack(acc, 1, width))
+        else folded[#folded + 1] = missing end
       end
-      if acc then out[#out + 1] = struct.pack(fmt, unpack(acc, 1, width))
-      else out[#out + 1] = missing end
+      local blob = table.concat(folded)
+      out[#out + 1] = blob
+      -- pcall: a Redis refusing writes (maxmemory) still answers reads, uncached.
+      redis.pcall('SET', cache, tag .. blob, 'PX', keep_ms)
     end
   end
 end
@@ -256,39 +286,51 @@ class OnlineStore:
     ) -> tuple[list[F64], list[int]]:
         """Merged window states and distinct counts, all in one round trip.
 
-        Each read is (hash keys of its entities, the plan they share, the layout). Returns per
-        read an array (entities, windows, width) — a window without any state is a row of NaN —
-        and a PFCOUNT per key list of `distinct`.
+        Each read is (keys of its entities: per entity its cache key, then one hash per bucket
+        of the plan; the plan they share; the layout). Returns per read an array (entities,
+        windows, width) — a window without any state is a row of NaN — and a PFCOUNT per key
+        list of `distinct`.
         """
+        # EVALSHA straight to the server: redis-py's Script object would ask SCRIPT EXISTS
+        # first, a second round trip on every read.
+        sha = self._fold.sha
+        folds: list[tuple[int, list[str | bytes | int]]] = [
+            (
+                len(keys),
+                [
+                    *keys,
+                    layout.merge_codes(),
+                    plan.fields_json,
+                    plan.windows_json,
+                    _no_state(layout.width),
+                    plan.tag,
+                    layout.tile_us // 1000,
+                ],
+            )
+            for keys, plan, layout in reads
+            if keys
+        ]
 
-        def pipeline() -> redis.client.Pipeline:
+        def execute() -> list[Any]:
+            if len(folds) == 1 and not distinct:  # most reads: one view, no distinct count
+                count, args = folds[0]
+                return [self.client.evalsha(sha, count, *args)]
             pipe = self.client.pipeline(transaction=False)
-            for keys, plan, layout in reads:
-                if keys:
-                    # EVALSHA straight into the pipeline: redis-py's Script object would ask
-                    # SCRIPT EXISTS first, a second round trip on every read.
-                    pipe.evalsha(
-                        self._fold.sha,
-                        len(keys),
-                        *keys,
-                        layout.merge_codes(),
-                        plan.fields_json,
-                        plan.windows_json,
-                        _no_state(layout.width),
-                    )
+            for count, args in folds:
+                pipe.evalsha(sha, count, *args)
             for keys in distinct:
                 pipe.pfcount(*keys)
-            return pipe
+            return pipe.execute()
 
         with self._reachable():
             try:
-                answers = iter(pipeline().execute())
+                answers = iter(execute())
             except redis.exceptions.NoScriptError:
                 self.client.script_load(_FOLD_SCRIPT)  # a restarted or flushed server
-                answers = iter(pipeline().execute())
+                answers = iter(execute())
         states = []
         for keys, plan, layout in reads:
-            shape = (len(keys) // len(plan.buckets), len(plan.lengths), layout.width)
+            shape = (len(keys) // (len(plan.buckets) + 1), len(plan.lengths), layout.width)
             if not keys:
                 states.append(np.empty(shape))
                 continue
@@ -297,7 +339,7 @@ class OnlineStore:
             if flat.size * 8 != len(blob) or flat.size != shape[0] * shape[1] * shape[2]:
                 raise OnlineStoreError(
                     f"Redis at {self.config.url} holds tile states of another width than "
-                    f"{layout.width} floats under {keys[0]!r}: was the view changed without a "
+                    f"{layout.width} floats under {keys[1]!r}: was the view changed without a "
                     "new version?"
                 )
             states.append(flat.reshape(shape))
@@ -321,6 +363,7 @@ class _ReadPlan:
     lengths: tuple[int, ...]  # window lengths, in the order the fold script returns them
     fields_json: bytes  # `fields`, as the fold script takes them
     windows_json: bytes  # per window, 1-based positions of the states it adds (see the script)
+    tag: bytes  # the tile, as the fold script tags what it caches
 
 
 @functools.lru_cache(maxsize=256)
@@ -341,7 +384,13 @@ def _read_plan(now_tile: int, window_lengths: tuple[int, ...]) -> _ReadPlan:
     rows = [[position[item] + 1 for item in plan] for plan in added]
     fields = list(by_bucket.values())
     return _ReadPlan(
-        windows, list(by_bucket), fields, window_lengths, orjson.dumps(fields), orjson.dumps(rows)
+        windows,
+        list(by_bucket),
+        fields,
+        window_lengths,
+        orjson.dumps(fields),
+        orjson.dumps(rows),
+        f"{now_tile};".encode(),
     )
 
 
@@ -396,17 +445,19 @@ def read_views(
 
     Every entity of a read shares one plan: the (bucket, field) states covering each window.
     Redis folds them (the fold script, with the merge rules of `TileLayout.merge`) and sends one
-    state per entity and window; here they only become values, a few numpy calls per feature.
+    state per entity and window; here `TileLayout.finish` turns them into values.
     """
     state_reads = []
     distinct_requests: list[list[str]] = []
-    plans = []
     for view, version, layout, entities in reads:
         plan = _read_plan(as_of_us // layout.tile_us, layout.window_lengths)
         prefix = store.view_prefix(view, version)
-        keys = [f"{prefix}:{entity}:{bucket}" for entity in entities for bucket in plan.buckets]
+        keys = [
+            key
+            for entity in entities
+            for key in (f"{prefix}:{entity}:c", *(f"{prefix}:{entity}:{b}" for b in plan.buckets))
+        ]
         state_reads.append((keys, plan, layout))
-        plans.append(plan)
         windows = plan.windows
         for entity in entities:
             for feature in layout.features:
@@ -421,32 +472,18 @@ def read_views(
     counts = iter(distinct_counts)
 
     results = []
-    for (_view, _version, layout, entities), plan, flat in zip(reads, plans, states, strict=True):
-        # A window without any state holds no event: the empty state, as `merge` gives.
-        folded = np.where(
-            np.isnan(flat[:, :, layout.COUNT])[:, :, np.newaxis], layout.empty(), flat
-        )
-        merged = {n: folded[:, w, :] for w, n in enumerate(plan.lengths)}
-        shape = (len(entities), len(layout.features))
-        values, times = np.empty(shape), np.empty(shape)
-        for f, feature in enumerate(layout.features):
-            window = merged[feature.window_tiles]
-            if feature.function is Function.APPROX_COUNT_DISTINCT:
-                values[:, f] = np.nan  # filled below, entity by entity, in request order
-            else:
-                values[:, f] = layout.finalize_many(feature, window)
-            times[:, f] = window[:, layout.NEWEST]
+    for (_view, _version, layout, entities), flat in zip(reads, states, strict=True):
+        values, times = layout.finish(flat)
         distinct = [
             f for f, x in enumerate(layout.features) if x.function is Function.APPROX_COUNT_DISTINCT
         ]
         for e in range(len(entities)):
             for f in distinct:
                 values[e, f] = next(counts)
-        times[~np.isfinite(times)] = np.nan
         ttl = layout.view.ttl_us
         with np.errstate(invalid="ignore"):
             stale = (
-                np.zeros(shape, dtype=bool) if ttl is None else times < as_of_us - ttl
+                np.zeros(values.shape, dtype=bool) if ttl is None else times < as_of_us - ttl
             )  # NaN (no event) compares False: not stale
         names = [feature.name for feature in layout.features]
         results.append(ViewValues(names, values, times, stale))

@@ -10,6 +10,7 @@ feature values. float64 holds microsecond timestamps exactly (< 2**53).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -90,6 +91,8 @@ class TileLayout:
             for window, name in zip(agg.windows, agg.feature_names(), strict=True):
                 tiles = duration_us(window) // self.tile_us
                 self.features.append(Feature(name, agg.function, agg.column, tiles))
+        self._empty = self.empty()
+        self._finish = _FinishPlan.of(self)
 
     def _add_slot(self, slot: str) -> None:
         if slot in self.slots:
@@ -231,52 +234,107 @@ class TileLayout:
 
     def features_at(self, tile_of_t: int, tiles: I64, states: F64) -> dict[str, float | None]:
         """Feature values at a read time in tile `tile_of_t`, from the states of `tiles`."""
-        values: dict[str, float | None] = {}
-        for feature in self.features:
-            if feature.function is Function.APPROX_COUNT_DISTINCT:
-                continue  # read from HyperLogLogs, see online.read_features
-            in_window = (tiles > tile_of_t - feature.window_tiles) & (tiles <= tile_of_t)
-            merged = self.merge(states[in_window])
-            values[feature.name] = self.finalize(feature, merged)
-        return values
+        windows = np.stack(
+            [
+                self.merge(states[(tiles > tile_of_t - n) & (tiles <= tile_of_t)])
+                for n in self.window_lengths
+            ]
+        )
+        values, _times = self.finish(windows[np.newaxis])
+        return {
+            feature.name: None if math.isnan(value) else value
+            for feature, value in zip(self.features, values[0].tolist(), strict=True)
+            # Distinct counts come from HyperLogLogs, see online.read_views.
+            if feature.function is not Function.APPROX_COUNT_DISTINCT
+        }
 
     def newest(self, merged: F64) -> int | None:
         """Event time of the newest event in a merged state; None when it holds none."""
         value = merged[self.NEWEST]
         return int(value) if np.isfinite(value) else None
 
-    def finalize(self, feature: Feature, merged: F64) -> float | None:
-        value = self.finalize_many(feature, merged[np.newaxis])[0]
-        return None if np.isnan(value) else float(value)
+    def finish(self, windows: F64) -> tuple[F64, F64]:
+        """Every feature's value and newest event time from merged window states.
 
-    def finalize_many(self, feature: Feature, merged: F64) -> F64:
-        """A feature's values from merged states (entities, width); NaN where it is null."""
-        count = merged[:, self.COUNT]
-        fn, column = feature.function, feature.column
-        if fn is Function.COUNT:
-            return count.copy()
-        if fn is Function.SUM:
-            return merged[:, self.slots[f"sum:{column}"]].copy()
-        if fn is Function.APPROX_COUNT_DISTINCT:
-            raise ValueError("distinct counts come from the tiles' HyperLogLogs, not the states")
+        `windows` is (entities, windows, width), one state per window of `window_lengths` in
+        that order; a row of NaN (never written) is an empty window. Returns two (entities,
+        features) arrays, NaN where a value is null or a window holds no event. Distinct counts
+        are NaN here: they come from the tiles' HyperLogLogs. A fixed number of numpy calls
+        whatever the number of features: a read does this on every request.
+        """
+        plan = self._finish
+        windows = np.where(
+            np.isnan(windows[:, :, self.COUNT : self.COUNT + 1]), self._empty, windows
+        )
+        count = windows[:, plan.windows, self.COUNT]
+        values = windows[:, plan.windows, plan.slots]  # count, sum, max, min, last, var n
         with np.errstate(invalid="ignore", divide="ignore"):
-            if fn is Function.MEAN:
-                value = merged[:, self.slots[f"sum:{column}"]] / count
-            elif fn in (Function.VARIANCE, Function.STDDEV):
-                index = self.slots[f"moments:{column}"]
-                n, m2 = merged[:, index], merged[:, index + 2]
-                variance = np.where(n >= 2, np.maximum(m2 / (n - 1), 0.0), np.nan)
-                value = variance if fn is Function.VARIANCE else np.sqrt(variance)
-            elif fn is Function.MAX:
-                value = merged[:, self.slots[f"max:{column}"]].copy()
-            elif fn is Function.MIN:
-                value = merged[:, self.slots[f"min:{column}"]].copy()
-            elif fn is Function.LAST:
-                value = merged[:, self.slots[f"last_v:{column}"]].copy()
-            else:
-                raise NotImplementedError(fn)
-        value[count == 0] = np.nan
-        return value
+            values[:, plan.mean] /= count[:, plan.mean]
+            n = values[:, plan.moments]
+            m2 = windows[:, plan.windows[plan.moments], plan.slots[plan.moments] + 2]
+            variance = np.where(n >= 2, np.maximum(m2 / (n - 1), 0.0), np.nan)
+            variance[:, plan.stddev] = np.sqrt(variance[:, plan.stddev])
+        values[:, plan.moments] = variance
+        values[(count == 0) & plan.nullable] = np.nan
+        values[:, plan.distinct] = np.nan
+        times = windows[:, plan.windows, self.NEWEST]
+        times[~np.isfinite(times)] = np.nan
+        return values, times
+
+
+@dataclass(frozen=True)
+class _FinishPlan:
+    """Per feature of a layout: where `TileLayout.finish` finds its value, and how it ends."""
+
+    windows: npt.NDArray[np.intp]  # its window's position in `window_lengths`
+    slots: npt.NDArray[np.intp]  # the slot holding its value (for moments: n, then mean, M2)
+    mean: npt.NDArray[np.intp]  # features divided by the count
+    moments: npt.NDArray[np.intp]  # variance and stddev features
+    stddev: npt.NDArray[np.intp]  # which of `moments` take the square root
+    nullable: npt.NDArray[np.bool_]  # null when the window is empty (all but count and sum)
+    distinct: npt.NDArray[np.intp]
+
+    @classmethod
+    def of(cls, layout: TileLayout) -> _FinishPlan:
+        features = layout.features
+        lengths = layout.window_lengths
+
+        def where(*functions: Function) -> npt.NDArray[np.intp]:
+            return np.array(
+                [i for i, f in enumerate(features) if f.function in functions], dtype=np.intp
+            )
+
+        moments = [f for f in features if f.function in (Function.VARIANCE, Function.STDDEV)]
+        return cls(
+            windows=np.array([lengths.index(f.window_tiles) for f in features], dtype=np.intp),
+            slots=np.array([_value_slot(layout, f) for f in features], dtype=np.intp),
+            mean=where(Function.MEAN),
+            moments=where(Function.VARIANCE, Function.STDDEV),
+            stddev=np.array(
+                [i for i, f in enumerate(moments) if f.function is Function.STDDEV], dtype=np.intp
+            ),
+            nullable=np.array(
+                [f.function not in (Function.COUNT, Function.SUM) for f in features], dtype=bool
+            ),
+            distinct=where(Function.APPROX_COUNT_DISTINCT),
+        )
+
+
+def _value_slot(layout: TileLayout, feature: Feature) -> int:
+    """The slot `finish` starts a feature's value from (the count for counts and distinct)."""
+    kind = _VALUE_SLOTS.get(feature.function)
+    return layout.COUNT if kind is None else layout.slots[f"{kind}:{feature.column}"]
+
+
+_VALUE_SLOTS = {
+    Function.SUM: "sum",
+    Function.MEAN: "sum",
+    Function.VARIANCE: "moments",
+    Function.STDDEV: "moments",
+    Function.MAX: "max",
+    Function.MIN: "min",
+    Function.LAST: "last_v",
+}
 
 
 def _slots_for(function: Function, column: str | None) -> list[str]:

@@ -320,13 +320,44 @@ def test_merge_many_equals_merge_per_entity(
         ]
     ).reshape(entities, rows, layout.width)
     together = layout.merge_many(batch)
+    # The same states as every window of a read: each entity's values come from its own alone.
+    windows = np.repeat(together[:, np.newaxis], len(layout.window_lengths), axis=1)
+    values, times = layout.finish(windows)
     for e in range(entities):
         alone = layout.merge(batch[e])
         np.testing.assert_array_equal(together[e], alone)
-        for feature in layout.features:
-            value = layout.finalize(feature, alone)
-            got = layout.finalize_many(feature, together[e : e + 1])[0]
-            assert (value is None and np.isnan(got)) or value == got, (feature, value, got)
+        one, one_times = layout.finish(
+            np.repeat(alone[np.newaxis, np.newaxis], windows.shape[1], 1)
+        )
+        np.testing.assert_array_equal(values[e], one[0])
+        np.testing.assert_array_equal(times[e], one_times[0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(scenarios(), st.data())
+def test_finish_reads_a_never_written_window_as_empty(
+    scenario: Scenario, data: st.DataObject
+) -> None:
+    """The fold script sends NaN for a window without any state: `finish` gives it the values
+    of an empty window (count 0, sum 0, the rest null), the other windows untouched."""
+    layout = TileLayout(scenario.view)
+    states = [state for e in scenario.events for _, state in reduce_batch(layout, [e])]
+    lengths = len(layout.window_lengths)
+    written = layout.merge(np.stack(states)) if states else layout.empty()
+    blank = [data.draw(st.booleans()) for _ in range(lengths)]
+    sent = np.stack([np.full(layout.width, np.nan) if b else written for b in blank])
+    meant = np.stack([layout.empty() if b else written for b in blank])
+    got, got_times = layout.finish(sent[np.newaxis])
+    want, want_times = layout.finish(meant[np.newaxis])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_times, want_times)
+    for f, feature in enumerate(layout.features):
+        if blank[layout.window_lengths.index(feature.window_tiles)]:
+            empty_value = 0.0 if feature.function.value in ("count", "sum") else None
+            value = None if np.isnan(got[0, f]) else got[0, f]
+            if feature.function.value != "approx_count_distinct":
+                assert value == empty_value, (feature, value)
+            assert np.isnan(got_times[0, f])
 
 
 # -- hand-picked cases ------------------------------------------------------------------------

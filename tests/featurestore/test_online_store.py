@@ -1,0 +1,167 @@
+"""The online store on a real Redis: writes through the merge script, reads through the fold
+script and its per-entity cache, against the brute-force model in tests/reference.py.
+
+A read keeps each entity's folded windows for the rest of its tile; every write of the entity
+must drop them. These tests interleave writes (into the read's own tile, older tiles and other
+entities) with repeated reads in a few tiles, so a read served from a cache that should have
+been dropped, or kept across tiles, gives a value the reference does not.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from featurestore.config import RedisSettings
+from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
+from featurestore.online import BUCKET_TILES, NO_POSITION, OnlineStore, Position, read_features
+from featurestore.tiles import TileLayout
+from tests import reference
+from tests.reference import Event
+
+pytestmark = pytest.mark.integration
+
+MINUTE = 60_000_000
+T0 = 1_767_225_600_000_000 + 30 * MINUTE  # 2026-01-01T00:30Z: windows reach into the bucket before
+VIEW = FeatureView(
+    name="v",
+    entities=[Entity(name="user", join_keys=["user_id"])],
+    source=KafkaSource(
+        name="s",
+        topic="t",
+        timestamp_field="ts",
+        schema={"user_id": "string", "amount": "float64"},
+    ),
+    tile="1m",
+    aggregations=[
+        Aggregation(function="count", windows=["2m", "10m"]),
+        Aggregation(column="amount", function="sum", windows=["2m", "1h"]),
+        Aggregation(column="amount", function="mean", windows=["10m"]),
+        Aggregation(column="amount", function="max", windows=["1h"]),
+        Aggregation(column="amount", function="stddev", windows=["10m"]),
+        Aggregation(column="amount", function="last", windows=["2m"]),
+    ],
+)
+USERS = ("ann", "bob")
+
+# A step: write a batch of (user, minutes after T0, amount) events, or read at the last
+# microsecond of a minute (reads at the end of their tile are exact: no event can follow them in
+# that tile).
+writes = st.lists(
+    st.tuples(st.sampled_from(USERS), st.integers(-40, 4), st.integers(-5, 5)),
+    min_size=1,
+    max_size=6,
+).map(lambda batch: ("write", batch))
+reads = st.integers(0, 3).map(lambda minute: ("read", minute))
+
+
+@pytest.fixture
+def online(redis: str) -> OnlineStore:
+    return OnlineStore(RedisSettings(url=redis, namespace=f"test-online-{uuid.uuid4().hex[:8]}"))
+
+
+def write(store: OnlineStore, layout: TileLayout, batch: list[Event], at: Position) -> Position:
+    """What the worker sends for one batch: a state per (user, tile) and per (user, bucket)."""
+    users = [str(e.values["user_id"]) for e in batch]
+    ts = np.array([e.ts for e in batch], dtype=np.int64)
+    tile = ts // layout.tile_us
+    columns = {"amount": np.array([float(e.values["amount"]) for e in batch])}
+    partition = np.zeros(len(batch), dtype=np.int64)
+    offset = np.array([e.offset for e in batch], dtype=np.int64)
+    buckets = (tile // BUCKET_TILES).tolist()
+    keys = sorted({f"{u}:{b}" for u, b in zip(users, buckets, strict=True)})
+    key_of = [keys.index(f"{u}:{b}") for u, b in zip(users, buckets, strict=True)]
+    rows = []
+    # Tile fields are the tile's place in its bucket; -1 is the bucket's total.
+    for fields in ((tile % BUCKET_TILES).tolist(), [-1] * len(batch)):
+        labels = list(zip(key_of, fields, strict=True))
+        groups = sorted(set(labels))
+        group = np.array([groups.index(label) for label in labels], dtype=np.int64)
+        states = layout.reduce(group, len(groups), ts, partition, offset, columns)
+        rows += [[key, field, *state] for (key, field), state in zip(groups, states, strict=True)]
+    moved = Position(at.offset + len(batch), max(at.watermark, int(ts.max())))
+    conflict = store.merge_batch(
+        VIEW.name,
+        1,
+        layout,
+        keys,
+        [3_600_000 * 4] * len(keys),
+        np.array(rows, dtype=np.float64),
+        {0: (at, moved)},
+    )
+    assert conflict is None
+    return moved
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.one_of(writes, reads), min_size=2, max_size=14))
+def test_reads_equal_the_reference_whatever_writes_come_between(
+    online: OnlineStore, steps: list[tuple[str, object]]
+) -> None:
+    layout = TileLayout(VIEW)
+    prefix = online.view_prefix(VIEW.name, 1)
+    online.client.delete(*[f"{prefix}:{u}:c" for u in USERS], f"{prefix}:_pos")
+    for key in online.client.scan_iter(match=f"{prefix}:*"):
+        online.client.delete(key)
+    applied: list[Event] = []
+    at = NO_POSITION
+    for kind, arg in steps:
+        if kind == "write":
+            batch = [
+                Event(
+                    ts=T0 + minute * MINUTE + 7_000_000 * (i + 1),
+                    partition=0,
+                    offset=at.offset + 1 + i,
+                    values={"user_id": user, "amount": float(amount)},
+                )
+                for i, (user, minute, amount) in enumerate(arg)  # type: ignore[arg-type]
+            ]
+            at = write(online, layout, batch, at)
+            applied += batch
+            continue
+        t = T0 + (int(arg) + 1) * MINUTE - 1  # type: ignore[call-overload]
+        for attempt in ("folded", "cached"):  # the second read in the tile is the cache's
+            got = read_features(online, [(VIEW.name, 1, layout, list(USERS))], t)[0]
+            for user, values in zip(USERS, got, strict=True):
+                mine = [e for e in applied if e.values["user_id"] == user]
+                want = reference.view_features(mine, VIEW, t)
+                for name, value in values.items():
+                    expected = want[name]
+                    where = (
+                        f"{user} {name} at minute {arg} ({attempt}): {value.value} vs {expected}"
+                    )
+                    if expected is None:
+                        assert value.value is None, where
+                    else:
+                        assert value.value is not None, where
+                        assert math.isclose(value.value, expected, rel_tol=1e-9, abs_tol=1e-9), (
+                            where
+                        )
+
+
+def test_a_write_drops_only_the_written_entitys_cache(online: OnlineStore) -> None:
+    layout = TileLayout(VIEW)
+    prefix = online.view_prefix(VIEW.name, 1)
+    event = Event(T0, 0, 0, {"user_id": "ann", "amount": 2.0})
+    at = write(online, layout, [event], NO_POSITION)
+    t = T0 + MINUTE - 1
+    read_features(online, [(VIEW.name, 1, layout, ["ann", "bob"])], t)
+    assert online.client.get(f"{prefix}:ann:c") is not None
+    assert online.client.get(f"{prefix}:bob:c") is not None
+    # Tagged with the tile, and kept no longer than one tile.
+    assert online.client.get(f"{prefix}:ann:c").startswith(f"{t // MINUTE};".encode())
+    assert 0 < online.client.pttl(f"{prefix}:ann:c") <= MINUTE // 1000
+
+    write(online, layout, [Event(T0 + 1, 0, 1, {"user_id": "bob", "amount": 3.0})], at)
+    assert online.client.get(f"{prefix}:ann:c") is not None
+    assert online.client.get(f"{prefix}:bob:c") is None
+    [[ann, bob]] = read_features(online, [(VIEW.name, 1, layout, ["ann", "bob"])], t)
+    assert ann["amount_sum_2m"].value == 2.0
+    assert bob["amount_sum_2m"].value == 3.0
