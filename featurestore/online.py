@@ -132,14 +132,16 @@ return {1}
 )
 
 
-# KEYS: per entity, its cache key and then the hashes to read, one per bucket. ARGV[1]: merge
-# codes (as in the merge script); ARGV[2]: json field lists, one per bucket; ARGV[3]: json list,
-# per window (shortest first), of the 1-based positions among one entity's gathered fields of the
-# states it adds to the window before it; ARGV[4]: the bytes of "no state" (NaNs); ARGV[5]: the
-# read's tile, as a tag ("<tile>;"); ARGV[6]: how long a cached fold lives, ms. Returns, per
+# KEYS: each entity's cache key, "{ns}:{view}:{version}:{entity}:c"; the entity's hashes are
+# that without ":c", then ":{bucket}". ARGV[1]: merge codes (as in the merge script); ARGV[2]:
+# json list of the buckets to read; ARGV[3]: json list of their field lists; ARGV[4]: json list,
+# per window (shortest first), of the 1-based positions among one entity's gathered fields of
+# the states it adds to the window before it; ARGV[5]: the bytes of "no state" (NaNs); ARGV[6]:
+# the read's tile, as a tag ("<tile>;"); ARGV[7]: how long a cached fold lives, ms. Returns, per
 # entity and window, the window's merged state, folded here with the write path's merge rules:
 # a read sends back one state per window instead of every tile, and the reading process does no
-# folding at all.
+# folding at all. (Hash names are built here, not passed as KEYS: a read of 100 entities would
+# send 2,500 of them, and their encoding cost the reading process more than the read.)
 #
 # Within one tile an entity's windows change only when its tiles are written (the far edge moves
 # in whole tiles, and the merge script drops the cache of every entity it writes), so the fold is
@@ -151,49 +153,46 @@ _FOLD_SCRIPT = (
 local width = #ARGV[1]
 local code = {}
 for i = 1, width do code[i] = string.sub(ARGV[1], i, i) end
-local lists = cjson.decode(ARGV[2])
-local windows = cjson.decode(ARGV[3])
-local missing = ARGV[4]
-local tag = ARGV[5]
-local keep_ms = ARGV[6]
-local per_entity = #lists + 1
+local missing = ARGV[5]
+local tag = ARGV[6]
+local keep_ms = ARGV[7]
 local fmt = '<' .. string.rep('d', width)
+local buckets, lists, windows = nil, nil, nil  -- decoded at the first entity not in the cache
 local out = {}
-local raw, cache, cached = {}, nil, false
-for k, key in ipairs(KEYS) do
-  local b = (k - 1) % per_entity
-  if b == 0 then
-    raw, cache, cached = {}, key, false
-    local kept = redis.call('GET', key)
-    if kept and string.sub(kept, 1, #tag) == tag then
-      out[#out + 1] = string.sub(kept, #tag + 1)
-      cached = true
+for _, cache in ipairs(KEYS) do
+  local kept = redis.call('GET', cache)
+  if kept and string.sub(kept, 1, #tag) == tag then
+    out[#out + 1] = string.sub(kept, #tag + 1)
+  else
+    if not buckets then
+      buckets, lists, windows = cjson.decode(ARGV[2]), cjson.decode(ARGV[3]), cjson.decode(ARGV[4])
     end
-  elseif not cached then
-    local fields = lists[b]
-    local values = redis.call('HMGET', key, unpack(fields))
-    for j = 1, #fields do raw[#raw + 1] = values[j] or false end
-    if b == per_entity - 1 then
-      -- Windows are nested (shortest first, all ending now): each adds its older states to the
-      -- fold of the one before.
-      local folded = {}
-      local acc = nil
-      for _, rows in ipairs(windows) do
-        for _, r in ipairs(rows) do
-          if raw[r] then
-            local state = {struct.unpack(fmt, raw[r])}
-            if acc then combine(code, width, acc, state) end
-            acc = state
-          end
+    local base = string.sub(cache, 1, -3)
+    local raw = {}
+    for b, bucket in ipairs(buckets) do
+      local fields = lists[b]
+      local values = redis.call('HMGET', base .. ':' .. bucket, unpack(fields))
+      for j = 1, #fields do raw[#raw + 1] = values[j] or false end
+    end
+    -- Windows are nested (shortest first, all ending now): each adds its older states to the
+    -- fold of the one before.
+    local folded = {}
+    local acc = nil
+    for _, rows in ipairs(windows) do
+      for _, r in ipairs(rows) do
+        if raw[r] then
+          local state = {struct.unpack(fmt, raw[r])}
+          if acc then combine(code, width, acc, state) end
+          acc = state
         end
-        if acc then folded[#folded + 1] = struct.pack(fmt, unpack(acc, 1, width))
-        else folded[#folded + 1] = missing end
       end
-      local blob = table.concat(folded)
-      out[#out + 1] = blob
-      -- pcall: a Redis refusing writes (maxmemory) still answers reads, uncached.
-      redis.pcall('SET', cache, tag .. blob, 'PX', keep_ms)
+      if acc then folded[#folded + 1] = struct.pack(fmt, unpack(acc, 1, width))
+      else folded[#folded + 1] = missing end
     end
+    local blob = table.concat(folded)
+    out[#out + 1] = blob
+    -- pcall: a Redis refusing writes (maxmemory) still answers reads, uncached.
+    redis.pcall('SET', cache, tag .. blob, 'PX', keep_ms)
   end
 end
 return table.concat(out)
@@ -286,10 +285,9 @@ class OnlineStore:
     ) -> tuple[list[F64], list[int]]:
         """Merged window states and distinct counts, all in one round trip.
 
-        Each read is (keys of its entities: per entity its cache key, then one hash per bucket
-        of the plan; the plan they share; the layout). Returns per read an array (entities,
-        windows, width) — a window without any state is a row of NaN — and a PFCOUNT per key
-        list of `distinct`.
+        Each read is (the cache keys of its entities, the plan they share, the layout). Returns
+        per read an array (entities, windows, width) — a window without any state is a row of
+        NaN — and a PFCOUNT per key list of `distinct`.
         """
         # EVALSHA straight to the server: redis-py's Script object would ask SCRIPT EXISTS
         # first, a second round trip on every read.
@@ -300,6 +298,7 @@ class OnlineStore:
                 [
                     *keys,
                     layout.merge_codes(),
+                    plan.buckets_json,
                     plan.fields_json,
                     plan.windows_json,
                     _no_state(layout.width),
@@ -330,7 +329,7 @@ class OnlineStore:
                 answers = iter(execute())
         states = []
         for keys, plan, layout in reads:
-            shape = (len(keys) // (len(plan.buckets) + 1), len(plan.lengths), layout.width)
+            shape = (len(keys), len(plan.lengths), layout.width)
             if not keys:
                 states.append(np.empty(shape))
                 continue
@@ -339,7 +338,7 @@ class OnlineStore:
             if flat.size * 8 != len(blob) or flat.size != shape[0] * shape[1] * shape[2]:
                 raise OnlineStoreError(
                     f"Redis at {self.config.url} holds tile states of another width than "
-                    f"{layout.width} floats under {keys[1]!r}: was the view changed without a "
+                    f"{layout.width} floats for {keys[0][:-2]!r}: was the view changed without a "
                     "new version?"
                 )
             states.append(flat.reshape(shape))
@@ -361,6 +360,7 @@ class _ReadPlan:
     buckets: list[int]
     fields: list[list[str]]  # per bucket
     lengths: tuple[int, ...]  # window lengths, in the order the fold script returns them
+    buckets_json: bytes  # `buckets`, as the fold script takes them (strings)
     fields_json: bytes  # `fields`, as the fold script takes them
     windows_json: bytes  # per window, 1-based positions of the states it adds (see the script)
     tag: bytes  # the tile, as the fold script tags what it caches
@@ -388,6 +388,7 @@ def _read_plan(now_tile: int, window_lengths: tuple[int, ...]) -> _ReadPlan:
         list(by_bucket),
         fields,
         window_lengths,
+        orjson.dumps([str(bucket) for bucket in by_bucket]),
         orjson.dumps(fields),
         orjson.dumps(rows),
         f"{now_tile};".encode(),
@@ -452,11 +453,7 @@ def read_views(
     for view, version, layout, entities in reads:
         plan = _read_plan(as_of_us // layout.tile_us, layout.window_lengths)
         prefix = store.view_prefix(view, version)
-        keys = [
-            key
-            for entity in entities
-            for key in (f"{prefix}:{entity}:c", *(f"{prefix}:{entity}:{b}" for b in plan.buckets))
-        ]
+        keys = [f"{prefix}:{entity}:c" for entity in entities]
         state_reads.append((keys, plan, layout))
         windows = plan.windows
         for entity in entities:

@@ -263,21 +263,28 @@ class TileLayout:
         whatever the number of features: a read does this on every request.
         """
         plan = self._finish
-        windows = np.where(
-            np.isnan(windows[:, :, self.COUNT : self.COUNT + 1]), self._empty, windows
-        )
-        count = windows[:, plan.windows, self.COUNT]
-        values = windows[:, plan.windows, plan.slots]  # count, sum, max, min, last, var n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values[:, plan.mean] /= count[:, plan.mean]
+        empty = np.isnan(windows[:, :, self.COUNT : self.COUNT + 1])
+        flat = np.where(empty, self._empty, windows).reshape(len(windows), -1)
+        count = flat.take(plan.counts, axis=1)
+        values = flat.take(plan.values, axis=1)  # count, sum, max, min, last, var n
+        some = count > 0
+        if len(plan.mean):
+            sums, counts = values[:, plan.mean], count[:, plan.mean]
+            values[:, plan.mean] = np.divide(
+                sums, counts, out=np.full(sums.shape, np.nan), where=some[:, plan.mean]
+            )
+        if len(plan.moments):
             n = values[:, plan.moments]
-            m2 = windows[:, plan.windows[plan.moments], plan.slots[plan.moments] + 2]
-            variance = np.where(n >= 2, np.maximum(m2 / (n - 1), 0.0), np.nan)
+            m2 = flat.take(plan.values[plan.moments] + 2, axis=1)
+            two = n >= 2
+            variance = np.divide(m2, n - 1, out=np.full(n.shape, np.nan), where=two)
+            np.maximum(variance, 0.0, out=variance, where=two)
             variance[:, plan.stddev] = np.sqrt(variance[:, plan.stddev])
-        values[:, plan.moments] = variance
-        values[(count == 0) & plan.nullable] = np.nan
-        values[:, plan.distinct] = np.nan
-        times = windows[:, plan.windows, self.NEWEST]
+            values[:, plan.moments] = variance
+        values[~some & plan.nullable] = np.nan
+        if len(plan.distinct):
+            values[:, plan.distinct] = np.nan
+        times = flat.take(plan.newest, axis=1)
         times[~np.isfinite(times)] = np.nan
         return values, times
 
@@ -286,8 +293,12 @@ class TileLayout:
 class _FinishPlan:
     """Per feature of a layout: where `TileLayout.finish` finds its value, and how it ends."""
 
-    windows: npt.NDArray[np.intp]  # its window's position in `window_lengths`
-    slots: npt.NDArray[np.intp]  # the slot holding its value (for moments: n, then mean, M2)
+    # Positions in a read's (windows x width) states, flattened: of the feature's window's
+    # count, of the slot its value starts from (for moments: n, then mean and M2), of its
+    # window's newest event time.
+    counts: npt.NDArray[np.intp]
+    values: npt.NDArray[np.intp]
+    newest: npt.NDArray[np.intp]
     mean: npt.NDArray[np.intp]  # features divided by the count
     moments: npt.NDArray[np.intp]  # variance and stddev features
     stddev: npt.NDArray[np.intp]  # which of `moments` take the square root
@@ -305,9 +316,12 @@ class _FinishPlan:
             )
 
         moments = [f for f in features if f.function in (Function.VARIANCE, Function.STDDEV)]
+        start = np.array([lengths.index(f.window_tiles) for f in features], dtype=np.intp)
+        start *= layout.width
         return cls(
-            windows=np.array([lengths.index(f.window_tiles) for f in features], dtype=np.intp),
-            slots=np.array([_value_slot(layout, f) for f in features], dtype=np.intp),
+            counts=start + layout.COUNT,
+            values=start + np.array([_value_slot(layout, f) for f in features], dtype=np.intp),
+            newest=start + layout.NEWEST,
             mean=where(Function.MEAN),
             moments=where(Function.VARIANCE, Function.STDDEV),
             stddev=np.array(
