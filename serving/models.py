@@ -27,6 +27,7 @@ from featurestore.tiles import TileLayout
 from serving.errors import NotFound, Unavailable
 from serving.metrics import ServingMetrics
 from serving.rollout import Split
+from serving.single_row import SingleRowScorer
 
 __all__ = ["FeatureRead", "LoadedModel", "LoadedVersion", "ModelCache", "Snapshot"]
 
@@ -51,6 +52,7 @@ class FeatureRead:
 class LoadedVersion:
     meta: ModelVersion
     booster: lgb.Booster
+    single_row: SingleRowScorer | None  # one row's score without Booster.predict's set-up
     names: tuple[str, ...]  # model feature names, in the model's column order
     index: Mapping[str, int]  # name -> column
     reads: tuple[FeatureRead, ...]
@@ -190,7 +192,13 @@ class ModelCache:
         keys.update(dict.fromkeys(meta.signature.entity_keys))
         log.info("loaded model %s (%d features)", meta.ref, len(names))
         return LoadedVersion(
-            meta, booster, names, {n: i for i, n in enumerate(names)}, reads, tuple(keys)
+            meta,
+            booster,
+            SingleRowScorer.of(booster),
+            names,
+            {n: i for i, n in enumerate(names)},
+            reads,
+            tuple(keys),
         )
 
     # -- the poller

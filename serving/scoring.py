@@ -1,5 +1,6 @@
 """Scoring a batch of entity rows: route rows to aliases, read their features from Redis in one
-round trip, build one float64 matrix per model version, and call `Booster.predict` once each.
+round trip, build one float64 matrix per model version, and call `Booster.predict` once each
+(a single row goes through LightGBM's single-row fast path instead, single_row.py).
 
 A feature Redis does not have (no event in its window) is NaN in the matrix — LightGBM's
 missing value, as in training — and reported per row. Request-time values given by model
@@ -87,8 +88,12 @@ def score_groups(
     fill_matrices(online, groups, request, as_of_us)
     for group in groups:
         assert group.matrix is not None  # noqa: S101 - filled just above
-        scores = group.version.booster.predict(group.matrix, num_threads=_PREDICT_THREADS)
-        group.scores = np.asarray(scores, dtype=np.float64)
+        version = group.version
+        if len(group.matrix) == 1 and version.single_row is not None:
+            group.scores = np.array([version.single_row(group.matrix[0])])
+        else:
+            scores = version.booster.predict(group.matrix, num_threads=_PREDICT_THREADS)
+            group.scores = np.asarray(scores, dtype=np.float64)
 
 
 def fill_matrices(
