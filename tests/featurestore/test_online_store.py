@@ -165,3 +165,23 @@ def test_a_write_drops_only_the_written_entitys_cache(online: OnlineStore) -> No
     [[ann, bob]] = read_features(online, [(VIEW.name, 1, layout, ["ann", "bob"])], t)
     assert ann["amount_sum_2m"].value == 2.0
     assert bob["amount_sum_2m"].value == 3.0
+
+
+def test_a_read_survives_a_flushed_script_cache_and_the_reads_after_it_get_their_answers(
+    online: OnlineStore,
+) -> None:
+    """Two folds in one read both answer NOSCRIPT after SCRIPT FLUSH (a restarted server): the
+    read loads the script and asks again, and the reads after it, on the pool the failed read
+    left an answer unread in, get their own answers. Keys count in bytes, not characters."""
+    layout = TileLayout(VIEW)
+    at = write(online, layout, [Event(T0, 0, 0, {"user_id": "zoë", "amount": 2.5})], NO_POSITION)
+    write(online, layout, [Event(T0 + 1, 0, 1, {"user_id": "ann", "amount": 4.0})], at)
+    t = T0 + MINUTE - 1
+    reads = [(VIEW.name, 1, layout, ["zoë"]), (VIEW.name, 1, layout, ["ann", "zoë", "nobody"])]
+    online.client.script_flush()
+    for _ in range(3):
+        [[zoe], [ann, zoe_again, nobody]] = read_features(online, reads, t)
+        assert zoe["amount_sum_2m"].value == zoe_again["amount_sum_2m"].value == 2.5
+        assert ann["amount_sum_2m"].value == 4.0
+        assert nobody["amount_mean_10m"].status == "missing"
+        assert nobody["amount_sum_2m"].value == 0.0
