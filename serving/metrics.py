@@ -55,7 +55,8 @@ class ServingMetrics:
         )
         self.log_dropped = Counter(
             "fstore_prediction_log_dropped",
-            "Prediction log records dropped: the queue was full, or Kafka refused them.",
+            "Prediction log records dropped: the producer queue was full, the log was not running, "
+            "Kafka refused them, or shutdown came before Kafka took them.",
             ["reason"],
             registry=r,
         )

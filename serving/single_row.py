@@ -10,7 +10,8 @@ scoring; a batch still goes to `Booster.predict`, vectorized.
 
 A FastConfig must not be used by two threads at once, and its output buffer is shared: a lock
 guards both (the event loop and the shadow thread are the callers, each holding it for a few
-microseconds).
+microseconds). The call keeps the GIL (ctypes.PyDLL): for a few microseconds of work, handing
+the GIL over and waiting to get it back from another thread cost the event loop more.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 from lightgbm.libpath import _LIB
+
+# LightGBM's library (loaded once by the process; this is a second handle on it) called
+# without releasing the GIL.
+_HOLDING_GIL = ctypes.PyDLL(_LIB._name)  # noqa: SLF001 - where lightgbm loaded it from
 
 __all__ = ["SingleRowScorer"]
 
@@ -78,7 +83,7 @@ class SingleRowScorer:
             raise ValueError(f"a row of {self.features} floats is needed, not {data.shape}")
         with self._lock:
             _check(
-                _LIB.LGBM_BoosterPredictForMatSingleRowFast(
+                _HOLDING_GIL.LGBM_BoosterPredictForMatSingleRowFast(
                     self._config,
                     data.ctypes.data_as(ctypes.c_void_p),
                     ctypes.byref(self._out_length),

@@ -9,6 +9,7 @@ import orjson
 from prometheus_client import generate_latest
 
 from featurestore.config import KafkaSettings
+from featurestore.services import free_port
 from serving.metrics import ServingMetrics
 from serving.prediction_log import LogBatch, LogGroup, PredictionLog
 
@@ -50,15 +51,23 @@ def test_records_are_one_json_object_per_row() -> None:
     }
 
 
-def test_a_full_queue_drops_and_counts() -> None:
+def test_a_full_queue_drops_and_counts_and_shutdown_counts_what_kafka_never_took() -> None:
     metrics = ServingMetrics()
-    # Not started: nothing drains the queue, as when the producer thread falls behind.
-    log = PredictionLog(KafkaSettings(), "predictions", capacity=5, metrics=metrics)
+    # No broker at this address: every record stays in the producer's queue of 5.
+    nowhere = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}")
+    log = PredictionLog(nowhere, "predictions", capacity=5, metrics=metrics, flush_s=0.2)
+    log.submit(_batch(2))  # before start: nowhere to go
+    log.start()
     log.submit(_batch(3))
-    log.submit(_batch(3))  # 6 > 5: dropped whole
-    log.submit(_batch(2))
+    log.submit(_batch(3))  # 2 fit, 1 does not
+    log.submit(_batch(2))  # neither fits
+    log.stop()
+    log.submit(_batch(1))  # after stop
     text = generate_latest(metrics.registry).decode()
+    assert 'fstore_prediction_log_dropped_total{reason="not_running"} 3.0' in text
     assert 'fstore_prediction_log_dropped_total{reason="queue_full"} 3.0' in text
+    assert 'fstore_prediction_log_dropped_total{reason="shutdown"} 5.0' in text
+    assert "fstore_prediction_log_records_total 5.0" in text
 
 
 def test_an_empty_topic_turns_the_log_off() -> None:
