@@ -102,13 +102,16 @@ class Predictor:
     ) -> None:
         """Metrics, the prediction log and the shadow job: counters and queue appends only."""
         for group in groups:
-            assert group.matrix is not None  # noqa: S101 - scored
+            assert group.missing is not None  # noqa: S101 - scored
             self._predictions(loaded.name, group.version.version, group.alias, SERVED).inc(
                 len(group.rows)
             )
-            missing = np.isnan(group.matrix).sum(axis=0)
-            for column in np.flatnonzero(missing):
-                self._missing(loaded.name, group.version.names[column]).inc(int(missing[column]))
+            if group.missing.any():
+                missing = group.missing.sum(axis=0)
+                for column in np.flatnonzero(missing):
+                    self._missing(loaded.name, group.version.names[column]).inc(
+                        int(missing[column])
+                    )
         shadow = loaded.shadow if alias != SHADOW else None
         if not self.prediction_log.enabled and shadow is None:
             return

@@ -40,6 +40,7 @@ class Group:
     rows: Rows  # positions in the request
     matrix: F64 | None = None  # rows x model features, filled by `score_groups`
     scores: F64 | None = None
+    missing: npt.NDArray[np.bool_] | None = None  # where `matrix` is NaN, by `score_groups`
 
 
 def plan_groups(model: LoadedModel, request: PredictInput, alias: str | None) -> list[Group]:
@@ -88,6 +89,7 @@ def score_groups(
     fill_matrices(online, groups, request, as_of_us)
     for group in groups:
         assert group.matrix is not None  # noqa: S101 - filled just above
+        group.missing = np.isnan(group.matrix)
         version = group.version
         if len(group.matrix) == 1 and version.single_row is not None:
             group.scores = np.array([version.single_row(group.matrix[0])])
@@ -153,8 +155,8 @@ def fill_matrices(
 
 def missing_names(group: Group) -> list[list[str]]:
     """Per row of the group, the features that were missing (NaN) when it was scored."""
-    assert group.matrix is not None  # noqa: S101 - called after scoring
-    mask = np.isnan(group.matrix)
+    mask = group.missing
+    assert mask is not None  # noqa: S101 - called after scoring
     if not mask.any():
         return [[] for _ in range(len(group.rows))]
     names = group.version.names
