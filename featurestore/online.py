@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -34,10 +35,15 @@ import redis
 from featurestore.config import RedisSettings
 from featurestore.definitions import Function
 from featurestore.errors import OnlineStoreError
+from featurestore.redis_pipe import RedisPipe, array_head, bulks, pack
 from featurestore.tiles import F64, TileLayout
 
 BUCKET_TILES = 60
 BUCKET_FIELD = "b"
+# Timeouts turn a hung server into an error (the worker retries, a request answers 503), not a
+# silent stall.
+_TIMEOUT_S = 30.0
+_CONNECT_TIMEOUT_S = 5.0
 
 # The merge rules of `TileLayout.merge`, in Lua, for both scripts below: `combine` folds the
 # state `old` into `new`, in place. `code` holds the layout's merge codes, one per slot.
@@ -223,10 +229,19 @@ class OnlineStore:
     def __init__(self, config: RedisSettings) -> None:
         self.config = config
         self.namespace = config.namespace
-        # Timeouts turn a hung server into an error the worker retries, not a silent stall.
-        self.client = redis.Redis.from_url(config.url, socket_timeout=30, socket_connect_timeout=5)
+        self.client = redis.Redis.from_url(
+            config.url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_CONNECT_TIMEOUT_S
+        )
+        self._pipe: RedisPipe | None = None  # the async reads' connection, opened on first use
         self._merge = self.client.register_script(_MERGE_SCRIPT)
         self._fold = self.client.register_script(_FOLD_SCRIPT)
+
+    def close(self) -> None:
+        """Close the connections: the async reads' one (call this on the event loop that used
+        it) and the pooled ones (a later call opens new ones)."""
+        if self._pipe is not None:
+            self._pipe.close()
+        self.client.close()
 
     def view_prefix(self, view: str, version: int) -> str:
         return f"{self.namespace}:{view}:{version}"
@@ -289,20 +304,70 @@ class OnlineStore:
         per read an array (entities, windows, width) — a window without any state is a row of
         NaN — and a PFCOUNT per key list of `distinct`.
         """
-        folds = [(keys, plan) for keys, plan, _layout in reads if keys]
+        commands = self._read_commands(reads, distinct)
         with self._reachable():
             try:
-                answers = iter(self._send(folds, distinct))
+                answers = self._send(commands)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(_FOLD_SCRIPT)  # a restarted or flushed server
-                answers = iter(self._send(folds, distinct))
+                answers = self._send(commands)
+        return self._read_answers(reads, answers)
+
+    async def read_async(
+        self,
+        reads: Sequence[tuple[Sequence[str], _ReadPlan, TileLayout]],
+        distinct: Sequence[Sequence[str]] = (),
+    ) -> tuple[list[F64], list[int]]:
+        """`read` on the running event loop, which goes on with other work while Redis answers:
+        the commands go to one pipelined connection (redis_pipe.py) shared by concurrent reads."""
+        commands = self._read_commands(reads, distinct)
+        if not commands:
+            return self._read_answers(reads, [])
+        if self._pipe is None:
+            self._pipe = RedisPipe(self.config.url, _TIMEOUT_S, _CONNECT_TIMEOUT_S)
+        packed = b"".join(commands)
+        with self._reachable():
+            answers = await self._pipe.execute(packed, len(commands))
+            if any(_no_script(answer) for answer in answers):  # a restarted or flushed server
+                await self._pipe.execute(pack(b"SCRIPT", b"LOAD", _FOLD_SCRIPT.encode()), 1)
+                answers = await self._pipe.execute(packed, len(commands))
+        for answer in answers:
+            if isinstance(answer, hiredis.ReplyError):
+                raise redis.ResponseError(str(answer))
+        return self._read_answers(reads, answers)
+
+    def _read_commands(
+        self,
+        reads: Sequence[tuple[Sequence[str], _ReadPlan, TileLayout]],
+        distinct: Sequence[Sequence[str]],
+    ) -> list[bytes]:
+        """A read's commands, packed here rather than by redis-py's `evalsha` or pipeline: a
+        read's script arguments are the same for every read of the tile and come packed with
+        the plan, and redis-py's per-command machinery cost as much as the round trip itself
+        (~50 µs of ~100). EVALSHA, not redis-py's Script: that would ask SCRIPT EXISTS first, a
+        second round trip."""
+        sha = self._fold.sha.encode()
+        commands = [
+            array_head(3 + len(keys) + _FOLD_ARGS)
+            + bulks((b"EVALSHA", sha, b"%d" % len(keys), *(k.encode() for k in keys)))
+            + plan.script_args
+            for keys, plan, _layout in reads
+            if keys
+        ]
+        commands += [pack(b"PFCOUNT", *(k.encode() for k in keys)) for keys in distinct]
+        return commands
+
+    def _read_answers(
+        self, reads: Sequence[tuple[Sequence[str], _ReadPlan, TileLayout]], answers: list[Any]
+    ) -> tuple[list[F64], list[int]]:
+        remaining = iter(answers)
         states = []
         for keys, plan, layout in reads:
             shape = (len(keys), len(plan.lengths), layout.width)
             if not keys:
                 states.append(np.empty(shape))
                 continue
-            blob = next(answers)
+            blob = next(remaining)
             flat = np.frombuffer(blob, dtype="<f8")
             if flat.size * 8 != len(blob) or flat.size != shape[0] * shape[1] * shape[2]:
                 raise OnlineStoreError(
@@ -311,29 +376,10 @@ class OnlineStore:
                     "new version?"
                 )
             states.append(flat.reshape(shape))
-        return states, [int(n) for n in answers]
+        return states, [int(n) for n in remaining]
 
-    def _send(
-        self, folds: Sequence[tuple[Sequence[str], _ReadPlan]], distinct: Sequence[Sequence[str]]
-    ) -> list[Any]:
-        """The commands of a read, written to one connection at once, and their answers.
-
-        Packed here rather than by redis-py's `evalsha` or pipeline: a read's script arguments
-        are the same for every read of the tile and come packed with the plan, and redis-py's
-        per-command machinery cost as much as the round trip itself (~50 µs of ~100). EVALSHA,
-        not redis-py's Script: that would ask SCRIPT EXISTS first, a second round trip.
-        """
-        sha = self._fold.sha.encode()
-        commands = [
-            _command_start(3 + len(keys) + _FOLD_ARGS)
-            + _bulks((b"EVALSHA", sha, b"%d" % len(keys), *(k.encode() for k in keys)))
-            + plan.script_args
-            for keys, plan in folds
-        ]
-        commands += [
-            _command_start(1 + len(keys)) + _bulks((b"PFCOUNT", *(k.encode() for k in keys)))
-            for keys in distinct
-        ]
+    def _send(self, commands: list[bytes]) -> list[Any]:
+        """The commands of a read, written to one pooled connection at once, and their answers."""
         if not commands:
             return []
         pool = self.client.connection_pool
@@ -364,7 +410,7 @@ class _ReadPlan:
 
     windows: dict[int, list[tuple[int, str]]]  # window length -> its (bucket, field) tiles (HLLs)
     lengths: tuple[int, ...]  # window lengths, in the order the fold script returns them
-    script_args: bytes  # the fold script's ARGV, packed as Redis takes them (see `_send`)
+    script_args: bytes  # the fold script's ARGV, packed as Redis takes them (see `_read_commands`)
 
 
 _FOLD_ARGS = 7  # the fold script's ARGV count
@@ -397,21 +443,7 @@ def _read_plan(now_tile: int, layout: TileLayout) -> _ReadPlan:
         b"%d" % (layout.tile_us // 1000),  # how long the cache lives, ms
     )
     assert len(args) == _FOLD_ARGS  # noqa: S101 - the script's contract
-    return _ReadPlan(windows, window_lengths, _bulks(args))
-
-
-def _command_start(count: int) -> bytes:
-    """The head of a Redis command of `count` parts (RESP: an array of bulk strings)."""
-    return b"*%d\r\n" % count
-
-
-def _bulks(parts: Iterable[bytes]) -> bytes:
-    """Command parts as RESP bulk strings.
-
-    >>> _command_start(2) + _bulks([b"GET", b"k"])
-    b'*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n'
-    """
-    return b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+    return _ReadPlan(windows, window_lengths, bulks(args))
 
 
 def plan_window(first_tile: int, last_tile: int) -> list[tuple[int, str]]:
@@ -456,19 +488,37 @@ class ViewValues:
         return listed
 
 
-def read_views(
-    store: OnlineStore,
-    reads: Sequence[tuple[str, int, TileLayout, Sequence[str]]],
-    as_of_us: int,
-) -> list[ViewValues]:
+ViewRead = tuple[str, int, TileLayout, Sequence[str]]  # view, version, layout, entity keys
+
+
+def read_views(store: OnlineStore, reads: Sequence[ViewRead], as_of_us: int) -> list[ViewValues]:
     """Feature values of each (view, version, layout, entity keys) at `as_of_us`, one round trip.
 
     Every entity of a read shares one plan: the (bucket, field) states covering each window.
     Redis folds them (the fold script, with the merge rules of `TileLayout.merge`) and sends one
     state per entity and window; here `TileLayout.finish` turns them into values.
     """
+    state_reads, distinct = _state_reads(store, reads, as_of_us)
+    states, counts = store.read(state_reads, distinct)
+    return _view_values(reads, states, counts, as_of_us)
+
+
+async def read_views_async(
+    store: OnlineStore, reads: Sequence[ViewRead], as_of_us: int
+) -> list[ViewValues]:
+    """`read_views` on the running event loop (`OnlineStore.read_async`)."""
+    state_reads, distinct = _state_reads(store, reads, as_of_us)
+    states, counts = await store.read_async(state_reads, distinct)
+    return _view_values(reads, states, counts, as_of_us)
+
+
+def _state_reads(
+    store: OnlineStore, reads: Sequence[ViewRead], as_of_us: int
+) -> tuple[list[tuple[list[str], _ReadPlan, TileLayout]], list[list[str]]]:
+    """What `OnlineStore.read` is asked for: per view, its entities' cache keys with the plan
+    they share; and per entity and distinct-count feature, the HyperLogLogs of its window."""
     state_reads = []
-    distinct_requests: list[list[str]] = []
+    distinct: list[list[str]] = []
     for view, version, layout, entities in reads:
         plan = _read_plan(as_of_us // layout.tile_us, layout)
         prefix = store.view_prefix(view, version)
@@ -478,15 +528,19 @@ def read_views(
         for entity in entities:
             for feature in layout.features:
                 if feature.function is Function.APPROX_COUNT_DISTINCT:
-                    distinct_requests.append(
+                    distinct.append(
                         [
                             f"{prefix}:{entity}:{bucket}:h:{feature.column}:{field}"
                             for bucket, field in windows[feature.window_tiles]
                         ]
                     )
-    states, distinct_counts = store.read(state_reads, distinct_requests)
-    counts = iter(distinct_counts)
+    return state_reads, distinct
 
+
+def _view_values(
+    reads: Sequence[ViewRead], states: list[F64], distinct_counts: list[int], as_of_us: int
+) -> list[ViewValues]:
+    counts = iter(distinct_counts)
     results = []
     for (_view, _version, layout, entities), flat in zip(reads, states, strict=True):
         values, times = layout.finish(flat)
@@ -507,9 +561,7 @@ def read_views(
 
 
 def read_features(
-    store: OnlineStore,
-    reads: Sequence[tuple[str, int, TileLayout, Sequence[str]]],
-    as_of_us: int,
+    store: OnlineStore, reads: Sequence[ViewRead], as_of_us: int
 ) -> list[list[dict[str, FeatureValue]]]:
     """`read_views` as per-entity dicts of `FeatureValue`, for callers that want objects."""
     results = []
@@ -535,3 +587,7 @@ def read_features(
 @functools.lru_cache(maxsize=64)
 def _no_state(width: int) -> bytes:
     return np.full(width, np.nan).astype("<f8").tobytes()
+
+
+def _no_script(answer: Any) -> bool:
+    return isinstance(answer, hiredis.ReplyError) and str(answer).startswith("NOSCRIPT")

@@ -1,10 +1,11 @@
 """Answering a predict request: raw body in, JSON bytes out, with its metrics, the prediction
 log and the shadow hand-off.
 
-The hot path: raw body -> orjson -> checks -> one Redis round trip -> one `Booster.predict` per
-version -> orjson response. The prediction log and the shadow alias only get a queue append.
-The FastAPI route (routes/predict.py, kept for /docs and schemathesis) and the fast path in
-front of FastAPI (fastpath.py) both call `Predictor.predict`: one logic, two ways in.
+The hot path: raw body -> orjson -> checks -> one Redis round trip, awaited on the event loop ->
+one `Booster.predict` per version -> orjson response. The prediction log and the shadow alias
+only get a queue append. The FastAPI route (routes/predict.py, kept for /docs and schemathesis)
+and the fast path in front of FastAPI (fastpath.py) both call `Predictor.predict`: one logic,
+two ways in.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from featurestore.models.registry import SHADOW
 from featurestore.timestamps import from_us
@@ -24,19 +24,13 @@ from serving.inputs import PredictInput, parse_predict
 from serving.metrics import Children
 from serving.models import LoadedModel
 from serving.prediction_log import SERVED, LogBatch, LogGroup
-from serving.scoring import Group, missing_names, plan_groups, score_groups
+from serving.scoring import Group, missing_names, plan_groups, score_groups_async
 from serving.shadow import ShadowJob
 
 if TYPE_CHECKING:
     from serving.state import ServingState
 
 __all__ = ["Predictor", "RequestIds"]
-
-# A few rows score in well under a millisecond: on the event loop that beats a hop to a worker
-# thread (bench/serving.py, 1 user saturated: 1030 vs 726 req/s, p99 68 vs 139 ms). A large
-# batch waits ~10 ms on Redis: in a thread, other requests go on meanwhile (100 users saturated:
-# 171 vs 81 req/s). Redis calls time out (OnlineStore), so the loop is never held for long.
-_INLINE_ROWS = 16
 
 
 class RequestIds:
@@ -78,11 +72,9 @@ class Predictor:
         loaded = self.models.snapshot.get(model)
         groups = plan_groups(loaded, parsed, alias)
         as_of_us = time.time_ns() // 1_000
-        if parsed.rows <= _INLINE_ROWS:
-            score_groups(self.online, groups, parsed, as_of_us)
-        else:
-            # Redis and LightGBM release the GIL: in a worker thread they overlap other requests.
-            await run_in_threadpool(score_groups, self.online, groups, parsed, as_of_us)
+        # On the event loop: while Redis answers, the loop serves other requests (the read is
+        # pipelined with theirs); scoring itself is a few µs a row.
+        await score_groups_async(self.online, groups, parsed, as_of_us)
         request_id = self.ids.next()
         answer = _response(loaded.name, request_id, groups, parsed)
         self._record(loaded, groups, parsed, request_id, as_of_us, alias)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from featurestore.online import OnlineStore, read_views
+from featurestore.online import OnlineStore, ViewRead, ViewValues, read_views, read_views_async
 from serving.errors import BadRequest, NotFound
 from serving.inputs import PredictInput
 from serving.models import FeatureRead, LoadedModel, LoadedVersion
 from serving.rollout import row_keys
 
-__all__ = ["Group", "fill_matrices", "missing_names", "plan_groups", "score_groups"]
+__all__ = ["Group", "missing_names", "plan_groups", "score_groups", "score_groups_async"]
 
 F64 = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.intp]
@@ -86,9 +86,23 @@ def score_groups(
     online: OnlineStore, groups: Sequence[Group], request: PredictInput, as_of_us: int
 ) -> None:
     """Fill each group's feature matrix (one Redis round trip for all) and scores."""
-    fill_matrices(online, groups, request, as_of_us)
+    reads = _FeatureReads(groups, request)
+    reads.fill(read_views(online, reads.views, as_of_us) if reads.views else [])
+    _score(groups)
+
+
+async def score_groups_async(
+    online: OnlineStore, groups: Sequence[Group], request: PredictInput, as_of_us: int
+) -> None:
+    """`score_groups` on the event loop: it serves other requests while Redis answers."""
+    reads = _FeatureReads(groups, request)
+    reads.fill(await read_views_async(online, reads.views, as_of_us) if reads.views else [])
+    _score(groups)
+
+
+def _score(groups: Sequence[Group]) -> None:
     for group in groups:
-        assert group.matrix is not None  # noqa: S101 - filled just above
+        assert group.matrix is not None  # noqa: S101 - filled just before
         group.missing = np.isnan(group.matrix)
         version = group.version
         if len(group.matrix) == 1 and version.single_row is not None:
@@ -98,59 +112,67 @@ def score_groups(
             group.scores = np.asarray(scores, dtype=np.float64)
 
 
-def fill_matrices(
-    online: OnlineStore, groups: Sequence[Group], request: PredictInput, as_of_us: int
-) -> None:
-    given = request.request_features
-    # The (view, version) reads the groups need, and the request rows each must cover.
-    needed: dict[tuple[str, int], tuple[list[Rows], FeatureRead]] = {}
-    for group in groups:
-        names = group.version.names
-        for read in group.version.reads:
-            if all(names[column] in given for column, _ in read.columns):
-                continue
-            entry = needed.setdefault((read.view, read.version), ([], read))
-            entry[0].append(group.rows)
-    everything = len(groups) == 1 and len(groups[0].rows) == request.rows
-    keys_by_join: dict[tuple[str, ...], list[str]] = {}
-    reads = []
-    positions: dict[tuple[str, int], Rows | None] = {}
-    for key, (row_sets, read) in needed.items():
-        layout, join_keys = read.layout, read.join_keys
-        if join_keys not in keys_by_join:
-            keys_by_join[join_keys] = row_keys(request.entities, join_keys, request.rows)
-        all_keys = keys_by_join[join_keys]
-        if everything:
-            reads.append((key[0], key[1], layout, all_keys))
-            positions[key] = None
-        else:
-            rows = np.unique(np.concatenate(row_sets))
-            where = np.full(request.rows, -1, dtype=np.intp)
-            where[rows] = np.arange(len(rows), dtype=np.intp)
-            reads.append((key[0], key[1], layout, [all_keys[i] for i in rows]))
-            positions[key] = where
-    results = {}
-    if reads:
-        results = dict(zip(needed, read_views(online, reads, as_of_us), strict=True))
+class _FeatureReads:
+    """The (view, version) reads a request's groups need, each for the rows that need it, and
+    how their values fill each group's matrix."""
 
-    for group in groups:
-        version = group.version
-        matrix = np.full((len(group.rows), len(version.names)), np.nan)
-        for read in version.reads:
-            key = (read.view, read.version)
-            if key not in results:
-                continue
-            # (entities, view features); NaN where a window holds no value: LightGBM's missing.
-            block = results[key].values
-            position = positions[key]
-            if position is not None:
-                block = block[position[group.rows]]
-            matrix[:, read.targets] = block[:, read.sources]
-        # Request-time values go over what Redis gave (a view read only for other columns).
-        for name, values in given.items():
-            if name in version.index:
-                matrix[:, version.index[name]] = values if everything else values[group.rows]
-        group.matrix = matrix
+    def __init__(self, groups: Sequence[Group], request: PredictInput) -> None:
+        self.groups = groups
+        self.request = request
+        given = request.request_features
+        needed: dict[tuple[str, int], tuple[list[Rows], FeatureRead]] = {}
+        for group in groups:
+            names = group.version.names
+            for read in group.version.reads:
+                if all(names[column] in given for column, _ in read.columns):
+                    continue
+                entry = needed.setdefault((read.view, read.version), ([], read))
+                entry[0].append(group.rows)
+        self.everything = len(groups) == 1 and len(groups[0].rows) == request.rows
+        keys_by_join: dict[tuple[str, ...], list[str]] = {}
+        self.views: list[ViewRead] = []
+        # Per read, where each request row is among the entities read (None: all, in order).
+        self.positions: dict[tuple[str, int], Rows | None] = {}
+        for key, (row_sets, read) in needed.items():
+            layout, join_keys = read.layout, read.join_keys
+            if join_keys not in keys_by_join:
+                keys_by_join[join_keys] = row_keys(request.entities, join_keys, request.rows)
+            all_keys = keys_by_join[join_keys]
+            if self.everything:
+                self.views.append((key[0], key[1], layout, all_keys))
+                self.positions[key] = None
+            else:
+                rows = np.unique(np.concatenate(row_sets))
+                where = np.full(request.rows, -1, dtype=np.intp)
+                where[rows] = np.arange(len(rows), dtype=np.intp)
+                self.views.append((key[0], key[1], layout, [all_keys[i] for i in rows]))
+                self.positions[key] = where
+
+    def fill(self, view_values: Sequence[ViewValues]) -> None:
+        """Each group's matrix from what was read for `views`, in their order."""
+        results = dict(zip(self.positions, view_values, strict=True))
+        given = self.request.request_features
+        for group in self.groups:
+            version = group.version
+            matrix = np.full((len(group.rows), len(version.names)), np.nan)
+            for read in version.reads:
+                key = (read.view, read.version)
+                if key not in results:
+                    continue
+                # (entities, view features); NaN where a window holds no value: LightGBM's
+                # missing.
+                block = results[key].values
+                position = self.positions[key]
+                if position is not None:
+                    block = block[position[group.rows]]
+                matrix[:, read.targets] = block[:, read.sources]
+            # Request-time values go over what Redis gave (a view read only for other columns).
+            for name, values in given.items():
+                if name in version.index:
+                    matrix[:, version.index[name]] = (
+                        values if self.everything else values[group.rows]
+                    )
+            group.matrix = matrix
 
 
 def missing_names(group: Group) -> list[list[str]]:

@@ -64,6 +64,7 @@ class ServingState:
         self.models.stop()
         self.shadow.stop()  # its last results go to the log before the log flushes
         self.prediction_log.stop()
+        self.online.close()
 
     @property
     def reads_need_token(self) -> bool:

@@ -9,6 +9,7 @@ been dropped, or kept across tiles, gives a value the reference does not.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 
@@ -19,7 +20,18 @@ from hypothesis import strategies as st
 
 from featurestore.config import RedisSettings
 from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
-from featurestore.online import BUCKET_TILES, NO_POSITION, OnlineStore, Position, read_features
+from featurestore.online import (
+    BUCKET_TILES,
+    NO_POSITION,
+    FeatureValue,
+    OnlineStore,
+    Position,
+    ViewRead,
+    ViewValues,
+    read_features,
+    read_views,
+    read_views_async,
+)
 from featurestore.tiles import TileLayout
 from tests import reference
 from tests.reference import Event
@@ -127,8 +139,14 @@ def test_reads_equal_the_reference_whatever_writes_come_between(
             applied += batch
             continue
         t = T0 + (int(arg) + 1) * MINUTE - 1  # type: ignore[call-overload]
-        for attempt in ("folded", "cached"):  # the second read in the tile is the cache's
-            got = read_features(online, [(VIEW.name, 1, layout, list(USERS))], t)[0]
+        # The first read in the tile folds (through the asyncio connection, as serving reads),
+        # the ones after it are the cache's (through both ways of sending).
+        for attempt, read in (
+            ("folded", read_async),
+            ("cached", read_views),
+            ("cached", read_async),
+        ):
+            got = as_features(read(online, [(VIEW.name, 1, layout, list(USERS))], t)[0])
             for user, values in zip(USERS, got, strict=True):
                 mine = [e for e in applied if e.values["user_id"] == user]
                 want = reference.view_features(mine, VIEW, t)
@@ -144,6 +162,29 @@ def test_reads_equal_the_reference_whatever_writes_come_between(
                         assert math.isclose(value.value, expected, rel_tol=1e-9, abs_tol=1e-9), (
                             where
                         )
+
+
+def read_async(store: OnlineStore, reads: list[ViewRead], as_of_us: int) -> list[ViewValues]:
+    """`read_views_async` on a loop of its own, which closes its connection when done."""
+
+    async def read() -> list[ViewValues]:
+        try:
+            return await read_views_async(store, reads, as_of_us)
+        finally:
+            store.close()
+
+    return asyncio.run(read())
+
+
+def as_features(view_values: ViewValues) -> list[dict[str, FeatureValue]]:
+    """Per entity, name -> the value (None when missing), as `read_features` gives them."""
+    return [
+        {
+            name: FeatureValue(None if math.isnan(v) else v, "", None)
+            for name, v in zip(view_values.features, row, strict=True)
+        }
+        for row in view_values.values.tolist()
+    ]
 
 
 def test_a_write_drops_only_the_written_entitys_cache(online: OnlineStore) -> None:
@@ -185,3 +226,29 @@ def test_a_read_survives_a_flushed_script_cache_and_the_reads_after_it_get_their
         assert ann["amount_sum_2m"].value == 4.0
         assert nobody["amount_mean_10m"].status == "missing"
         assert nobody["amount_sum_2m"].value == 0.0
+
+
+def test_an_async_read_survives_a_flushed_script_cache(online: OnlineStore) -> None:
+    """The same through the asyncio connection: both folds answer NOSCRIPT, the read loads the
+    script and asks again, and a read on the same connection after it gets its own answers."""
+    layout = TileLayout(VIEW)
+    at = write(online, layout, [Event(T0, 0, 0, {"user_id": "zoë", "amount": 2.5})], NO_POSITION)
+    write(online, layout, [Event(T0 + 1, 0, 1, {"user_id": "ann", "amount": 4.0})], at)
+    t = T0 + MINUTE - 1
+    reads: list[ViewRead] = [
+        (VIEW.name, 1, layout, ["zoë"]),
+        (VIEW.name, 1, layout, ["ann", "zoë", "nobody"]),
+    ]
+
+    async def twice() -> list[list[ViewValues]]:
+        try:
+            return [await read_views_async(online, reads, t) for _ in range(2)]
+        finally:
+            online.close()
+
+    online.client.script_flush()
+    for zoe, rest in asyncio.run(twice()):
+        sums = [*zoe.values[:, 2], *rest.values[:, 2]]  # amount_sum_2m, the third feature
+        assert zoe.features[2] == "amount_sum_2m"
+        assert sums[:3] == [2.5, 4.0, 2.5]
+        assert sums[3] == 0.0  # nobody: a sum over no event

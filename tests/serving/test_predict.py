@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from featurestore import FeatureStore
 from featurestore.config import KafkaSettings, Settings
+from serving.state import ServingState
 from tests.serving.conftest import World, read_log
 
 pytestmark = pytest.mark.integration
@@ -103,3 +106,36 @@ def test_features_endpoint_matches_the_store(
     assert response.json() == expected.to_dict()
     columns = response.json()["features"]
     assert columns[world.refs[3]]["statuses"] == ["missing", "missing"]
+
+
+def test_concurrent_requests_share_one_redis_connection_and_each_gets_its_own_scores(
+    serving_settings: Settings, world: World
+) -> None:
+    """Requests in flight together write their reads to one pipelined connection: every
+    answer must still be the one its own request would get alone, whatever the mix of sizes."""
+    state = ServingState(serving_settings)
+    rng = np.random.default_rng(3)
+    users = [f"u{i}" for i in range(100)] + ["nobody"]
+    bodies = [
+        orjson.dumps({"entities": {"user_id": [str(u) for u in rng.choice(users, size)]}})
+        for size in rng.choice([1, 1, 1, 2, 7, 40], 300)
+    ]
+
+    def scores(answer: bytes) -> list[float]:
+        return list(orjson.loads(answer)["scores"])
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        state.start()
+        try:
+            alone = [await state.predictor.predict("fraud", body, None) for body in bodies]
+            together = await asyncio.gather(
+                *(state.predictor.predict("fraud", body, None) for body in bodies)
+            )
+            return alone, list(together)
+        finally:
+            state.stop()
+
+    alone, together = asyncio.run(run())
+    assert [scores(a) for a in together] == [scores(a) for a in alone]
+    # Swapped answers would show: requests differ in size, and users in scores.
+    assert len({s for a in alone for s in scores(a)}) > 2

@@ -1,0 +1,153 @@
+"""The pipelined asyncio Redis connection (featurestore/redis_pipe.py) on a real Redis: many
+concurrent callers each get their own answers, error replies stay in step, a lost or silent
+server fails the calls waiting on it with a clear error and the next call connects again."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+import hiredis
+import pytest
+import redis as redis_lib
+
+from featurestore.redis_pipe import RedisPipe, pack
+from featurestore.services import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_concurrent_callers_get_their_own_answers(redis: str) -> None:
+    prefix = f"test-pipe-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(7)
+    values = {f"{prefix}:{i}": rng.randbytes(rng.choice([0, 1, 100, 70_000])) for i in range(300)}
+    client = redis_lib.Redis.from_url(redis)
+    client.mset(values)
+    keys = list(values)
+
+    async def main() -> None:
+        pipe = RedisPipe(redis)
+
+        async def one(chosen: list[str]) -> None:
+            await asyncio.sleep(rng.random() / 1000)
+            answers = await pipe.execute(b"".join(pack(b"GET", k.encode()) for k in chosen), 3)
+            assert answers == [values[k] for k in chosen]
+
+        await asyncio.gather(*(one(rng.sample(keys, 3)) for _ in range(2_000)))
+        pipe.close()
+
+    asyncio.run(main())
+    client.delete(*keys)
+
+
+def test_error_replies_are_answers_and_the_connection_stays_in_step(redis: str) -> None:
+    key = f"test-pipe-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        pipe = RedisPipe(redis)
+        commands = pack(b"SET", key.encode(), b"text") + pack(b"INCR", key.encode())
+        ok, error = await pipe.execute(commands + b"", 2)
+        assert ok == b"OK"
+        assert isinstance(error, hiredis.ReplyError)
+        assert "not an integer" in str(error)
+        assert await pipe.execute(pack(b"GET", key.encode()) + pack(b"DEL", key.encode()), 2) == [
+            b"text",
+            1,
+        ]
+        pipe.close()
+
+    asyncio.run(main())
+
+
+def test_the_url_selects_the_database(redis: str) -> None:
+    key = f"test-pipe-{uuid.uuid4().hex[:8]}"
+    url = redis.rsplit("/", 1)[0] + "/3"
+
+    async def main() -> None:
+        pipe = RedisPipe(url)
+        await pipe.execute(pack(b"SET", key.encode(), b"in-3", b"PX", b"60000"), 1)
+        pipe.close()
+
+    asyncio.run(main())
+    assert redis_lib.Redis.from_url(url).get(key) == b"in-3"
+    assert redis_lib.Redis.from_url(redis).get(key) is None
+
+
+def test_a_lost_connection_fails_its_waiting_calls_and_the_next_call_reconnects(
+    redis: str,
+) -> None:
+    client = redis_lib.Redis.from_url(redis)
+    waiting = f"test-pipe-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        pipe = RedisPipe(redis)
+        [first_id] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
+        blocked = asyncio.ensure_future(pipe.execute(pack(b"BLPOP", waiting.encode(), b"5"), 1))
+        await asyncio.sleep(0.1)
+        client.client_kill_filter(_id=first_id)
+        with pytest.raises(redis_lib.ConnectionError, match="lost the connection to Redis at"):
+            await blocked
+        [second_id] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
+        assert second_id != first_id
+        pipe.close()
+
+    asyncio.run(main())
+
+
+def test_no_server_says_which_and_where() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def main() -> None:
+        pipe = RedisPipe(url)
+        with pytest.raises(redis_lib.ConnectionError, match=f"cannot connect to Redis at {url}"):
+            await pipe.execute(pack(b"PING"), 1)
+
+    asyncio.run(main())
+
+
+def test_a_silent_server_times_out_every_waiting_call() -> None:
+    async def main() -> None:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.read(65_536):
+                pass  # reads every command, answers none
+            writer.close()
+
+        server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pipe = RedisPipe(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+        calls = [pipe.execute(pack(b"PING"), 1) for _ in range(5)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, redis_lib.TimeoutError) for r in results), results
+        assert "did not answer within 0.2 s" in str(results[0])
+        with pytest.raises(redis_lib.TimeoutError):  # a new connection, just as silent
+            await pipe.execute(pack(b"PING"), 1)
+        pipe.close()
+        await asyncio.sleep(0.05)  # the server's side sees the close and closes too
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_one_pipe_follows_the_event_loop_it_is_called_on(redis: str) -> None:
+    """A test's app may run on several loops in turn: each gets a connection of its own."""
+    pipe = RedisPipe(redis)
+
+    async def client_id() -> int:
+        [answer] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
+        return int(answer)
+
+    first_loop, second_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    first = first_loop.run_until_complete(client_id())
+    first_connection = pipe._connection
+    assert first_loop.run_until_complete(client_id()) == first  # the same loop, the same one
+    second = second_loop.run_until_complete(client_id())
+    assert second != first
+    pipe.close()
+    second_loop.run_until_complete(asyncio.sleep(0.01))
+    assert first_connection is not None
+    first_connection.fail(redis_lib.ConnectionError("test over"))  # on its own loop, closed there
+    first_loop.run_until_complete(asyncio.sleep(0.01))
+    first_loop.close()
+    second_loop.close()
