@@ -124,11 +124,15 @@ class _Connection(asyncio.Protocol):
     def fail(self, error: redis.RedisError) -> None:
         if self.failed is None:
             self.failed = error
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
-        while self.pending:
-            call = self.pending.popleft()
+        transport, self.transport = self.transport, None
+        pending, self.pending = self.pending, deque()
+        if self.loop.is_closed():
+            # Its loop is gone (a test client's, say): nothing can run on it any more, and the
+            # socket is closed with the transport when it is collected.
+            return
+        if transport is not None:
+            transport.close()
+        for call in pending:
             if call.timer is not None:
                 call.timer.cancel()
             if not call.future.done():

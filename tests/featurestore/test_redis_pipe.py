@@ -151,3 +151,16 @@ def test_one_pipe_follows_the_event_loop_it_is_called_on(redis: str) -> None:
     first_loop.run_until_complete(asyncio.sleep(0.01))
     first_loop.close()
     second_loop.close()
+
+
+def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
+    """A test client runs each request on a loop of its own, closed after it; the app's
+    shutdown then closes the pipe from another loop."""
+    pipe = RedisPipe(redis)
+    assert asyncio.run(pipe.execute(pack(b"PING"), 1)) == [b"PONG"]
+
+    async def later() -> list[object]:
+        pipe.close()
+        return await pipe.execute(pack(b"PING"), 1)
+
+    assert asyncio.run(later()) == [b"PONG"]
