@@ -8,10 +8,11 @@ the same trees, iterations and output transform: the scores are bit-identical
 (tests/serving/test_single_row.py). Most predict requests are one entity, so this is their
 scoring; a batch still goes to `Booster.predict`, vectorized.
 
-A FastConfig must not be used by two threads at once, and its output buffer is shared: a lock
-guards both (the event loop and the shadow thread are the callers, each holding it for a few
-microseconds). The call keeps the GIL (ctypes.PyDLL): for a few microseconds of work, handing
-the GIL over and waiting to get it back from another thread cost the event loop more.
+A FastConfig must not be used by two threads at once, and its input and output buffers are
+shared: a lock guards them (the event loop and the shadow thread are the callers, each holding
+it for a few microseconds). The call keeps the GIL (ctypes.PyDLL): for a few microseconds of
+work, handing the GIL over and waiting to get it back from another thread cost the event loop
+more.
 """
 
 from __future__ import annotations
@@ -67,8 +68,13 @@ class SingleRowScorer:
         )
         # The config points into the booster: the finalizer keeps the booster until it is freed.
         weakref.finalize(self, _free, self._config, booster)
+        # The row goes through a buffer of our own, its address taken once: a pointer made per
+        # call (`ndarray.ctypes.data_as`) is a reference cycle, garbage only the collector frees,
+        # and its collections were pauses on the request path.
+        self._in = np.empty(self.features, dtype=np.float64)
+        self._in_pointer = ctypes.c_void_p(self._in.ctypes.data)
         self._out = np.empty(1, dtype=np.float64)
-        self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_pointer = ctypes.cast(self._out.ctypes.data, ctypes.POINTER(ctypes.c_double))
         self._out_length = ctypes.c_int64()
         self._lock = threading.Lock()
 
@@ -78,14 +84,14 @@ class SingleRowScorer:
         return cls(booster) if booster.num_model_per_iteration() == 1 else None
 
     def __call__(self, row: F64) -> float:
-        data = np.ascontiguousarray(row, dtype=np.float64)
-        if data.shape != (self.features,):
-            raise ValueError(f"a row of {self.features} floats is needed, not {data.shape}")
+        if row.shape != (self.features,):
+            raise ValueError(f"a row of {self.features} floats is needed, not {row.shape}")
         with self._lock:
+            self._in[:] = row
             _check(
                 _HOLDING_GIL.LGBM_BoosterPredictForMatSingleRowFast(
                     self._config,
-                    data.ctypes.data_as(ctypes.c_void_p),
+                    self._in_pointer,
                     ctypes.byref(self._out_length),
                     self._out_pointer,
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 from datetime import datetime
 
@@ -139,3 +140,32 @@ def test_concurrent_requests_share_one_redis_connection_and_each_gets_its_own_sc
     assert [scores(a) for a in together] == [scores(a) for a in alone]
     # Swapped answers would show: requests differ in size, and users in scores.
     assert len({s for a in alone for s in scores(a)}) > 2
+
+
+def test_a_single_entity_prediction_leaves_no_garbage_for_the_collector(
+    serving_settings: Settings,
+) -> None:
+    """Objects in reference cycles outlive their request until a collection finds them, and
+    collections are pauses on the request path: the hot path must leave none. (A batch goes
+    through `Booster.predict`, whose ctypes pointers are LightGBM's own.)"""
+    state = ServingState(serving_settings)
+    bodies = [orjson.dumps({"entities": {"user_id": [user]}}) for user in ("u1", "u2", "nobody")]
+
+    async def run() -> int:
+        state.start()
+        try:
+            for body in bodies:  # the first requests fill caches that last
+                await state.predictor.predict("fraud", body, None)
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(20):
+                    for body in bodies:
+                        await state.predictor.predict("fraud", body, None)
+                return gc.collect()
+            finally:
+                gc.enable()
+        finally:
+            state.stop()
+
+    assert asyncio.run(run()) == 0
