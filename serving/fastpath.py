@@ -11,6 +11,7 @@ FastAPI untouched. tests/serving/test_fastpath.py compares the two ways in.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect
@@ -49,25 +50,29 @@ class PredictFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         try:
-            status = await self._answer(scope, receive, send)
+            status, after = await self._answer(scope, receive, send)
         except ClientDisconnect:
             return  # the client left before its body arrived: nobody to answer
         except Exception:
             self._latency(ROUTE, "POST", 500).observe(time.perf_counter() - start)
             raise
         self._latency(ROUTE, "POST", status).observe(time.perf_counter() - start)
+        if after is not None:
+            after()  # the answer is out: metrics, prediction log, shadow job
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[int, Callable[[], None] | None]:
         limited = limit_receive(scope, receive, self.max_bytes)
         if limited is None:
             await refuse_too_large(send, self.max_bytes, self.metrics)
-            return 413
+            return 413, None
         response: Response
         try:
             await require_read_scope(self.state, scope)
             body = await _body(limited)
             model = scope["path"][len(_PREFIX) :]
-            answer = await self.predictor.predict(model, body, _alias(scope["query_string"]))
+            scored = await self.predictor.predict(model, body, _alias(scope["query_string"]))
         except ANSWERED as exc:
             response = error_response(exc, self.metrics)
         except ClientDisconnect:
@@ -79,12 +84,13 @@ class PredictFastPath:
             raise
         else:
             # The headers starlette's Response(answer, media_type="application/json") has.
+            answer = scored.answer
             headers = [(b"content-length", str(len(answer)).encode()), (b"content-type", _JSON)]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": answer})
-            return 200
+            return 200, scored.after
         await response(scope, receive, send)
-        return response.status_code
+        return response.status_code, None
 
 
 async def _body(receive: Receive) -> bytes:

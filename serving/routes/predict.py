@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.background import BackgroundTask
 
 from serving.schemas import ErrorOut, PredictRequest, PredictResponse, inline_body
 from serving.state import require_read, serving_state
@@ -49,5 +50,8 @@ async def predict(
     ] = None,
 ) -> Response:
     predictor = serving_state(request).predictor
-    answer = await predictor.predict(model, await request.body(), alias)
-    return Response(answer, media_type="application/json")
+    scored = await predictor.predict(model, await request.body(), alias)
+    # Metrics, prediction log and shadow job once the answer is sent, as on the fast path.
+    return Response(
+        scored.answer, media_type="application/json", background=BackgroundTask(scored.after)
+    )

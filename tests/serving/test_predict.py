@@ -128,11 +128,11 @@ def test_concurrent_requests_share_one_redis_connection_and_each_gets_its_own_sc
     async def run() -> tuple[list[bytes], list[bytes]]:
         state.start()
         try:
-            alone = [await state.predictor.predict("fraud", body, None) for body in bodies]
+            alone = [(await state.predictor.predict("fraud", b, None)).answer for b in bodies]
             together = await asyncio.gather(
                 *(state.predictor.predict("fraud", body, None) for body in bodies)
             )
-            return alone, list(together)
+            return alone, [scored.answer for scored in together]
         finally:
             state.stop()
 
@@ -155,13 +155,13 @@ def test_a_single_entity_prediction_leaves_no_garbage_for_the_collector(
         state.start()
         try:
             for body in bodies:  # the first requests fill caches that last
-                await state.predictor.predict("fraud", body, None)
+                (await state.predictor.predict("fraud", body, None)).after()
             gc.collect()
             gc.disable()
             try:
                 for _ in range(20):
                     for body in bodies:
-                        await state.predictor.predict("fraud", body, None)
+                        (await state.predictor.predict("fraud", body, None)).after()
                 return gc.collect()
             finally:
                 gc.enable()
