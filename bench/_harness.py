@@ -161,7 +161,9 @@ def machine_busy_seconds() -> float | None:
 
 
 def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds used so far by a running process and its live descendants (/proc), or None.
+    """CPU seconds used so far by a running process and its descendants (/proc), or None:
+    the live ones' own time, and the time of those they have reaped (a gunicorn that recycles
+    its workers reaps each one it replaces).
 
     For servers that are our children but not yet reaped (so not in RUSAGE_CHILDREN), and for
     ones that fork workers (gunicorn).
@@ -177,7 +179,9 @@ def tree_cpu_seconds(pid: int) -> float | None:
             continue  # gone meanwhile
         # The command name is in parentheses and may hold spaces: split after its last ')'.
         fields = text[text.rfind(")") + 2 :].split()
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        # utime + stime, and cutime + cstime: the time of its children it has reaped.
+        used = sum(int(value) for value in fields[11:15])
+        stats[int(entry.name)] = (int(fields[1]), used / tick)
     if pid not in stats:
         return None
     total, frontier = 0.0, [pid]

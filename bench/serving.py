@@ -20,11 +20,12 @@ side, each in a process of its own with one uvicorn worker:
 
 Load: `hey` (Debian's package) from this machine; single entity and a batch of `--batch`
 users, each at every rate of `--rates` req/s and saturated (`--concurrency` workers, no rate
-limit). hey sends one body over and over: single-entity points ask for one user (no server
-caches results, so a repeated user costs what any user costs). The servers take turns at each
-point, so they meet the same conditions; a warm-up precedes each shape. Every response's status
-is counted, and requests hey got no answer to. Each point records the CPU of each server, of
-Redis and of Kafka, and what other processes on the machine took meanwhile (`load`).
+limit; `--rounds` times, the figures being the medians). hey sends one body over and over:
+single-entity points ask for one user (no server caches results, so a repeated user costs what
+any user costs). The servers take turns at each point, so they meet the same conditions; a
+warm-up precedes each shape. Every response's status is counted, and requests hey got no
+answer to. Each point records the CPU of each server, of Redis and of Kafka, and what other
+processes on the machine took meanwhile (`load`).
 
 Kafka and Redis are started here on free ports unless FSTORE_KAFKA_BOOTSTRAP / FSTORE_REDIS_URL
 name running ones. Progress goes to stderr; the last line on stdout is one JSON object.
@@ -338,7 +339,10 @@ def load_points(
             )
             estimate[target.name] = warm["rps"] or 1.0
             log(f"warm-up {target.name} {shape}: {warm['rps']} req/s")
-        for rate in [*args.rates, None]:
+        # Saturated points are the noisiest: `--rounds` of them, the targets taking turns in
+        # each; the figures are the medians.
+        turns = [(rate, 0) for rate in args.rates] + [(None, r) for r in range(args.rounds)]
+        for rate, round_ in turns:
             for target in targets:
                 if target.saturated_single_only and (shape != "single" or rate is not None):
                     continue
@@ -358,7 +362,8 @@ def load_points(
                     rate=rate,
                 )
                 got["load"] = meter.stop()
-                point = {"target": target.name, "shape": shape, "rate": rate, **got}
+                point = {"target": target.name, "shape": shape, "rate": rate, "round": round_}
+                point.update(got)
                 served = got["load"].get(f"{target.name}_cpu_seconds")
                 point["server_cpu_ms_per_request"] = (
                     round(1000 * served / got["responses"], 3)
@@ -377,7 +382,8 @@ def load_points(
 
 def point_key(point: dict[str, Any]) -> str:
     rate = "saturated" if point["rate"] is None else f"{point['rate']:g}rps"
-    return f"{point['target']}_{point['shape']}_{rate}"
+    again = f"_round{point['round'] + 1}" if point.get("round") else ""
+    return f"{point['target']}_{point['shape']}_{rate}{again}"
 
 
 def figures(
@@ -385,17 +391,16 @@ def figures(
 ) -> dict[str, Any]:
     """The flat figures: `[floor_|feast_][batchN_]p50_ms_<R>rps`, `..._rps_saturated`, ..."""
     out: dict[str, Any] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {}  # the rounds of each (target, shape, rate)
     for point in points:
         shape = "" if point["shape"] == "single" else f"{point['shape']}_"
-        head = PREFIXES[point["target"]] + shape
-        if point["rate"] is None:
-            tail = "saturated"
-            out[f"{head}rps_saturated"] = point["rps"]
-        else:
-            tail = f"{point['rate']:g}rps"
-            out[f"{head}rps_{tail}"] = point["rps"]
-        out[f"{head}p50_ms_{tail}"] = point["p50_ms"]
-        out[f"{head}p99_ms_{tail}"] = point["p99_ms"]
+        tail = "saturated" if point["rate"] is None else f"{point['rate']:g}rps"
+        rounds.setdefault(f"{PREFIXES[point['target']]}{shape}|{tail}", []).append(point)
+    for key, measured in rounds.items():
+        head, tail = key.split("|")
+        for figure in ("rps", "p50_ms", "p99_ms"):
+            values = [p[figure] for p in measured if p[figure] is not None]
+            out[f"{head}{figure}_{tail}"] = float(np.median(values)) if values else None
     batch = f"batch{args.batch}_"
     first = f"{args.rates[0]:g}rps"
     for prefix in PREFIXES.values():
@@ -514,6 +519,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each point")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds, per shape and server")
     parser.add_argument("--concurrency", type=int, default=32, help="hey workers when saturated")
+    parser.add_argument("--rounds", type=int, default=3, help="of each saturated point")
     parser.add_argument(
         "--worker-rate",
         type=float,
@@ -541,6 +547,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.quick:
         args.users, args.events, args.train_rows = 300, 10_000, 2_000
         args.seconds, args.warmup, args.concurrency, args.check_users = 1.0, 0.5, 8, 50
+        args.rounds = 1
     if args.feast is None:
         args.feast = not args.quick  # --quick runs Feast only when asked to (--feast)
     return args

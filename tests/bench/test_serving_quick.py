@@ -83,6 +83,7 @@ def test_quick_run_prints_the_figures_as_json(
         "p99_vs_floor_200rps",
         "rps_vs_floor_saturated",
         "rps_vs_feast_saturated",
+        "rps_vs_feast_shipped_saturated",
     }
     assert set(figures["load"]) == {
         f"{target}_{shape}_{rate}"
