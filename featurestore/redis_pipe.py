@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import redis
@@ -178,7 +179,7 @@ class RedisPipe:
 
     def close(self) -> None:
         if self._connection is not None:
-            self._connection.fail(redis.ConnectionError(f"{self.url}: closed by this process"))
+            self._connection.fail(redis.ConnectionError(f"{self._connection.where}: closed"))
             self._connection = None
 
     async def _connect(self) -> _Connection:
@@ -193,7 +194,7 @@ class RedisPipe:
                 self._connecting = None
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        where = f"Redis at {self.url}"
+        where = f"Redis at {_without_password(self.url)}"
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 if self._path is not None:
@@ -220,3 +221,16 @@ class RedisPipe:
             raise redis.ConnectionError(f"cannot connect to {where}: {exc}") from exc
         self._connection = connection
         return connection
+
+
+def _without_password(url: str) -> str:
+    """The URL as errors show it: a password in it becomes ***.
+
+    >>> _without_password("redis://user:secret@cache:6379/2")
+    'redis://user:***@cache:6379/2'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

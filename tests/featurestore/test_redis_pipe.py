@@ -5,6 +5,7 @@ server fails the calls waiting on it with a clear error and the next call connec
 from __future__ import annotations
 
 import asyncio
+import doctest
 import random
 import uuid
 
@@ -12,6 +13,7 @@ import hiredis
 import pytest
 import redis as redis_lib
 
+from featurestore import redis_pipe
 from featurestore.redis_pipe import RedisPipe, pack
 from featurestore.services import free_port
 
@@ -164,3 +166,8 @@ def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
         return await pipe.execute(pack(b"PING"), 1)
 
     assert asyncio.run(later()) == [b"PONG"]
+
+
+def test_doctests() -> None:
+    """`pack` and the password-free URL in error messages."""
+    assert doctest.testmod(redis_pipe).failed == 0
