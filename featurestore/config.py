@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -59,6 +60,24 @@ class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     # Prefix of every key the feature store writes, so several stores can share one Redis.
     namespace: str = "fs"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as messages show it (errors reach API clients): no password."""
+        return url_without_password(self.url)
+
+
+def url_without_password(url: str) -> str:
+    """A service URL with its password, if any, as ***.
+
+    >>> url_without_password("redis://user:secret@cache:6379/2")
+    'redis://user:***@cache:6379/2'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class OfflineSettings(BaseModel):

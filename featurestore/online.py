@@ -371,7 +371,7 @@ class OnlineStore:
             flat = np.frombuffer(blob, dtype="<f8")
             if flat.size * 8 != len(blob) or flat.size != shape[0] * shape[1] * shape[2]:
                 raise OnlineStoreError(
-                    f"Redis at {self.config.url} holds tile states of another width than "
+                    f"Redis at {self.config.shown_url} holds tile states of another width than "
                     f"{layout.width} floats for {keys[0][:-2]!r}: was the view changed without a "
                     "new version?"
                 )
@@ -401,7 +401,8 @@ class OnlineStore:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise OnlineStoreError(f"Redis at {self.config.url} is unreachable: {exc}") from exc
+            where = self.config.shown_url
+            raise OnlineStoreError(f"Redis at {where} is unreachable: {exc}") from exc
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,11 +26,12 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import redis
 from redis.connection import parse_url
+
+from featurestore.config import url_without_password
 
 __all__ = ["RedisPipe", "array_head", "bulks", "pack"]
 
@@ -194,7 +195,7 @@ class RedisPipe:
                 self._connecting = None
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        where = f"Redis at {_without_password(self.url)}"
+        where = f"Redis at {url_without_password(self.url)}"
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 if self._path is not None:
@@ -221,16 +222,3 @@ class RedisPipe:
             raise redis.ConnectionError(f"cannot connect to {where}: {exc}") from exc
         self._connection = connection
         return connection
-
-
-def _without_password(url: str) -> str:
-    """The URL as errors show it: a password in it becomes ***.
-
-    >>> _without_password("redis://user:secret@cache:6379/2")
-    'redis://user:***@cache:6379/2'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))

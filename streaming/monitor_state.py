@@ -296,7 +296,8 @@ class MonitorState:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise OnlineStoreError(f"Redis at {self.config.url} is unreachable: {exc}") from exc
+            where = self.config.shown_url
+            raise OnlineStoreError(f"Redis at {where} is unreachable: {exc}") from exc
 
 
 def _text(value: Any) -> str:

@@ -33,7 +33,7 @@ def readyz(request: Request) -> Response:
     try:
         state.health_redis.ping()
     except redis.RedisError as exc:
-        reasons.append(f"Redis at {state.settings.redis.url} is unreachable: {exc}")
+        reasons.append(f"Redis at {state.settings.redis.shown_url} is unreachable: {exc}")
     snapshot = state.models.snapshot
     if snapshot.generation < 0:
         reasons.append("the model registry has not been read yet")

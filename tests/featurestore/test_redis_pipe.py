@@ -13,7 +13,7 @@ import hiredis
 import pytest
 import redis as redis_lib
 
-from featurestore import redis_pipe
+from featurestore import config, redis_pipe
 from featurestore.redis_pipe import RedisPipe, pack
 from featurestore.services import free_port
 
@@ -169,5 +169,6 @@ def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
 
 
 def test_doctests() -> None:
-    """`pack` and the password-free URL in error messages."""
+    """`pack`, and the password-free URL of error messages."""
     assert doctest.testmod(redis_pipe).failed == 0
+    assert doctest.testmod(config).failed == 0

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from featurestore.config import KafkaSettings, Settings
+from featurestore.config import KafkaSettings, RedisSettings, Settings
 from featurestore.services import free_port
 from serving import create_app
 from tests.serving.conftest import USERS, redis_down
@@ -136,3 +136,15 @@ def _metrics_text(client: TestClient) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(client.app.state.serving.metrics.registry).decode()
+
+
+def test_an_outage_answer_does_not_show_the_redis_password(serving_settings: Settings) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    down = serving_settings.model_copy(update={"redis": RedisSettings(url=url, namespace="x")})
+    with TestClient(create_app(down)) as client:
+        response = client.post(PREDICT, json={"entities": ONE})
+        assert response.status_code == 503
+        ready = client.get("/readyz")
+        for text in (response.text, ready.text):
+            assert "s3cret" not in text
+            assert "redis://:***@127.0.0.1" in text
