@@ -109,7 +109,7 @@ def test_features_endpoint_matches_the_store(
     assert columns[world.refs[3]]["statuses"] == ["missing", "missing"]
 
 
-def test_concurrent_requests_share_one_redis_connection_and_each_gets_its_own_scores(
+def test_concurrent_requests_each_get_their_own_scores(
     serving_settings: Settings, world: World
 ) -> None:
     """Requests in flight together write their reads to one pipelined connection: every
