@@ -233,7 +233,8 @@ def measure(
         settings, floor_prefix, targets[0].url, targets[1].url, checked
     )
     if args.feast:
-        result["feast_values_differ"] = feast_differ(targets[2], checked, matrix, sample)
+        feast = next(target for target in targets if target.name == "feast")
+        result["feast_values_differ"] = feast_differ(feast, checked, matrix, sample)
     log(
         f"checks: features wrong {result['features_wrong']}, scores differ "
         f"{result['scores_differ']}, Feast values differ {result.get('feast_values_differ')}"

@@ -80,10 +80,10 @@ class _Connection(asyncio.Protocol):
     def call(self, packed: bytes, count: int) -> asyncio.Future[list[Any]]:
         future = self.loop.create_future()
         transport = self.transport
-        if transport is None and self.failed is None:
-            self.fail(redis.ConnectionError(f"{self.where}: the connection never opened"))
-        if transport is None or self.failed is not None:
-            future.set_exception(self.failed or redis.ConnectionError(f"{self.where}: closed"))
+        if transport is None:  # failed (`fail` drops the transport): the next call reconnects
+            error = self.failed or redis.ConnectionError(f"{self.where}: never opened")
+            self.fail(error)
+            future.set_exception(error)
             return future
         call = _Call(future, count)
         call.timer = self.loop.call_later(self.timeout_s, self._expire, call)
