@@ -6,7 +6,7 @@ events are produced once; then each consumer reads the same topic with a consume
 own, one after another, each in a subprocess of its own (so a measured RSS is that process's):
 
 1. floor  — consume + `orjson.loads`, nothing else: what one Python process can consume at all;
-2. worker — `streaming.worker.Worker`, end to end, first message to last applied event, with
+2. worker — `streaming.ingest.worker.Worker`, end to end, first message to last applied event, with
    the time spent in decode, the Redis merge and the Parquet append; floor and worker alternate
    `--repeats` times and the medians are the figures (every run is listed too);
 3. freshness — produce at `--freshness-rate` events/s with wall-clock event times, while a worker

@@ -22,10 +22,10 @@ import orjson
 from _harness import emit, peak_rss_mb
 from confluent_kafka import Consumer, Message
 
-import streaming.worker as worker_module
+import streaming.ingest.worker as worker_module
 from featurestore.config import KafkaSettings, Settings
 from featurestore.registry import Registry
-from streaming.worker import Worker
+from streaming.ingest.worker import Worker
 
 SCRIPT = Path(__file__).resolve()
 

@@ -79,7 +79,7 @@ from featurestore.models import (
     reference_profile,
 )
 from featurestore.timestamps import from_us
-from streaming.monitor import Monitor
+from streaming.monitor.monitor import Monitor
 from streaming.topics import ensure_topic
 
 # bench/serving.py's servers, loaded by path under a name of its own: `import serving` would

@@ -30,8 +30,8 @@ from featurestore.models.registry import (
 from featurestore.registry import Registry
 from featurestore.store import FeatureStore
 from featurestore.timestamps import from_us
+from streaming.ingest.worker import Worker
 from streaming.topics import ensure_topic
-from streaming.worker import Worker
 
 __all__ = [
     "VIEW",

@@ -74,8 +74,8 @@ from featurestore.definitions import (
     KafkaSource,
     ValueType,
 )
-from featurestore.historical import HistoricalQuery
-from featurestore.offline import OfflineStore
+from featurestore.offline.historical import HistoricalQuery
+from featurestore.offline.log import OfflineStore
 from featurestore.registry import Registry
 from featurestore.store import FeatureStore
 

@@ -35,6 +35,7 @@ import redis
 from featurestore.config import RedisSettings
 from featurestore.definitions import Function
 from featurestore.errors import OnlineStoreError
+from featurestore.positions import Position
 from featurestore.redis_pipe import RedisPipe, array_head, bulks, pack
 from featurestore.tiles import F64, TileLayout
 
@@ -204,17 +205,6 @@ end
 return table.concat(out)
 """
 )
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a view stands on one partition: last applied offset and the watermark."""
-
-    offset: int  # -1: nothing applied yet
-    watermark: int  # newest event time seen, microseconds; -2**62 before any event
-
-
-NO_POSITION = Position(-1, -(2**62))
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from typing import Any
 import pyarrow as pa
 
 from featurestore.config import Settings, load_settings
-from featurestore.datasets import Dataset, DatasetStore
 from featurestore.errors import RequestError
-from featurestore.historical import HistoricalQuery
+from featurestore.keys import entity_keys
 from featurestore.models.registry import ModelRegistry, ModelVersion, Objective
-from featurestore.offline import OfflineStore
+from featurestore.offline.datasets import Dataset, DatasetStore
+from featurestore.offline.historical import HistoricalQuery
+from featurestore.offline.log import OfflineStore
 from featurestore.online import OnlineStore, read_views
 from featurestore.registry import RegisteredView, Registry
 from featurestore.tiles import TileLayout
@@ -79,7 +80,7 @@ class FeatureStore:
         time of the newest event it covers.
         """
         refs = _refs(self, features, service)
-        rows = _entity_rows(entities)
+        _entity_rows(entities)  # checks that every key has as many rows
         when = _as_of_us(as_of)
         resolved = self.registry.resolve_refs(refs)
         views: dict[tuple[str, int], RegisteredView] = {}
@@ -94,8 +95,7 @@ class FeatureStore:
                     f"view {name!r} is keyed by {keys}; entities lack {missing} "
                     f"(given: {sorted(entities)})"
                 )
-            entity_keys = ["|".join(str(entities[k][i]) for k in keys) for i in range(rows)]
-            reads.append((name, version, self._layout(registered), entity_keys))
+            reads.append((name, version, self._layout(registered), entity_keys(entities, keys)))
         results = read_views(self.online, reads, when)
         by_view = dict(zip(views, results, strict=True))
 

@@ -16,8 +16,9 @@ import pyarrow as pa
 
 from featurestore.config import Settings
 from featurestore.definitions import Function
-from featurestore.historical import HistoricalQuery
-from featurestore.offline import OfflineStore
+from featurestore.keys import entity_key
+from featurestore.offline.historical import HistoricalQuery
+from featurestore.offline.log import OfflineStore
 from featurestore.online import OnlineStore, read_features
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
@@ -75,7 +76,7 @@ def verify_view(
     store = OnlineStore(settings.redis)
     online_values: list[dict[str, float | None]] = [{} for _ in points]
     for t, indexes in by_time.items():
-        keys = ["|".join(str(v) for v in points[i][0]) for i in indexes]
+        keys = [entity_key(points[i][0]) for i in indexes]
         [rows] = read_features(store, [(view.name, version, layout, keys)], t)
         for i, row in zip(indexes, rows, strict=True):
             online_values[i] = {name: value.value for name, value in row.items()}

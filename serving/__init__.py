@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from serving.app import create_app
     from serving.errors import ServingError
-    from serving.models import ModelCache
+    from serving.model_cache import ModelCache
     from serving.prediction_log import PredictionLog
 
 __all__ = ["ModelCache", "PredictionLog", "ServingError", "create_app"]
 
 _HOMES = {
-    "ModelCache": "serving.models",
+    "ModelCache": "serving.model_cache",
     "PredictionLog": "serving.prediction_log",
     "ServingError": "serving.errors",
     "create_app": "serving.app",

@@ -27,6 +27,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from featurestore.config import KafkaSettings
+from featurestore.keys import entity_key
 from serving.metrics import ServingMetrics
 
 __all__ = ["LogBatch", "LogGroup", "PredictionLog"]
@@ -70,7 +71,7 @@ class LogBatch:
             matrix, scores = group.matrix.tolist(), group.scores.tolist()
             for i, row in enumerate(group.rows.tolist()):
                 entities = {key: values[row] for key, values in columns}
-                key = "|".join(str(entities[k]) for k in self.key_columns if k in entities)
+                key = entity_key([entities[k] for k in self.key_columns if k in entities])
                 record = {
                     "request_id": self.request_id,
                     "at": at,

@@ -25,7 +25,7 @@ from featurestore.models.registry import SHADOW
 from featurestore.timestamps import from_us
 from serving.inputs import PredictInput, parse_predict
 from serving.metrics import Children
-from serving.models import LoadedModel
+from serving.model_cache import LoadedModel
 from serving.prediction_log import SERVED, LogBatch, LogGroup
 from serving.scoring import Group, missing_names, plan_groups, score_groups_async
 from serving.shadow import ShadowJob

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from featurestore.keys import entity_keys
 from featurestore.online import OnlineStore, ViewRead, ViewValues, read_views, read_views_async
 from serving.errors import BadRequest, NotFound
 from serving.inputs import PredictInput
-from serving.models import FeatureRead, LoadedModel, LoadedVersion
-from serving.rollout import row_keys
+from serving.model_cache import FeatureRead, LoadedModel, LoadedVersion
 
 __all__ = ["Group", "missing_names", "plan_groups", "score_groups", "score_groups_async"]
 
@@ -59,7 +59,7 @@ def plan_groups(model: LoadedModel, request: PredictInput, alias: str | None) ->
             groups = [Group(split.aliases[0], model.versions[split.versions[0]], everything)]
         else:
             _require_keys(model.name, model.route_keys, request)
-            keys = row_keys(request.entities, model.route_keys, request.rows)
+            keys = entity_keys(request.entities, model.route_keys)
             chosen = split.assign(keys)
             groups = [
                 Group(name, model.versions[version], np.flatnonzero(chosen == i))
@@ -136,7 +136,7 @@ class _FeatureReads:
         for key, (row_sets, read) in needed.items():
             layout, join_keys = read.layout, read.join_keys
             if join_keys not in keys_by_join:
-                keys_by_join[join_keys] = row_keys(request.entities, join_keys, request.rows)
+                keys_by_join[join_keys] = entity_keys(request.entities, join_keys)
             all_keys = keys_by_join[join_keys]
             if self.everything:
                 self.views.append((key[0], key[1], layout, all_keys))

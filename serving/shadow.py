@@ -20,7 +20,7 @@ import numpy as np
 from featurestore.online import OnlineStore
 from serving.inputs import PredictInput
 from serving.metrics import ServingMetrics
-from serving.models import LoadedVersion
+from serving.model_cache import LoadedVersion
 from serving.prediction_log import SHADOW_ROLE, LogBatch, LogGroup, PredictionLog
 from serving.scoring import Group, score_groups
 

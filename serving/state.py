@@ -20,7 +20,7 @@ from featurestore.models.registry import ModelRegistry
 from featurestore.store import FeatureStore
 from serving.errors import Forbidden, Unauthorized
 from serving.metrics import ServingMetrics
-from serving.models import ModelCache
+from serving.model_cache import ModelCache
 from serving.prediction_log import PredictionLog
 from serving.predictor import Predictor
 from serving.shadow import ShadowScorer

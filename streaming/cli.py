@@ -11,13 +11,13 @@ from rich.console import Console
 
 from featurestore.config import load_settings
 from featurestore.registry import Registry
-from streaming.backfill import backfill_from_log, backfill_from_topic
 from streaming.errors import StreamingError
-from streaming.importer import import_events
-from streaming.metrics import serve_metrics
-from streaming.monitor import Monitor
-from streaming.monitor_metrics import serve_monitor_metrics
-from streaming.worker import Worker
+from streaming.ingest.backfill import backfill_from_log, backfill_from_topic
+from streaming.ingest.importer import import_events
+from streaming.ingest.metrics import serve_metrics
+from streaming.ingest.worker import Worker
+from streaming.monitor.metrics import serve_monitor_metrics
+from streaming.monitor.monitor import Monitor
 
 console = Console()
 

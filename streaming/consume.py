@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from streaming.decode import Rejected
+from streaming.ingest.decode import Rejected
 
 __all__ = ["consumer_lag", "dead_letter", "messages_by_topic"]
 

@@ -70,7 +70,7 @@ def record_alerts(
     events: Iterable[dict[str, Any]],
     max_events: int = ALERT_LOG_LIMIT,
 ) -> None:
-    """Append alert events (`streaming.alerts` builds them) to the capped alert log."""
+    """Append alert events (`streaming.monitor.alerts` builds them) to the capped alert log."""
     _append(client, alert_log_key(namespace), events, max_events)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featurestore.models.metrics import average_precision, log_loss, mae, rmse, roc_auc
+from featurestore.models.evaluation import average_precision, log_loss, mae, rmse, roc_auc
 from featurestore.models.profile import bin_counts, reference_profile
 from featurestore.models.registry import (
     CANARY,

@@ -15,6 +15,7 @@ from rich.table import Table
 from featurestore.config import load_settings
 from featurestore.errors import RequestError
 from featurestore.models.params import load_params
+from featurestore.models.promotion import default_who
 from featurestore.models.registry import (
     PRODUCTION,
     AuditEntry,
@@ -22,7 +23,6 @@ from featurestore.models.registry import (
     ModelVersion,
     Objective,
 )
-from featurestore.models.rollout import default_who
 
 __all__ = ["models_app", "register"]
 

@@ -18,7 +18,7 @@ import orjson
 
 from featurestore import sqlite
 from featurestore.errors import RegistryError
-from featurestore.models.rollout import AuditEntry
+from featurestore.models.promotion import AuditEntry
 from featurestore.models.versions import DatasetRef, ModelVersion, Objective, Signature
 
 __all__ = [

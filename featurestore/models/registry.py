@@ -37,7 +37,7 @@ from featurestore.models.database import (
     to_json,
     version_from_row,
 )
-from featurestore.models.rollout import (
+from featurestore.models.promotion import (
     CANARY,
     HIGHER_IS_BETTER,
     PRODUCTION,

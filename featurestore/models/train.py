@@ -20,12 +20,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurestore.datasets import Dataset, content_hash
 from featurestore.errors import RequestError
-from featurestore.models.metrics import average_precision, log_loss, mae, rmse, roc_auc
+from featurestore.models.evaluation import average_precision, log_loss, mae, rmse, roc_auc
 from featurestore.models.params import merge_params
 from featurestore.models.profile import reference_profile
-from featurestore.models.rollout import default_who
+from featurestore.models.promotion import default_who
 from featurestore.models.versions import (
     DatasetRef,
     FeatureSpec,
@@ -33,6 +32,7 @@ from featurestore.models.versions import (
     Objective,
     Signature,
 )
+from featurestore.offline.datasets import Dataset, content_hash
 from featurestore.repo import parse_ref
 
 if TYPE_CHECKING:

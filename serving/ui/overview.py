@@ -15,7 +15,7 @@ from typing import Any
 from featurestore.drift.history import drift_history, recent_alerts
 from featurestore.drift.state import latest_drift
 from featurestore.errors import FeatureStoreError
-from featurestore.online import NO_POSITION
+from featurestore.positions import NO_POSITION
 from featurestore.timestamps import from_us, to_us
 from serving.state import ServingState
 from serving.ui.lag import LagProbe, lag

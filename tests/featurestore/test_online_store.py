@@ -22,16 +22,15 @@ from featurestore.config import RedisSettings
 from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
 from featurestore.online import (
     BUCKET_TILES,
-    NO_POSITION,
     FeatureValue,
     OnlineStore,
-    Position,
     ViewRead,
     ViewValues,
     read_features,
     read_views,
     read_views_async,
 )
+from featurestore.positions import NO_POSITION, Position
 from featurestore.tiles import TileLayout
 from tests import reference
 from tests.reference import Event

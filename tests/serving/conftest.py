@@ -38,7 +38,7 @@ from featurestore.config import (
 )
 from featurestore.services import free_port
 from serving import create_app
-from streaming.importer import import_events
+from streaming.ingest.importer import import_events
 from streaming.topics import ensure_topic
 
 REPO = """

@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.rollout import Split, row_keys, unit_interval
+from featurestore.keys import entity_keys
+from serving.traffic_split import Split, unit_interval
 
 aliases = st.dictionaries(
     st.sampled_from(["production", "canary", "blue", "green", "shadow"]),
@@ -88,18 +89,18 @@ def test_a_growing_canary_keeps_its_entities() -> None:
     assert on_small < on_large
 
 
-def test_row_keys_join_composite_keys_like_the_online_store() -> None:
+def test_entity_keys_join_composite_keys_like_the_online_store() -> None:
     entities = {"user_id": ["a", "b"], "card": [1, 2]}
-    assert row_keys(entities, ("user_id", "card"), 2) == ["a|1", "b|2"]
-    assert row_keys(entities, ("card",), 2) == ["1", "2"]
+    assert entity_keys(entities, ("user_id", "card")) == ["a|1", "b|2"]
+    assert entity_keys(entities, ("card",)) == ["1", "2"]
 
 
 def test_module_examples_run() -> None:
     import doctest
 
     import serving.inputs
-    import serving.rollout
+    import serving.traffic_split
 
-    for module in (serving.rollout, serving.inputs):
+    for module in (serving.traffic_split, serving.inputs):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

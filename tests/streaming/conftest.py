@@ -19,8 +19,8 @@ from featurestore.config import KafkaSettings, OfflineSettings, RedisSettings, S
 from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
 from featurestore.online import OnlineStore, read_features
 from featurestore.tiles import TileLayout
+from streaming.ingest.worker import Worker
 from streaming.topics import ensure_topic
-from streaming.worker import Worker
 from tests.reference import apply_lateness, newest_event, view_features
 
 BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

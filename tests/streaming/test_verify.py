@@ -14,7 +14,7 @@ from featurestore.config import Settings
 from featurestore.definitions import Aggregation
 from featurestore.registry import RegisteredView
 from featurestore.verify import verify_view
-from streaming.worker import Worker
+from streaming.ingest.worker import Worker
 from tests.streaming.conftest import event_payload, make_view, publish, random_events
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from featurestore.models import (
     Objective,
     Signature,
 )
-from featurestore.offline import OfflineStore
+from featurestore.offline.log import OfflineStore
 
 SECOND = 1_000_000
 T0 = 1_767_225_600 * SECOND  # 2026-01-01T00:00:00Z

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightgbm as lgb
 import pytest
 
-import featurestore.models.rollout
+import featurestore.models.promotion
 from featurestore.config import ModelsSettings
 from featurestore.errors import RegistryError
 from featurestore.models import (
@@ -430,4 +430,4 @@ def test_signature_round_trips() -> None:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(featurestore.models.rollout).failed == 0
+    assert doctest.testmod(featurestore.models.promotion).failed == 0

@@ -1,0 +1,155 @@
+"""Versioned training datasets: rows, the entity rows that made them, and a manifest.
+
+Layout: `<offline root>/_datasets/<name>/v<version>/` holding `data.parquet`, `entities.parquet`
+and `manifest.json`.
+Feature refs are pinned to the view versions they resolved to, so re-creating a dataset from its
+manifest computes exactly the same rows; the content hash proves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurestore.errors import RequestError
+from featurestore.offline.historical import HistoricalQuery
+from featurestore.offline.log import OfflineStore
+from featurestore.registry import RegisteredView
+from featurestore.timestamps import from_us
+
+MANIFEST = "manifest.json"
+_HASH_BATCH = 65_536
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    version: int
+    path: Path  # the rows, a Parquet file
+    manifest: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class DatasetStore:
+    def __init__(self, offline: OfflineStore) -> None:
+        self.offline = offline
+        self.root = offline.root / "_datasets"
+
+    def create(
+        self,
+        name: str,
+        entity_rows: Any,
+        resolved: list[tuple[RegisteredView, str]],
+        service: str | None = None,
+        timestamp_column: str = "event_timestamp",
+    ) -> Dataset:
+        version = max(self.versions(name), default=0) + 1
+        directory = self.root / name / f"v{version}"
+        directory.mkdir(parents=True)
+        entities = directory / "entities.parquet"
+        _copy_entity_rows(entity_rows, entities)
+        refs = [f"{r.name}@{r.version}:{feature}" for r, feature in resolved]
+        query = HistoricalQuery(
+            self.offline,
+            entities,
+            resolved,
+            timestamp_column=timestamp_column,
+            full_feature_names=True,
+        )
+        data = query.to_parquet(directory / "data.parquet")
+        first, last, rows = query.con.execute(
+            "SELECT min(__t), max(__t), count(*) FROM labels"
+        ).fetchone() or (None, None, 0)
+        manifest = {
+            "name": name,
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "features": refs,
+            "service": service,
+            "views": {
+                r.name: {"version": r.version, "fingerprint": r.fingerprint} for r, _ in resolved
+            },
+            "timestamp_column": timestamp_column,
+            "entity_rows_hash": content_hash(entities),
+            "time_range": [_iso(first), _iso(last)],
+            "row_count": rows,
+            "content_hash": content_hash(data),
+            "libraries": {p: package_version(p) for p in ("fstore", "duckdb", "pyarrow")},
+        }
+        (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return Dataset(name, version, data, manifest)
+
+    def get(self, ref: str) -> Dataset:
+        """`name` (latest) or `name@version`."""
+        name, _, version_text = ref.partition("@")
+        versions = self.versions(name)
+        if not versions:
+            raise RequestError(f"no dataset named {name!r} under {self.root}")
+        version = int(version_text) if version_text else max(versions)
+        if version not in versions:
+            raise RequestError(f"dataset {name!r} has versions {versions}, not {version}")
+        directory = self.root / name / f"v{version}"
+        manifest = json.loads((directory / MANIFEST).read_text())
+        return Dataset(name, version, directory / "data.parquet", manifest)
+
+    def all(self) -> list[Dataset]:
+        if not self.root.exists():
+            return []
+        return [
+            self.get(f"{d.name}@{v}")
+            for d in sorted(self.root.iterdir())
+            for v in self.versions(d.name)
+        ]
+
+    def versions(self, name: str) -> list[int]:
+        directory = self.root / name
+        if not directory.exists():
+            return []
+        return sorted(
+            int(d.name[1:])
+            for d in directory.iterdir()
+            if d.name.startswith("v") and (d / MANIFEST).exists()
+        )
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a Parquet file's logical content (schema and rows), not of its bytes."""
+    digest = hashlib.sha256()
+    parquet = pq.ParquetFile(path)
+    digest.update(parquet.schema_arrow.serialize())
+    for batch in parquet.iter_batches(batch_size=_HASH_BATCH):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        digest.update(sink.getvalue())
+    return digest.hexdigest()
+
+
+def _copy_entity_rows(entity_rows: Any, target: Path) -> None:
+    if isinstance(entity_rows, str | Path):
+        table = pq.read_table(entity_rows)
+    elif isinstance(entity_rows, pa.Table):
+        table = entity_rows
+    elif hasattr(entity_rows, "columns") and hasattr(entity_rows, "to_numpy"):
+        table = pa.Table.from_pandas(entity_rows, preserve_index=False)
+    else:
+        raise RequestError(
+            "entity rows must be a pandas DataFrame, a pyarrow Table or a Parquet path, "
+            f"not {type(entity_rows).__name__}"
+        )
+    pq.write_table(table, target)
+
+
+def _iso(us: int | None) -> str | None:
+    return None if us is None else from_us(us).isoformat()

@@ -1,0 +1,301 @@
+"""Point-in-time correct feature values from the offline log, with DuckDB.
+
+For each entity row at time t, every windowed feature is computed from the raw applied events
+with the window formula of docs/semantics.md: events of the same entity with
+`floor(e/T) >= floor(t/T) - n + 1` and `e <= t`. Per view, the events and the entity rows are
+stacked into one stream sorted per entity by time, and every window is a frame over it that ends
+at the row itself, so no event after t can reach any value. No (row, event) pairs are ever formed:
+the work grows with events + rows, not with their product. DuckDB sorts out of core (it spills to
+disk), and `COPY ... TO` streams the result to Parquet instead of holding it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from featurestore.definitions import Function, ValueType
+from featurestore.errors import RequestError
+from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore, sql_literal
+from featurestore.registry import RegisteredView
+from featurestore.tiles import TileLayout
+
+ROW = "__row"
+_SQL_TYPES = {
+    ValueType.STRING: {"VARCHAR"},
+    ValueType.INT64: {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER"},
+    ValueType.FLOAT64: {"DOUBLE", "FLOAT"},
+    ValueType.BOOL: {"BOOLEAN"},
+}
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier: every name from definitions or entity rows goes through here."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _window_sql(function: Function, column: str | None, window: str) -> str:
+    """A window aggregate over the stacked stream, where entity rows carry NULLs."""
+    value = f"{_ident(column)}::DOUBLE" if column is not None else ""
+    if function is Function.COUNT:
+        return f"count(__event) OVER {window}"
+    if function is Function.SUM:
+        return f"coalesce(sum({value}) OVER {window}, 0.0)"
+    if function is Function.APPROX_COUNT_DISTINCT:
+        return f"(approx_count_distinct({_ident(column or '')}) OVER {window})::DOUBLE"
+    return {
+        Function.MEAN: f"avg({value}) OVER {window}",
+        Function.MIN: f"min({value}) OVER {window}",
+        Function.MAX: f"max({value}) OVER {window}",
+        Function.VARIANCE: f"var_samp({value}) OVER {window}",
+        Function.STDDEV: f"stddev_samp({value}) OVER {window}",
+    }[function]
+
+
+class HistoricalQuery:
+    """One training-set query: entity rows in, one column per requested feature out."""
+
+    def __init__(
+        self,
+        offline: OfflineStore,
+        entities: Any,
+        resolved: Sequence[tuple[RegisteredView, str]],
+        timestamp_column: str = "event_timestamp",
+        full_feature_names: bool = False,
+        statuses: bool = False,
+    ) -> None:
+        self.offline = offline
+        self.statuses = statuses
+        self.resolved = resolved
+        self.timestamp_column = timestamp_column
+        self.con = offline.connect()
+        self.entity_columns = self._load_entities(entities)
+        self.names = self._column_names(full_feature_names)
+
+    def to_arrow(self) -> pa.Table:
+        return self.con.sql(self.sql()).to_arrow_table()
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Stream the result into a Parquet file without holding it in memory."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.con.execute(f"COPY ({self.sql()}) TO {sql_literal(target)} (FORMAT parquet)")
+        return target
+
+    def sql(self) -> str:
+        views: dict[tuple[str, int], RegisteredView] = {}
+        for registered, _feature in self.resolved:
+            views.setdefault((registered.name, registered.version), registered)
+        parts = {
+            key: self._view_sql(registered, i) for i, (key, registered) in enumerate(views.items())
+        }
+        carried = ", ".join(f"l.{_ident(c)}" for c in self.entity_columns)
+        selected = []
+        for (registered, feature), name in zip(self.resolved, self.names, strict=True):
+            alias = f"v{list(views).index((registered.name, registered.version))}"
+            selected.append(f"{alias}.{_ident(feature)} AS {_ident(name)}")
+            if self.statuses:
+                status = f"{alias}.{_ident(feature + '__status')}"
+                selected.append(f"{status} AS {_ident(name + '__status')}")
+        joins = " ".join(
+            f"JOIN ({sql}) v{i} ON v{i}.{ROW} = l.{ROW}" for i, sql in enumerate(parts.values())
+        )
+        return f"SELECT {carried}, {', '.join(selected)} FROM labels l {joins} ORDER BY l.{ROW}"
+
+    def _view_sql(self, registered: RegisteredView, index: int) -> str:
+        """One view's features for every entity row, by window functions over a merged stream.
+
+        The view's events and the entity rows are stacked and sorted per entity by time. A
+        window of n tiles is a RANGE frame reaching back from a row at t to the far edge
+        `(floor(t/T) - n + 1)·T` — `t mod T + (n-1)·T` before t, a per-row offset — and up to t
+        inclusive (RANGE's CURRENT ROW takes the events at exactly t), so no event after t can
+        reach a value. Entity rows carry NULL values and are not counted. `last` is the newest
+        event by (time, partition, offset) sorted before the row — kept when it is inside the
+        window — and its time is the newest event time the statuses need.
+        """
+        view = registered.view
+        layout = TileLayout(view)
+        tile = view.tile_us
+        self._check_keys(registered)
+        events = self._events_sql(registered, f"events{index}")
+        keys = [_ident(k) for k in view.join_keys]
+        columns = sorted({f.column for f in layout.features if f.column is not None})
+        stacked = (
+            f"SELECT {', '.join(keys)}, __ts, 0 AS __label, {PARTITION}, {OFFSET}, "
+            f"NULL::BIGINT AS {ROW}, 1 AS __event"
+            + "".join(f", {_ident(c)}" for c in columns)
+            + f" FROM {events} UNION ALL "
+            f"SELECT {', '.join(keys)}, __t, 1, NULL, NULL, {ROW}, NULL"
+            + "".join(f", NULL AS {_ident(c)}" for c in columns)
+            + " FROM labels"
+        )
+        by_entity = f"PARTITION BY {', '.join(keys)}"
+        frames = {
+            n: f"w{n} AS ({by_entity} ORDER BY __ts RANGE BETWEEN "
+            f"(__ts % {tile} + {tile}) % {tile} + {(n - 1) * tile} PRECEDING AND CURRENT ROW)"
+            for n in sorted({f.window_tiles for f in layout.features})
+        }
+        newest = (
+            f"OVER ({by_entity} ORDER BY __ts, __label, {PARTITION}, {OFFSET} "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        )
+        inner = [
+            f"last_value(CASE WHEN __event = 1 THEN __ts END IGNORE NULLS) {newest} AS __last_ts"
+        ]
+        inner += [
+            f"last_value({_ident(c)}::DOUBLE IGNORE NULLS) {newest} AS {_ident('__last_' + c)}"
+            for c in columns
+            if any(f.function is Function.LAST and f.column == c for f in layout.features)
+        ]
+        outer = []
+        for i, feature in enumerate(layout.features):
+            start = (
+                f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(feature.window_tiles - 1) * tile})"
+            )
+            if feature.function is Function.LAST:
+                last = _ident(f"__last_{feature.column}")
+                value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
+            else:
+                inner.append(
+                    _window_sql(feature.function, feature.column, f"w{feature.window_tiles}")
+                    + f" AS __f{i}"
+                )
+                value = f"__f{i}"
+            outer.append(f"{value} AS {_ident(feature.name)}")
+            if self.statuses:
+                # As online reads report it: missing without a value, stale when the newest
+                # event in the window is older than the view's ttl.
+                stale = (
+                    "FALSE"
+                    if view.ttl_us is None
+                    else f"__last_ts >= {start} AND __last_ts < __ts - {view.ttl_us}"
+                )
+                outer.append(
+                    f"CASE WHEN {value} IS NULL THEN 'missing' WHEN {stale} THEN 'stale' "
+                    f"ELSE 'ok' END AS {_ident(feature.name + '__status')}"
+                )
+        return (
+            f"SELECT {ROW}, {', '.join(outer)} FROM ("
+            f"SELECT {ROW}, __ts, {', '.join(inner)} FROM ({stacked}) "
+            f"WINDOW {', '.join(frames.values())} QUALIFY {ROW} IS NOT NULL)"
+        )
+
+    def _events_sql(self, registered: RegisteredView, name: str) -> str:
+        """The view's applied events, each (partition, offset) once, pruned to the rows' dates."""
+        view = registered.view
+        directory = self.offline.view_dir(view.name, registered.version)
+        if not any(directory.glob("date=*/*.parquet")):
+            columns = [
+                f"NULL::{_sql_type(t)} AS {_ident(c)}"
+                for c, t in view.source.schema_.items()
+                if c != view.source.timestamp_field
+            ]
+            self.con.execute(
+                f"CREATE TEMP TABLE {name} AS SELECT {', '.join(columns)}, "
+                f"NULL::BIGINT AS __ts, NULL::INTEGER AS {PARTITION}, NULL::BIGINT AS {OFFSET} "
+                "LIMIT 0"
+            )
+            return name
+        first, last = self.con.execute(
+            f"SELECT min(__t) - {view.max_window_us}, max(__t) FROM labels"
+        ).fetchone() or (None, None)
+        pruning = (
+            ""
+            if first is None
+            else f"WHERE CAST(date AS DATE) BETWEEN make_timestamp({first})::DATE "
+            f"AND make_timestamp({last})::DATE AND epoch_us({TIMESTAMP}) <= {last}"
+        )
+        self.con.execute(
+            f"CREATE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
+            f"FROM read_parquet({sql_literal(directory / 'date=*' / '*.parquet')}, "
+            "hive_partitioning = true) "
+            f"{pruning} QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
+        )
+        return name
+
+    def _check_keys(self, registered: RegisteredView) -> None:
+        schema = registered.view.source.schema_
+        for key in registered.view.join_keys:
+            if key not in self.entity_columns:
+                raise RequestError(
+                    f"view {registered.name!r} is keyed by {registered.view.join_keys}; the "
+                    f"entity rows lack {key!r} (columns: {sorted(self.entity_columns)})"
+                )
+            given, wanted = self.entity_columns[key], schema[key]
+            if given not in _SQL_TYPES.get(wanted, set()):
+                raise RequestError(
+                    f"entity key {key!r} is {given} in the entity rows but {wanted} in "
+                    f"{registered.name!r}'s source; cast it"
+                )
+
+    def _load_entities(self, entities: Any) -> dict[str, str]:
+        if isinstance(entities, str | Path):
+            self.con.execute(
+                "CREATE TEMP VIEW entity_rows AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS {ROW} "
+                f"FROM read_parquet({sql_literal(entities)}, file_row_number = true)"
+            )
+        else:
+            if not isinstance(entities, pa.Table):
+                if not (hasattr(entities, "columns") and hasattr(entities, "to_numpy")):
+                    raise RequestError(
+                        "entity rows must be a pandas DataFrame, a pyarrow Table or a Parquet "
+                        f"path, not {type(entities).__name__}"
+                    )
+                entities = pa.Table.from_pandas(entities, preserve_index=False)
+            numbered = entities.append_column(ROW, pa.array(range(entities.num_rows), pa.int64()))
+            self.con.register("entity_rows", numbered)
+        relation = self.con.sql("SELECT * FROM entity_rows LIMIT 0")
+        columns = {
+            c: str(t) for c, t in zip(relation.columns, relation.types, strict=True) if c != ROW
+        }
+        if self.timestamp_column not in columns:
+            raise RequestError(
+                f"entity rows have no timestamp column {self.timestamp_column!r} "
+                f"(columns: {sorted(columns)}); pass timestamp_column=..."
+            )
+        kind = columns[self.timestamp_column]
+        if kind.startswith("TIMESTAMP") and "TIME ZONE" not in kind:
+            warnings.warn(
+                f"timestamp column {self.timestamp_column!r} has no timezone; read as UTC",
+                stacklevel=4,
+            )
+        elif kind != "TIMESTAMP WITH TIME ZONE":
+            raise RequestError(
+                f"timestamp column {self.timestamp_column!r} is {kind}; it must be a timestamp"
+            )
+        # epoch_us of a zone-less timestamp reads its wall clock as UTC, as the warning says.
+        self.con.execute(
+            f"CREATE TEMP VIEW labels AS SELECT *, epoch_us({_ident(self.timestamp_column)}) "
+            "AS __t "
+            "FROM entity_rows"
+        )
+        return columns
+
+    def _column_names(self, full: bool) -> list[str]:
+        names = [
+            f"{registered.name}__{feature}" if full else feature
+            for registered, feature in self.resolved
+        ]
+        taken = set(self.entity_columns)
+        clashes = sorted({n for n in names if names.count(n) > 1 or n in taken})
+        if clashes:
+            raise RequestError(
+                f"feature columns {clashes} clash with each other or with the entity columns; "
+                "pass full_feature_names=True to name them view__feature"
+            )
+        return names
+
+
+def _sql_type(kind: ValueType) -> str:
+    return {
+        ValueType.STRING: "VARCHAR",
+        ValueType.INT64: "BIGINT",
+        ValueType.FLOAT64: "DOUBLE",
+        ValueType.BOOL: "BOOLEAN",
+        ValueType.TIMESTAMP: "VARCHAR",
+    }[kind]

@@ -1,0 +1,1 @@
+"""Ingest: Kafka events -> decoded batches -> the feature writer (Redis tiles + Parquet log)."""

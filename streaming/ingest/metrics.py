@@ -1,0 +1,57 @@
+"""Prometheus metrics of an ingest worker, read from its counters at scrape time.
+
+Nothing is updated per event: a scrape reads `Worker.counters` and the consumer lag that
+librdkafka reports in its statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from streaming.ingest.worker import Worker
+
+
+class WorkerCollector(Collector):
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        counters = self.worker.counters
+        events = CounterMetricFamily(
+            "fstore_ingest_events", "Events consumed, by outcome", labels=["outcome"]
+        )
+        events.add_metric(["consumed"], counters.consumed)
+        events.add_metric(["applied"], counters.applied)
+        events.add_metric(["late"], counters.late)
+        events.add_metric(["dead_letter"], counters.dead_lettered)
+        yield events
+        yield CounterMetricFamily("fstore_ingest_batches", "Batches processed", counters.batches)
+        yield CounterMetricFamily(
+            "fstore_ingest_batch_seconds", "Time spent processing batches", counters.batch_seconds
+        )
+        yield CounterMetricFamily(
+            "fstore_ingest_conflicts",
+            "Batches redone after a position conflict",
+            counters.conflicts,
+        )
+        lag = GaugeMetricFamily(
+            "fstore_ingest_consumer_lag",
+            "Messages behind the partition end",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), value in sorted(self.worker.lag.items()):
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+
+
+def serve_metrics(worker: Worker, port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on `host:port` (port 0: none)."""
+    if port:
+        REGISTRY.register(WorkerCollector(worker))
+        start_http_server(port, addr=host)

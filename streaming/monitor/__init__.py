@@ -1,0 +1,1 @@
+"""The drift monitor: prediction log (and labels) -> windowed drift statistics and alerts."""

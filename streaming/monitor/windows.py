@@ -1,0 +1,100 @@
+"""One batch of the monitor, before it goes to Redis: which records are fresh, which are late,
+where each partition moves to, and the window accumulators of the rest.
+
+Lateness is decided per partition against the watermark before each record (the newest event
+time of the partition's earlier records), as the ingest worker does, so whether a record
+counts does not depend on how the stream was cut into batches. A record in a window that is
+already closed is late too (a partition seen for the first time may bring old times).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from confluent_kafka import Message
+
+from featurestore.drift.accumulator import accumulate_groups
+from featurestore.positions import NO_POSITION, Position
+from featurestore.tiles import I64
+from streaming.monitor.records import Predictions
+from streaming.monitor.references import References
+
+__all__ = ["Moves", "accumulators", "move_rejected", "select"]
+
+Moves = dict[tuple[str, int], tuple[Position, Position]]
+Positions = dict[tuple[str, int], Position]
+
+
+def select(
+    positions: Positions,
+    topic: str,
+    ts: I64,
+    partition: I64,
+    offset: I64,
+    moves: Moves,
+    lateness_us: int | None,
+    closed: int | None = None,
+) -> tuple[I64, I64]:
+    """Fresh records (offset past the stored position) split into kept and late (none are
+    late when `lateness_us` is None); each partition's move goes into `moves`."""
+    kept: list[I64] = []
+    late: list[I64] = []
+    for p in np.unique(partition).tolist():
+        old = positions.get((topic, p), NO_POSITION)
+        index = np.flatnonzero((partition == p) & (offset > old.offset))
+        if not len(index):
+            continue
+        times = ts[index]
+        is_late = np.zeros(len(index), dtype=bool)
+        if lateness_us is not None:
+            before = np.maximum.accumulate(np.concatenate(([old.watermark], times[:-1])))
+            is_late = times < before - lateness_us
+            if closed is not None:
+                is_late |= times < closed
+        kept.append(index[~is_late])
+        late.append(index[is_late])
+        moves[(topic, p)] = (
+            old,
+            Position(int(offset[index].max()), max(old.watermark, int(times.max()))),
+        )
+    empty = np.zeros(0, dtype=np.int64)
+    return (
+        np.sort(np.concatenate(kept)) if kept else empty,
+        np.concatenate(late) if late else empty,
+    )
+
+
+def move_rejected(positions: Positions, topic: str, batch: Sequence[Message], moves: Moves) -> None:
+    """Move partitions past messages that were not records (dead-lettered, unmonitored)."""
+    for message in batch:
+        key = (topic, message.partition() or 0)
+        offset = message.offset() or 0
+        old, new = moves.get(key, (positions.get(key, NO_POSITION),) * 2)
+        if offset > new.offset:
+            moves[key] = (old, Position(offset, new.watermark))
+
+
+def accumulators(
+    predictions: Predictions, kept: I64, references: References, window_us: int
+) -> list[tuple[int, str, np.ndarray]]:
+    """(window start, field, accumulator) of every column of every series in the kept rows."""
+    out: list[tuple[int, str, np.ndarray]] = []
+    if not len(kept):
+        return out
+    series = predictions.series[kept]
+    for s in np.unique(series).tolist():
+        model, version, role = predictions.keys[s]
+        reference = references.get(model, version)
+        if reference is None:
+            continue
+        rows = kept[series == s]
+        # None (a missing feature) becomes NaN here.
+        matrix = np.array(predictions.rows[s], dtype=np.float64)[predictions.position[rows]]
+        starts = predictions.ts[rows] // window_us * window_us
+        windows, groups = np.unique(starts, return_inverse=True)
+        for j, ((kind, column), profile) in enumerate(reference.columns.items()):
+            vectors = accumulate_groups(profile["edges"], matrix[:, j], groups, len(windows))
+            name = f"{model}|{version}|{role}|{kind}|{column}"
+            out += [(int(w), name, vectors[g]) for g, w in enumerate(windows.tolist())]
+    return out

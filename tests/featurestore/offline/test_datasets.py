@@ -1,0 +1,134 @@
+"""Versioned training datasets: manifest, listing, and reproducible content."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from featurestore import FeatureStore, Registry, RequestError, cli, load_repo
+from featurestore.config import OfflineSettings, RegistrySettings, Settings
+from featurestore.offline.log import OfflineStore
+
+SECOND = 1_000_000
+T0 = 1_767_225_600 * SECOND
+REPO = """
+from featurestore import Aggregation, Entity, FeatureService, FeatureView, KafkaSource
+
+user = Entity(name="user", join_keys=["user_id"])
+txns = KafkaSource(name="txns", topic="txns", timestamp_field="ts",
+                   schema={"user_id": "string", "amount": "float64"})
+user_txn = FeatureView(name="user_txn", entities=[user], source=txns, tile="1m",
+    aggregations=[Aggregation(column="amount", function="sum", windows=["10m", "1h"]),
+                  Aggregation(column="amount", function="last", windows=["1h"])])
+fraud = FeatureService(name="fraud",
+                       features=["user_txn:amount_sum_10m", "user_txn:amount_last_1h"])
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FeatureStore:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "features.py").write_text(REPO)
+    settings = Settings(
+        offline=OfflineSettings(root=tmp_path / "offline"),
+        registry=RegistrySettings(path=tmp_path / "registry"),
+    )
+    Registry(settings.registry).apply(load_repo(tmp_path / "repo"))
+    events = pa.table(
+        {
+            "user_id": ["a", "a", "b", "a"],
+            "amount": [1.0, 2.0, 5.0, 4.0],
+            "event_timestamp": pa.array(
+                [T0, T0 + 30 * SECOND, T0 + 40 * SECOND, T0 + 900 * SECOND],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "_partition": pa.array([0, 0, 1, 0], pa.int32()),
+            "_offset": pa.array([0, 1, 0, 2], pa.int64()),
+        }
+    )
+    OfflineStore(settings.offline).append("user_txn", 1, events)
+    return FeatureStore(settings)
+
+
+@pytest.fixture
+def labels(tmp_path: Path) -> Path:
+    path = tmp_path / "labels.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["a", "b", "a"],
+                "event_timestamp": pa.array(
+                    [T0 + 60 * SECOND, T0 + 60 * SECOND, T0 + 1000 * SECOND],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "is_fraud": [0, 1, 0],
+            }
+        ),
+        path,
+    )
+    return path
+
+
+def test_create_dataset_writes_rows_and_a_manifest(store: FeatureStore, labels: Path) -> None:
+    dataset = store.create_dataset("train", labels, service="fraud")
+
+    assert (dataset.name, dataset.version) == ("train", 1)
+    rows = pq.read_table(dataset.path).to_pylist()
+    assert [r["user_txn__amount_sum_10m"] for r in rows] == [3.0, 5.0, 4.0]
+    assert [r["user_txn__amount_last_1h"] for r in rows] == [2.0, 5.0, 4.0]
+    assert [r["is_fraud"] for r in rows] == [0, 1, 0]
+    manifest = dataset.manifest
+    assert manifest["features"] == ["user_txn@1:amount_sum_10m", "user_txn@1:amount_last_1h"]
+    assert manifest["service"] == "fraud"
+    assert manifest["row_count"] == 3
+    assert manifest["views"]["user_txn"]["version"] == 1
+    assert manifest["time_range"] == ["2026-01-01T00:01:00+00:00", "2026-01-01T00:16:40+00:00"]
+    assert set(manifest["libraries"]) == {"fstore", "duckdb", "pyarrow"}
+    assert json.loads((dataset.path.parent / "manifest.json").read_text()) == manifest
+
+
+def test_recreating_from_the_manifest_gives_the_same_content(
+    store: FeatureStore, labels: Path
+) -> None:
+    first = store.create_dataset("train", labels, features=["user_txn:amount_sum_1h"])
+    again = store.recreate_dataset("train@1")
+
+    assert again.version == 2
+    assert again.manifest["content_hash"] == first.manifest["content_hash"]
+    assert again.manifest["entity_rows_hash"] == first.manifest["entity_rows_hash"]
+    # Different features, different content.
+    other = store.create_dataset("train", labels, features=["user_txn:amount_sum_10m"])
+    assert other.manifest["content_hash"] != first.manifest["content_hash"]
+    assert [d.ref for d in store.datasets.all()] == ["train@1", "train@2", "train@3"]
+
+
+def test_unknown_dataset_is_named(store: FeatureStore) -> None:
+    with pytest.raises(RequestError, match="no dataset named 'nope'"):
+        store.datasets.get("nope@1")
+
+
+def test_cli_create_list_show(
+    store: FeatureStore, labels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FSTORE_CONFIG", raising=False)
+    monkeypatch.setenv("FSTORE_OFFLINE_ROOT", str(tmp_path / "offline"))
+    monkeypatch.setenv("FSTORE_REGISTRY_PATH", str(tmp_path / "registry"))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+
+    created = runner.invoke(
+        cli.app, ["dataset", "create", "train", "--entities", str(labels), "--service", "fraud"]
+    )
+    assert created.exit_code == 0, created.output
+    assert "Created train@1: 3 rows" in created.output
+    listing = runner.invoke(cli.app, ["dataset", "list"])
+    assert "train@1" in listing.output
+    shown = runner.invoke(cli.app, ["dataset", "show", "train"])
+    assert shown.exit_code == 0
+    assert '"row_count": 3' in shown.output
