@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis as redis_lib
-from tests.streaming.test_monitor import (
+from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
     T0,

@@ -15,8 +15,8 @@ import orjson
 import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
-from tests.streaming.test_crash import dead_letters
-from tests.streaming.test_monitor import (
+from tests.streaming.ingest.test_crash import dead_letters
+from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
     T0,

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Producer
-from tests.streaming.test_monitor import (
+from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
     T0,
