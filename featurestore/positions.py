@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NO_POSITION", "Position"]
+__all__ = ["NO_POSITION", "Position", "PositionConflict"]
 
 
 @dataclass(frozen=True)
@@ -21,3 +21,14 @@ class Position:
 
 
 NO_POSITION = Position(-1, -(2**62))
+
+
+@dataclass(frozen=True)
+class PositionConflict:
+    """Why an atomic batch write changed nothing: a partition's stored position is not the one
+    the batch started from (another consumer moved it after a rebalance, or the batch is a
+    replay). The writer re-reads the positions and redoes the batch from there."""
+
+    partition: int
+    stored_offset: int  # -1: none stored
+    topic: str | None = None  # set where one store keeps positions of several topics

@@ -13,7 +13,11 @@ and the connection stays in step. A connection that fails, or whose oldest call 
 every call still waiting on it with `redis.ConnectionError` or `redis.TimeoutError` and is
 closed (answers can no longer be matched to callers); the next call connects again.
 
->>> pipe = RedisPipe("redis://127.0.0.1:6379/0")
+Where it connects (host, TLS, AUTH, timeouts) comes as an `Endpoint`, which
+`featurestore.redis_client.make_pipe` builds from the URL with the same rules as every other
+client of ours.
+
+>>> pipe = RedisPipe(Endpoint("Redis at redis://127.0.0.1:6379/0"))
 >>> await pipe.execute(b"*1\\r\\n$4\\r\\nPING\\r\\n", 1)  # doctest: +SKIP
 [b'PONG']
 """
@@ -29,11 +33,8 @@ from typing import Any, cast
 
 import hiredis
 import redis
-from redis.connection import parse_url
 
-from featurestore.config import url_without_password
-
-__all__ = ["RedisPipe", "array_head", "bulks", "pack"]
+__all__ = ["Endpoint", "RedisPipe", "array_head", "bulks", "pack"]
 
 
 def pack(*parts: bytes) -> bytes:
@@ -53,6 +54,23 @@ def array_head(count: int) -> bytes:
 def bulks(parts: Iterable[bytes]) -> bytes:
     """Command parts as RESP bulk strings, to follow an `array_head`."""
     return b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a pipe connects and what it sends first on each new connection."""
+
+    where: str  # how messages name it: "Redis at <the URL without its password>"
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None  # a unix socket, instead of host and port
+    tls: ssl.SSLContext | None = None  # built once, shared by every connection
+    server_hostname: str | None = None  # the name TLS checks (None: `host`)
+    # AUTH and SELECT, packed; out of the repr: AUTH holds the password.
+    setup: bytes = field(default=b"", repr=False)
+    setup_count: int = 0  # answers to `setup`
+    timeout_s: float = 30.0  # for the oldest call's answers
+    connect_timeout_s: float = 5.0  # for the connection, TLS handshake and setup
 
 
 @dataclass(eq=False)
@@ -145,25 +163,8 @@ class RedisPipe:
     """Pipelined commands on one connection per event loop (a test's app may run on several
     loops in turn: a call on a new loop opens a new connection)."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0, connect_timeout_s: float = 5.0) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        options = parse_url(url)  # type: ignore[no-untyped-call]
-        self._path: str | None = options.get("path")
-        self._host: str = options.get("host", "127.0.0.1")
-        self._port: int = int(options.get("port", 6379))
-        self._ssl = ssl.create_default_context() if url.startswith("rediss://") else None
-        self._setup = b""  # AUTH and SELECT, sent first on every new connection
-        self._setup_count = 0
-        password, username = options.get("password"), options.get("username")
-        if password:
-            auth = (b"AUTH", username.encode()) if username else (b"AUTH",)
-            self._setup += pack(*auth, password.encode())
-            self._setup_count += 1
-        if int(options.get("db", 0)):
-            self._setup += pack(b"SELECT", str(options["db"]).encode())
-            self._setup_count += 1
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
 
@@ -195,30 +196,34 @@ class RedisPipe:
                 self._connecting = None
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        where = f"Redis at {url_without_password(self.url)}"
+        end = self.endpoint
+        where = end.where
+
+        def protocol() -> _Connection:
+            return _Connection(loop, where, end.timeout_s)
+
         try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                if self._path is not None:
-                    _, connection = await loop.create_unix_connection(
-                        lambda: _Connection(loop, where, self.timeout_s), self._path
-                    )
+            async with asyncio.timeout(end.connect_timeout_s):
+                if end.path is not None:
+                    _, connection = await loop.create_unix_connection(protocol, end.path)
                 else:
                     _, connection = await loop.create_connection(
-                        lambda: _Connection(loop, where, self.timeout_s),
-                        self._host,
-                        self._port,
-                        ssl=self._ssl,
+                        protocol,
+                        end.host,
+                        end.port,
+                        ssl=end.tls,
+                        server_hostname=(end.server_hostname or end.host) if end.tls else None,
                     )
-                if self._setup_count:
-                    for answer in await connection.call(self._setup, self._setup_count):
+                if end.setup_count:
+                    for answer in await connection.call(end.setup, end.setup_count):
                         if isinstance(answer, hiredis.ReplyError):
                             connection.fail(redis.ConnectionError(f"{where}: {answer}"))
                             raise redis.AuthenticationError(f"{where} refused us: {answer}")
         except TimeoutError:
             raise redis.TimeoutError(
-                f"{where}: no connection within {self.connect_timeout_s:g} s"
+                f"{where}: no connection within {end.connect_timeout_s:g} s"
             ) from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too: a refused certificate
             raise redis.ConnectionError(f"cannot connect to {where}: {exc}") from exc
         self._connection = connection
         return connection

@@ -10,6 +10,8 @@ been dropped, or kept across tiles, gives a value the reference does not.
 from __future__ import annotations
 
 import asyncio
+import doctest
+import importlib
 import math
 import uuid
 
@@ -30,7 +32,7 @@ from featurestore.online import (
     read_views,
     read_views_async,
 )
-from featurestore.positions import NO_POSITION, Position
+from featurestore.positions import NO_POSITION, Position, PositionConflict
 from featurestore.tiles import TileLayout
 from tests import reference
 from tests.reference import Event
@@ -251,3 +253,31 @@ def test_an_async_read_survives_a_flushed_script_cache(online: OnlineStore) -> N
         assert zoe.features[2] == "amount_sum_2m"
         assert sums[:3] == [2.5, 4.0, 2.5]
         assert sums[3] == 0.0  # nobody: a sum over no event
+
+
+def test_a_batch_from_a_stale_position_changes_nothing(online: OnlineStore) -> None:
+    """A replayed batch (or a second worker on a revoked partition) starts from a position that
+    is no longer stored: the merge refuses it whole and says what is stored."""
+    layout = TileLayout(VIEW)
+    at = write(online, layout, [Event(T0, 0, 0, {"user_id": "ann", "amount": 2.5})], NO_POSITION)
+    prefix = online.view_prefix(VIEW.name, 1)
+    before = online.client.hgetall(f"{prefix}:ann:{T0 // layout.tile_us // BUCKET_TILES}")
+    replay = online.merge_batch(
+        VIEW.name,
+        1,
+        layout,
+        ["ann:0"],
+        [60_000],
+        np.zeros((1, layout.width + 2)),
+        {0: (NO_POSITION, Position(NO_POSITION.offset + 1, T0))},
+    )
+    assert replay == PositionConflict(partition=0, stored_offset=at.offset)
+    assert online.positions(VIEW.name, 1) == {0: at}
+    assert online.client.hgetall(f"{prefix}:ann:{T0 // layout.tile_us // BUCKET_TILES}") == before
+    assert not online.client.exists(f"{prefix}:ann:0")
+
+
+def test_doctests() -> None:
+    for name in ("", ".base", ".plan", ".scripts", ".store", ".values"):
+        module = importlib.import_module(f"featurestore.online{name}")
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -1,6 +1,7 @@
-"""The pipelined asyncio Redis connection (featurestore/redis_pipe.py) on a real Redis: many
-concurrent callers each get their own answers, error replies stay in step, a lost or silent
-server fails the calls waiting on it with a clear error and the next call connects again."""
+"""The pipelined asyncio Redis connection (featurestore/redis_pipe.py, built by
+featurestore/redis_client.py) on a real Redis: many concurrent callers each get their own
+answers, error replies stay in step, a lost or silent server fails the calls waiting on it with
+a clear error and the next call connects again."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ import hiredis
 import pytest
 import redis as redis_lib
 
-from featurestore import config, redis_pipe
+from featurestore import config, redis_client, redis_pipe
+from featurestore.config import RedisSettings
+from featurestore.redis_client import STORE, Profile, make_pipe
 from featurestore.redis_pipe import RedisPipe, pack
 from featurestore.services import free_port
 
 pytestmark = pytest.mark.integration
+
+
+def pipe_to(url: str, profile: Profile = STORE) -> RedisPipe:
+    return make_pipe(RedisSettings(url=url), profile)
 
 
 def test_concurrent_callers_get_their_own_answers(redis: str) -> None:
@@ -29,7 +36,7 @@ def test_concurrent_callers_get_their_own_answers(redis: str) -> None:
     keys = list(values)
 
     async def main() -> None:
-        pipe = RedisPipe(redis)
+        pipe = pipe_to(redis)
 
         async def one(chosen: list[str]) -> None:
             await asyncio.sleep(rng.random() / 1000)
@@ -47,7 +54,7 @@ def test_error_replies_are_answers_and_the_connection_stays_in_step(redis: str) 
     key = f"test-pipe-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        pipe = RedisPipe(redis)
+        pipe = pipe_to(redis)
         commands = pack(b"SET", key.encode(), b"text") + pack(b"INCR", key.encode())
         ok, error = await pipe.execute(commands + b"", 2)
         assert ok == b"OK"
@@ -67,7 +74,7 @@ def test_the_url_selects_the_database(redis: str) -> None:
     url = redis.rsplit("/", 1)[0] + "/3"
 
     async def main() -> None:
-        pipe = RedisPipe(url)
+        pipe = pipe_to(url)
         await pipe.execute(pack(b"SET", key.encode(), b"in-3", b"PX", b"60000"), 1)
         pipe.close()
 
@@ -83,7 +90,7 @@ def test_a_lost_connection_fails_its_waiting_calls_and_the_next_call_reconnects(
     waiting = f"test-pipe-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
-        pipe = RedisPipe(redis)
+        pipe = pipe_to(redis)
         [first_id] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
         blocked = asyncio.ensure_future(pipe.execute(pack(b"BLPOP", waiting.encode(), b"5"), 1))
         await asyncio.sleep(0.1)
@@ -101,7 +108,7 @@ def test_no_server_says_which_and_where() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
 
     async def main() -> None:
-        pipe = RedisPipe(url)
+        pipe = pipe_to(url)
         with pytest.raises(redis_lib.ConnectionError, match=f"cannot connect to Redis at {url}"):
             await pipe.execute(pack(b"PING"), 1)
 
@@ -117,7 +124,7 @@ def test_a_silent_server_times_out_every_waiting_call() -> None:
 
         server = await asyncio.start_server(swallow, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        pipe = RedisPipe(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+        pipe = pipe_to(f"redis://127.0.0.1:{port}/0", Profile("test", 0.2, 5.0))
         calls = [pipe.execute(pack(b"PING"), 1) for _ in range(5)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert all(isinstance(r, redis_lib.TimeoutError) for r in results), results
@@ -134,7 +141,7 @@ def test_a_silent_server_times_out_every_waiting_call() -> None:
 
 def test_one_pipe_follows_the_event_loop_it_is_called_on(redis: str) -> None:
     """A test's app may run on several loops in turn: each gets a connection of its own."""
-    pipe = RedisPipe(redis)
+    pipe = pipe_to(redis)
 
     async def client_id() -> int:
         [answer] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
@@ -158,7 +165,7 @@ def test_one_pipe_follows_the_event_loop_it_is_called_on(redis: str) -> None:
 def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
     """A test client runs each request on a loop of its own, closed after it; the app's
     shutdown then closes the pipe from another loop."""
-    pipe = RedisPipe(redis)
+    pipe = pipe_to(redis)
     assert asyncio.run(pipe.execute(pack(b"PING"), 1)) == [b"PONG"]
 
     async def later() -> list[object]:
@@ -169,6 +176,7 @@ def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
 
 
 def test_doctests() -> None:
-    """`pack`, and the password-free URL of error messages."""
+    """`pack`, the URL's reading, and the password-free URL of error messages."""
     assert doctest.testmod(redis_pipe).failed == 0
+    assert doctest.testmod(redis_client).failed == 0
     assert doctest.testmod(config).failed == 0

@@ -1,0 +1,149 @@
+"""Feature values read from the online store: per view as arrays (`ViewValues`, the serving
+path), or per entity as `FeatureValue` objects.
+
+A value's status is `ok`, `stale` (its newest event is older than the view's ttl) or `missing`
+(no event in the window).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from featurestore.definitions import Function
+from featurestore.online.base import StateRead, TileStore
+from featurestore.online.plan import read_plan
+from featurestore.tiles import F64, TileLayout
+
+__all__ = [
+    "FeatureValue",
+    "ViewRead",
+    "ViewValues",
+    "read_features",
+    "read_views",
+    "read_views_async",
+]
+
+
+@dataclass(frozen=True)
+class FeatureValue:
+    value: float | None
+    status: str  # ok | stale (older than the view's ttl) | missing (no event in the window)
+    event_time_us: int | None  # newest event in the window
+
+
+@dataclass(frozen=True)
+class ViewValues:
+    """One view's features for many entities, as arrays (entities, features)."""
+
+    features: list[str]
+    values: F64  # NaN where the value is null
+    event_times: F64  # newest event in the window, µs; NaN when the window holds none
+    stale: npt.NDArray[np.bool_]  # the newest event is older than the view's ttl
+
+    def statuses(self) -> list[list[str]]:
+        """ok / stale / missing, per entity and feature, as `FeatureValue.status` says."""
+        codes = np.where(np.isnan(self.values), 2, np.where(self.stale, 1, 0))
+        names = np.array(["ok", "stale", "missing"])
+        listed: list[list[str]] = names[codes].tolist()
+        return listed
+
+
+ViewRead = tuple[str, int, TileLayout, Sequence[str]]  # view, version, layout, entity keys
+
+
+def read_views(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> list[ViewValues]:
+    """Feature values of each (view, version, layout, entity keys) at `as_of_us`, one round trip.
+
+    Every entity of a read shares one plan: the (bucket, field) states covering each window.
+    Redis folds them (the fold script, with the merge rules of `TileLayout.merge`) and sends one
+    state per entity and window; here `TileLayout.finish` turns them into values.
+    """
+    state_reads, distinct = _state_reads(store, reads, as_of_us)
+    states, counts = store.read(state_reads, distinct)
+    return _view_values(reads, states, counts, as_of_us)
+
+
+async def read_views_async(
+    store: TileStore, reads: Sequence[ViewRead], as_of_us: int
+) -> list[ViewValues]:
+    """`read_views` on the running event loop (`OnlineStore.read_async`)."""
+    state_reads, distinct = _state_reads(store, reads, as_of_us)
+    states, counts = await store.read_async(state_reads, distinct)
+    return _view_values(reads, states, counts, as_of_us)
+
+
+def _state_reads(
+    store: TileStore, reads: Sequence[ViewRead], as_of_us: int
+) -> tuple[list[StateRead], list[list[str]]]:
+    """What `OnlineStore.read` is asked for: per view, its entities' cache keys with the plan
+    they share; and per entity and distinct-count feature, the HyperLogLogs of its window."""
+    state_reads: list[StateRead] = []
+    distinct: list[list[str]] = []
+    for view, version, layout, entities in reads:
+        plan = read_plan(as_of_us // layout.tile_us, layout)
+        prefix = store.view_prefix(view, version)
+        keys = [f"{prefix}:{entity}:c" for entity in entities]
+        state_reads.append((keys, plan, layout))
+        windows = plan.windows
+        for entity in entities:
+            for feature in layout.features:
+                if feature.function is Function.APPROX_COUNT_DISTINCT:
+                    distinct.append(
+                        [
+                            f"{prefix}:{entity}:{bucket}:h:{feature.column}:{field}"
+                            for bucket, field in windows[feature.window_tiles]
+                        ]
+                    )
+    return state_reads, distinct
+
+
+def _view_values(
+    reads: Sequence[ViewRead], states: list[F64], distinct_counts: list[int], as_of_us: int
+) -> list[ViewValues]:
+    counts = iter(distinct_counts)
+    results = []
+    for (_view, _version, layout, entities), flat in zip(reads, states, strict=True):
+        values, times = layout.finish(flat)
+        distinct = [
+            f for f, x in enumerate(layout.features) if x.function is Function.APPROX_COUNT_DISTINCT
+        ]
+        for e in range(len(entities)):
+            for f in distinct:
+                values[e, f] = next(counts)
+        ttl = layout.view.ttl_us
+        with np.errstate(invalid="ignore"):
+            stale = (
+                np.zeros(values.shape, dtype=bool) if ttl is None else times < as_of_us - ttl
+            )  # NaN (no event) compares False: not stale
+        names = [feature.name for feature in layout.features]
+        results.append(ViewValues(names, values, times, stale))
+    return results
+
+
+def read_features(
+    store: TileStore, reads: Sequence[ViewRead], as_of_us: int
+) -> list[list[dict[str, FeatureValue]]]:
+    """`read_views` as per-entity dicts of `FeatureValue`, for callers that want objects."""
+    results = []
+    for view_values in read_views(store, reads, as_of_us):
+        statuses = view_values.statuses()
+        per_entity = []
+        for e, row in enumerate(view_values.values.tolist()):
+            times = view_values.event_times[e].tolist()
+            per_entity.append(
+                {
+                    name: FeatureValue(
+                        None if math.isnan(value) else value,
+                        statuses[e][f],
+                        None if math.isnan(times[f]) else int(times[f]),
+                    )
+                    for f, (name, value) in enumerate(zip(view_values.features, row, strict=True))
+                }
+            )
+        results.append(per_entity)
+    return results

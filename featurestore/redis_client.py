@@ -1,0 +1,248 @@
+"""How every Redis client of the system is built, and how its failures are worded.
+
+One factory for the blocking clients (redis-py) and for the asyncio pipe the predict path reads
+through (`redis_pipe.py`), so both take the same URL the same way: redis://, rediss:// (TLS, with
+redis-py's `ssl_*` query parameters: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ...)
+or unix://. How long a client waits is a named `Profile`, chosen by who is waiting.
+
+And one wrapper, `redis_errors`, for "Redis is unreachable": the error names the server by its
+URL without the password, because its text reaches API clients (a 503's detail), logs and the
+command line, and never carries the password anywhere.
+
+>>> settings = RedisSettings(url="redis://:s3cret@127.0.0.1:1/0")
+>>> with redis_errors(settings):  # doctest: +ELLIPSIS
+...     raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+Traceback (most recent call last):
+...
+featurestore.errors.OnlineStoreError: Redis at redis://:***@127.0.0.1:1/0 is unreachable: ...
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+
+from featurestore.config import RedisSettings, url_without_password
+from featurestore.errors import ConfigError, OnlineStoreError
+from featurestore.redis_pipe import Endpoint, RedisPipe, pack
+
+__all__ = [
+    "PROBE",
+    "REQUEST",
+    "STORE",
+    "Profile",
+    "endpoint",
+    "make_client",
+    "make_pipe",
+    "redis_errors",
+    "shared_client",
+    "tls_context",
+]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long a client waits for an answer and for a connection. A hung server becomes an
+    error (a worker retries, a request answers 503), never a silent stall."""
+
+    name: str
+    timeout_s: float
+    connect_timeout_s: float
+
+
+STORE = Profile("store", 30.0, 5.0)
+"""The online store and the monitor's state: batches of writes that may take long; a worker
+retries what fails."""
+
+REQUEST = Profile("request", 5.0, 2.0)
+"""Reads an HTTP request waits on (drift, the dashboard's history)."""
+
+PROBE = Profile("probe", 2.0, 2.0)
+""""Does Redis answer?": /readyz, and the demo and `fstore services` looking for a server."""
+
+
+def make_client(settings: RedisSettings, profile: Profile = STORE) -> redis.Redis:
+    """A new client (with its own connection pool) of the configured Redis.
+
+    Timeouts given in the URL (`?socket_timeout=`) win over the profile's, as in redis-py.
+
+    >>> make_client(RedisSettings(url="redis://127.0.0.1:6379/2"), PROBE).get_connection_kwargs()[
+    ...     "socket_timeout"]
+    2.0
+    """
+    return redis.Redis.from_url(
+        settings.url,
+        socket_timeout=profile.timeout_s,
+        socket_connect_timeout=profile.connect_timeout_s,
+    )
+
+
+def shared_client(settings: RedisSettings, profile: Profile = REQUEST) -> redis.Redis:
+    """One pooled client per (URL, profile) for the life of the process, for callers that hold
+    none of their own (request handlers): its pool keeps connections open between requests."""
+    return _shared(settings.url, profile)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared(url: str, profile: Profile) -> redis.Redis:
+    return make_client(RedisSettings(url=url), profile)
+
+
+def make_pipe(settings: RedisSettings, profile: Profile = STORE) -> RedisPipe:
+    """The asyncio pipelined connection (`redis_pipe.py`) to the configured Redis."""
+    return RedisPipe(endpoint(settings.url, profile))
+
+
+def endpoint(url: str, profile: Profile = STORE) -> Endpoint:
+    """Where the asyncio pipe connects, read from a URL as redis-py reads it.
+
+    >>> e = endpoint("rediss://:pw@cache:6380/2?ssl_cert_reqs=none", PROBE)
+    >>> (e.where, e.host, e.port, e.setup_count, e.tls is not None, e.timeout_s)
+    ('Redis at rediss://:***@cache:6380/2?ssl_cert_reqs=none', 'cache', 6380, 2, True, 2.0)
+    """
+    options = parse_url(url)  # type: ignore[no-untyped-call]
+    setup, count = b"", 0
+    password, username = options.get("password"), options.get("username")
+    if password:
+        auth = (b"AUTH", username.encode()) if username else (b"AUTH",)
+        setup += pack(*auth, password.encode())
+        count += 1
+    db = int(options.get("db", 0))
+    if db:
+        setup += pack(b"SELECT", str(db).encode())
+        count += 1
+    is_tls = options.get("connection_class") is SSLConnection
+    return Endpoint(
+        where=f"Redis at {url_without_password(url)}",
+        host=options.get("host", "127.0.0.1"),
+        port=int(options.get("port", 6379)),
+        path=options.get("path"),
+        tls=tls_context(options) if is_tls else None,
+        setup=setup,
+        setup_count=count,
+        timeout_s=float(options.get("socket_timeout", profile.timeout_s)),
+        connect_timeout_s=float(options.get("socket_connect_timeout", profile.connect_timeout_s)),
+    )
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+# redis-py options the asyncio pipe cannot honour: refused, rather than silently ignored.
+_UNSUPPORTED = ("ssl_validate_ocsp", "ssl_validate_ocsp_stapled")
+
+
+def tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    """The TLS context of a rediss:// URL's options (`redis.connection.parse_url`), built as
+    redis-py's `SSLConnection` builds its own: certificates required and the host name checked
+    unless `ssl_cert_reqs` / `ssl_check_hostname` say otherwise.
+
+    >>> tls_context({"ssl_cert_reqs": "none"}).verify_mode
+    <VerifyMode.CERT_NONE: 0>
+    """
+    for name in _UNSUPPORTED:
+        if options.get(name):
+            raise ConfigError(
+                f"redis.url asks for {name}, which the asyncio reads of the online store do "
+                "not support: remove it from the URL"
+            )
+    reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str):
+        if reqs not in _CERT_REQS:
+            raise ConfigError(
+                f"redis.url: ssl_cert_reqs={reqs!r} is not one of {', '.join(_CERT_REQS)}"
+            )
+        reqs = _CERT_REQS[reqs]
+    context = ssl.create_default_context()
+    # Hostname checking first: a context refuses CERT_NONE while it checks host names.
+    context.check_hostname = bool(options.get("ssl_check_hostname", True)) and (
+        reqs != ssl.CERT_NONE
+    )
+    context.verify_mode = reqs
+    for flag in options.get("ssl_include_verify_flags") or ():
+        context.verify_flags |= flag
+    for flag in options.get("ssl_exclude_verify_flags") or ():
+        context.verify_flags &= ~flag
+    certfile, keyfile = options.get("ssl_certfile"), options.get("ssl_keyfile")
+    if keyfile and not certfile:
+        raise ConfigError(
+            "redis.url names an ssl_keyfile without its ssl_certfile: give both (or only "
+            "ssl_certfile, for one file holding the certificate and its key)"
+        )
+    try:
+        if certfile:
+            context.load_cert_chain(str(certfile), keyfile, options.get("ssl_password"))
+        ca = {k: options.get(f"ssl_{k}") for k in ("ca_certs", "ca_path", "ca_data")}
+        if any(v is not None for v in ca.values()):
+            context.load_verify_locations(ca["ca_certs"], ca["ca_path"], ca["ca_data"])
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"redis.url: the TLS files it names cannot be used: {exc}") from exc
+    if options.get("ssl_min_version") is not None:
+        context.minimum_version = ssl.TLSVersion(int(options["ssl_min_version"]))
+    if options.get("ssl_ciphers"):
+        context.set_ciphers(options["ssl_ciphers"])
+    return context
+
+
+@contextmanager
+def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterator[None]:
+    """Turn "Redis cannot be reached" (a connection that fails or times out, in redis-py or in
+    the pipe) into an `OnlineStoreError` naming the server without its password. `where` is
+    the settings, or a client when that is all the caller holds; `doing` says what failed.
+
+    Other Redis errors (an error reply) pass through: they are bugs, not outages.
+    """
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        shown, secrets = _described(where)
+        while_ = f" while {doing}" if doing else ""
+        reason = _scrubbed(str(exc), secrets)
+        error = OnlineStoreError(
+            _scrubbed(f"Redis at {shown} is unreachable{while_}: {reason}", secrets)
+        )
+        if reason != str(exc):
+            # The cause's own text holds the password: it must not reach a traceback either.
+            raise error from None
+        raise error from exc
+
+
+def _described(where: RedisSettings | redis.Redis) -> tuple[str, list[str]]:
+    """How messages name the server, and the texts to keep out of them (its password, raw and
+    as it appears in a URL)."""
+    if isinstance(where, RedisSettings):
+        password = parse_url(where.url).get("password")  # type: ignore[no-untyped-call]
+        shown = where.shown_url
+    else:
+        pool = where.connection_pool
+        kwargs = pool.connection_kwargs
+        password = kwargs.get("password")
+        shown = _url_of(pool.connection_class, kwargs)
+    if not password:
+        return shown, []
+    # Longest first: the URL-quoted form contains the raw one when it quotes nothing.
+    forms = {password, quote(password, safe=""), quote(password)}
+    return shown, sorted(forms, key=len, reverse=True)
+
+
+def _url_of(connection_class: type[Any], kwargs: Mapping[str, Any]) -> str:
+    """A client's server as a URL without its password (a client keeps no URL)."""
+    user = kwargs.get("username") or ""
+    auth = f"{user}:***@" if kwargs.get("password") else (f"{user}@" if user else "")
+    db = kwargs.get("db", 0)
+    if issubclass(connection_class, UnixDomainSocketConnection):
+        return f"unix://{auth}{kwargs.get('path')}?db={db}"
+    scheme = "rediss" if issubclass(connection_class, SSLConnection) else "redis"
+    return f"{scheme}://{auth}{kwargs.get('host')}:{kwargs.get('port')}/{db}"
+
+
+def _scrubbed(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
