@@ -9,7 +9,8 @@ from __future__ import annotations
 import redis
 from rich.console import Console
 
-from featurestore.config import Settings
+from featurestore.config import RedisSettings, Settings
+from featurestore.redis_client import PROBE, make_client
 from featurestore.services import KafkaServer, RedisServer, broker_answers
 
 __all__ = ["Started", "ensure_services", "redis_answers"]
@@ -32,10 +33,10 @@ def ensure_services(settings: Settings, console: Console) -> Started:
         settings.kafka.properties = {}
         console.print(f"Kafka {kafka.version} runs at {kafka.bootstrap}")
     if redis_answers(settings.redis.url):
-        console.print(f"Using Redis at {settings.redis.url}")
+        console.print(f"Using Redis at {settings.redis.shown_url}")
     else:
         server = RedisServer(settings.services)
-        console.print(f"No Redis answers at {settings.redis.url}: starting one.")
+        console.print(f"No Redis answers at {settings.redis.shown_url}: starting one.")
         with console.status("Starting Redis"):
             if server.start():
                 started.append(server)
@@ -45,7 +46,10 @@ def ensure_services(settings: Settings, console: Console) -> Started:
 
 
 def redis_answers(url: str) -> bool:
+    client = make_client(RedisSettings(url=url), PROBE)
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping())
+        return bool(client.ping())
     except redis.RedisError:
         return False
+    finally:
+        client.close()

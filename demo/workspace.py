@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import orjson
-import redis
 import yaml
 
 from demo.errors import DemoError
@@ -30,6 +29,7 @@ from featurestore.config import (
     ServingSettings,
     Settings,
 )
+from featurestore.redis_client import STORE, make_client, redis_errors
 
 __all__ = ["MARKER", "Topics", "Workspace"]
 
@@ -132,15 +132,19 @@ class Workspace:
     def remove_run_data(self) -> list[str]:
         """Delete the run's topics and Redis keys (the folder stays, for a look afterwards)."""
         deleted = delete_topics(self.settings.kafka, self.topics.prefix)
-        client = redis.Redis.from_url(self.settings.redis.url)
+        client = make_client(self.settings.redis, STORE)
         batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{self.settings.redis.namespace}:*", count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
+        try:
+            with redis_errors(self.settings.redis, "deleting the run's keys"):
+                for key in client.scan_iter(match=f"{self.settings.redis.namespace}:*", count=1000):
+                    batch.append(key)
+                    if len(batch) == 1000:
+                        client.delete(*batch)
+                        batch.clear()
+                if batch:
+                    client.delete(*batch)
+        finally:
+            client.close()
         return deleted
 
     def _write_config(self) -> None:

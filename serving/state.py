@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from featurestore.config import Settings
 from featurestore.models.registry import ModelRegistry
+from featurestore.redis_client import PROBE, make_client
 from featurestore.store import FeatureStore
 from serving.errors import Forbidden, Unauthorized
 from serving.metrics import ServingMetrics
@@ -36,9 +37,7 @@ class ServingState:
         self.store = FeatureStore(settings)
         self.online = self.store.online
         # Probes get their own client with short timeouts: /readyz answers within seconds.
-        self.health_redis = redis.Redis.from_url(
-            settings.redis.url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self.health_redis: redis.Redis = make_client(settings.redis, PROBE)
         self.registry: ModelRegistry = self.store.models
         self.models = ModelCache(
             self.registry, self.store.registry, self.config.reload_interval_s, self.metrics

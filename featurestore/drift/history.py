@@ -14,7 +14,6 @@ appended twice after a crash: the readers keep one record per window and column.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +21,7 @@ import orjson
 import redis
 
 from featurestore.config import RedisSettings
-from featurestore.errors import OnlineStoreError
+from featurestore.redis_client import REQUEST, redis_errors, shared_client
 
 __all__ = [
     "ALERT_LOG_LIMIT",
@@ -97,19 +96,16 @@ def _append(client: redis.Redis, key: str, items: Iterable[dict[str, Any]], cap:
     pipe = client.pipeline(transaction=True)
     pipe.lpush(key, *encoded)
     pipe.ltrim(key, 0, cap - 1)
-    try:
+    with redis_errors(client, f"appending to {key}"):
         pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise OnlineStoreError(f"Redis is unreachable while appending to {key}: {exc}") from exc
 
 
 def _newest(config: RedisSettings, key: str, limit: int) -> list[Any]:
     if limit < 1:
         raise ValueError(f"limit must be at least 1, not {limit}")
-    try:
-        raw = _client(config.url).lrange(key, 0, limit - 1)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise OnlineStoreError(f"Redis at {config.url} is unreachable: {exc}") from exc
+    # A dashboard request is waiting: the request profile, on one pool per process.
+    with redis_errors(config):
+        raw = shared_client(config, REQUEST).lrange(key, 0, limit - 1)
     return [orjson.loads(item) for item in raw]
 
 
@@ -123,9 +119,3 @@ def _unique(newest_first: list[Any], identity: tuple[str, ...]) -> list[Any]:
         seen.add(key)
         out.append(item)
     return out
-
-
-@functools.lru_cache(maxsize=16)
-def _client(url: str) -> redis.Redis:
-    # One pooled client per process, with short timeouts: a dashboard request is waiting.
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)

@@ -16,14 +16,12 @@ The monitor writes these keys in the same atomic call that closes the windows th
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import orjson
-import redis
 
 from featurestore.config import RedisSettings
-from featurestore.errors import OnlineStoreError
+from featurestore.redis_client import REQUEST, redis_errors, shared_client
 
 __all__ = [
     "alerts_key",
@@ -62,8 +60,9 @@ def latest_drift(config: RedisSettings, model: str | None = None) -> dict[str, A
     {"models": {model: {"records": [...], "alerts": [...]}}}, each list ordered by version,
     role, kind and column. A model the monitor has not reported on has no entry.
     """
-    client = _client(config.url)
-    try:
+    # A request is waiting: the request profile's short timeouts, on one pool per process.
+    client = shared_client(config, REQUEST)
+    with redis_errors(config):
         names = (
             [model]
             if model is not None
@@ -74,8 +73,6 @@ def latest_drift(config: RedisSettings, model: str | None = None) -> dict[str, A
             pipe.hgetall(latest_key(config.namespace, name))
             pipe.hgetall(alerts_key(config.namespace, name))
         answers = pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise OnlineStoreError(f"Redis at {config.url} is unreachable: {exc}") from exc
     out: dict[str, Any] = {}
     for i, name in enumerate(names):
         latest, alerts = answers[2 * i], answers[2 * i + 1]
@@ -90,10 +87,3 @@ def _ordered(raw: dict[Any, Any]) -> list[Any]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-@functools.lru_cache(maxsize=16)
-def _client(url: str) -> redis.Redis:
-    # One pooled client per server for the life of the process; short timeouts, as an HTTP
-    # request is waiting.
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)

@@ -74,12 +74,18 @@ class RedisServer:
         return self.process.stop()
 
     def _answers(self) -> bool:
-        import redis
+        import redis  # here: the CLI starts without loading redis-py
 
+        from featurestore.config import RedisSettings
+        from featurestore.redis_client import PROBE, make_client
+
+        client = make_client(RedisSettings(url=self.url), PROBE)
         try:
-            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+            return bool(client.ping())
         except redis.RedisError:
             return False
+        finally:
+            client.close()
 
 
 def _redis_server() -> str:

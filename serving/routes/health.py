@@ -9,7 +9,9 @@ import redis
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from featurestore.errors import OnlineStoreError
 from featurestore.models.registry import PRODUCTION
+from featurestore.redis_client import redis_errors
 from serving.state import serving_state
 
 __all__ = ["router"]
@@ -31,9 +33,12 @@ def readyz(request: Request) -> Response:
     state = serving_state(request)
     reasons: list[str] = []
     try:
-        state.health_redis.ping()
-    except redis.RedisError as exc:
-        reasons.append(f"Redis at {state.settings.redis.shown_url} is unreachable: {exc}")
+        with redis_errors(state.settings.redis):
+            state.health_redis.ping()
+    except OnlineStoreError as exc:
+        reasons.append(str(exc))
+    except redis.RedisError as exc:  # it answered, with an error (e.g. still loading its data)
+        reasons.append(f"Redis at {state.settings.redis.shown_url} refused the probe: {exc}")
     snapshot = state.models.snapshot
     if snapshot.generation < 0:
         reasons.append("the model registry has not been read yet")

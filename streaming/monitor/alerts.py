@@ -30,7 +30,7 @@ from confluent_kafka import Producer
 from featurestore.config import MonitorSettings
 from featurestore.drift.compare import ALERT, INSUFFICIENT
 from featurestore.drift.state import alerts_key
-from featurestore.errors import OnlineStoreError
+from featurestore.redis_client import redis_errors
 
 __all__ = ["AlertSink", "Episodes"]
 
@@ -47,10 +47,8 @@ class Episodes:
 
     def open_episodes(self, model: str) -> dict[str, dict[str, Any]]:
         if model not in self._open:
-            try:
+            with redis_errors(self.client):
                 raw = self.client.hgetall(alerts_key(self.namespace, model))
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise OnlineStoreError(f"Redis is unreachable: {exc}") from exc
             self._open[model] = {
                 (k.decode() if isinstance(k, bytes) else k): orjson.loads(v) for k, v in raw.items()
             }

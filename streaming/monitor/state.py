@@ -18,26 +18,24 @@ Layout, under `{ns}:monitor:{group}` (P):
 Exactly-once counting: one script call per batch checks that every partition's stored position
 is the one the batch started from (and that no window was closed meanwhile), merges the
 batch's accumulators, appends its index lines and pending labels, and moves the positions —
-atomically, as `featurestore/online.py` merges tiles. Closing windows is one more call that
+atomically, as `featurestore/online/store.py` merges tiles. Closing windows is one more call that
 checks the markers and `rev` it read, then writes the reports and moves the markers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
-import redis
 
 from featurestore.config import RedisSettings
-from featurestore.errors import OnlineStoreError
-from featurestore.positions import NO_POSITION, Position
+from featurestore.positions import NO_POSITION, Position, PositionConflict
+from featurestore.redis_client import STORE, make_client, redis_errors
 
-__all__ = ["Conflict", "MonitorState", "Snapshot"]
+__all__ = ["Closing", "MonitorState", "Snapshot", "WindowClosed"]
 
 # KEYS[1] = state hash. ARGV: prefix, json positions [[field, old offset, new offset, watermark]],
 # expected "closed" ("" if none), json accumulators [[window, field, floats]], their blob,
@@ -136,8 +134,11 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class Conflict:
-    reason: str  # "position" (another consumer moved it) or "closed" (a window closed)
+class WindowClosed:
+    """Why a batch's merge changed nothing: a drift window was closed (by this monitor's
+    closing step, or another consumer's) since the snapshot the batch started from."""
+
+    closed: int | None  # the stored marker: start of the first window not yet reported
 
 
 @dataclass
@@ -155,7 +156,7 @@ class MonitorState:
         self.config = config
         self.prefix = f"{config.namespace}:monitor:{group}"
         self.state_key = f"{self.prefix}:state"
-        self.client = redis.Redis.from_url(config.url, socket_timeout=30, socket_connect_timeout=5)
+        self.client = make_client(config, STORE)
         self._merge = self.client.register_script(_MERGE_SCRIPT)
         self._commit = self.client.register_script(_COMMIT_SCRIPT)
 
@@ -173,7 +174,7 @@ class MonitorState:
         return f"{self.prefix}:labels"
 
     def snapshot(self) -> Snapshot:
-        with self.reachable():
+        with redis_errors(self.config):
             raw = self.client.hgetall(self.state_key)
         positions: dict[tuple[str, int], Position] = {}
         values: dict[str, str] = {}
@@ -202,8 +203,9 @@ class MonitorState:
         accumulators: Sequence[tuple[int, str, np.ndarray]],
         index: dict[tuple[int, str], str],
         labels: Sequence[tuple[int, bytes]],
-    ) -> Conflict | None:
-        """Apply one batch and move the positions, or change nothing (a Conflict)."""
+    ) -> PositionConflict | WindowClosed | None:
+        """Apply one batch and move the positions, or change nothing and say why: a stored
+        position is not the one the batch started from, or a window closed meanwhile."""
         positions = [
             [f"pos:{topic}:{partition}", str(old.offset), str(new.offset), str(new.watermark)]
             for (topic, partition), (old, new) in moves.items()
@@ -213,7 +215,7 @@ class MonitorState:
         blob = b"".join(np.ascontiguousarray(v, dtype="<f8").tobytes() for _, _, v in accumulators)
         appends = [[str(bucket), name, text] for (bucket, name), text in index.items()]
         pending = [[str(score), member.decode()] for score, member in labels]
-        with self.reachable():
+        with redis_errors(self.config):
             result = self._merge(
                 keys=[self.state_key],
                 args=[
@@ -228,14 +230,18 @@ class MonitorState:
             )
         if int(result[0]) == 1:
             return None
-        return Conflict(result[1].decode())
+        if _text(result[1]) == "position":  # [0, "position", "pos:{topic}:{partition}", offset]
+            topic, partition = _text(result[2])[4:].rsplit(":", 1)
+            return PositionConflict(int(partition), int(result[3]), topic)
+        marker = _text(result[2])  # [0, "closed", the stored marker or ""]
+        return WindowClosed(int(marker) if marker else None)
 
     def read_closing(
         self, windows_until: int, labels_until: int, pairs_until: int | None
     ) -> Closing:
         """Accumulators of the windows starting before `windows_until`, labels up to
         `labels_until` and the pairs of the windows before `pairs_until`, as of one moment."""
-        with self.reachable():
+        with redis_errors(self.config):
             pipe = self.client.pipeline(transaction=True)
             pipe.zrangebyscore(f"{self.prefix}:windows", "-inf", f"({windows_until}")
             pipe.zrangebyscore(f"{self.prefix}:paired", "-inf", f"({pairs_until or 0}")
@@ -262,14 +268,14 @@ class MonitorState:
         """The index fields (bucket, field) asked for, in order."""
         if not lookups:
             return []
-        with self.reachable():
+        with redis_errors(self.config):
             pipe = self.client.pipeline(transaction=False)
             for bucket, name in lookups:
                 pipe.hget(self.bucket_key(bucket), name)
             return list(pipe.execute())
 
     def buckets_before(self, bucket: int) -> list[int]:
-        with self.reachable():
+        with redis_errors(self.config):
             found = self.client.zrangebyscore(f"{self.prefix}:buckets", "-inf", f"({bucket}")
         return [int(_text(b)) for b in found]
 
@@ -277,7 +283,7 @@ class MonitorState:
         self, seen: Snapshot, rev: str, closed: int | None, performed: int | None, ops: list[Any]
     ) -> bool:
         """Write `ops` and move the markers, if nothing moved them (or merged) since `seen`."""
-        with self.reachable():
+        with redis_errors(self.config):
             done = self._commit(
                 keys=[self.state_key],
                 args=[
@@ -290,14 +296,6 @@ class MonitorState:
                 ],
             )
         return int(done) == 1
-
-    @contextmanager
-    def reachable(self) -> Iterator[None]:
-        try:
-            yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            where = self.config.shown_url
-            raise OnlineStoreError(f"Redis at {where} is unreachable: {exc}") from exc
 
 
 def _text(value: Any) -> str:
