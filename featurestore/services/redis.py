@@ -13,6 +13,8 @@ from featurestore.config import ServicesSettings
 from featurestore.errors import ServiceError
 from featurestore.services.process import ManagedProcess, ensure_port_free, wait_until
 
+__all__ = ["HOST", "PACKAGE", "RedisServer", "RedisStatus"]
+
 HOST = "127.0.0.1"
 PACKAGE = "redis-server"
 
