@@ -226,7 +226,7 @@ def _described(where: RedisSettings | redis.Redis) -> tuple[str, list[str]]:
         shown = _url_of(pool.connection_class, kwargs)
     if not password:
         return shown, []
-    # Longest first: the URL-quoted form contains the raw one when it quotes nothing.
+    # Longest first, so a shorter form never replaces part of a longer one and leaves the rest.
     forms = {password, quote(password, safe=""), quote(password)}
     return shown, sorted(forms, key=len, reverse=True)
 
