@@ -23,6 +23,10 @@ from featurestore.models.registry import (
     ModelVersion,
     Objective,
 )
+from featurestore.models.train import train_model
+from featurestore.offline.datasets import DatasetStore
+from featurestore.offline.log import OfflineStore
+from featurestore.registry import Registry
 
 __all__ = ["models_app", "register"]
 
@@ -58,13 +62,14 @@ def train(
     who: Who = None,
 ) -> None:
     """Train LightGBM on a dataset (time-ordered split) and register the next model version."""
-    from featurestore.store import FeatureStore
-
-    version = FeatureStore().train_model(
-        dataset,
+    settings = load_settings()
+    version = train_model(
+        DatasetStore(OfflineStore(settings.offline)).get(dataset),
         model,
         label,
         load_params(params) if params is not None else None,
+        registry=Registry(settings.registry),
+        models=ModelRegistry(settings.models),
         objective=objective,
         validation_fraction=validation_fraction,
         who=_who(who),
