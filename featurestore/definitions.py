@@ -295,7 +295,3 @@ def _without(body: Any, keys: set[str]) -> Any:
     if isinstance(body, list):
         return [_without(v, keys) for v in body]
     return body
-
-
-def definition_json(obj: BaseModel) -> dict[str, Any]:
-    return obj.model_dump(mode="json", by_alias=True)

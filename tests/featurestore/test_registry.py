@@ -430,23 +430,6 @@ def test_a_failing_apply_registers_nothing(registry: Registry) -> None:
         registry.get_view("w")
 
 
-def test_views_for_topic_follow_the_latest_version(registry: Registry) -> None:
-    registry.apply(
-        RepoContents(
-            views={
-                "a": build_view("a", topic="payments"),
-                "b": build_view("b", topic="payments"),
-                "c": build_view("c", topic="clicks"),
-            }
-        )
-    )
-    registry.apply(RepoContents(views={"b": build_view("b", topic="refunds")}))
-
-    assert [(r.name, r.version) for r in registry.views_for_topic("payments")] == [("a", 1)]
-    assert [(r.name, r.version) for r in registry.views_for_topic("refunds")] == [("b", 2)]
-    assert registry.views_for_topic("nothing") == []
-
-
 def test_registry_persists_in_wal_mode(tmp_path: Path, repo: Path) -> None:
     config = RegistrySettings(path=tmp_path / "nested" / "registry")
     Registry(config).apply(load_repo(repo))
