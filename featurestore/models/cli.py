@@ -1,6 +1,7 @@
 """`fstore train` and `fstore models ...`: train, inspect, promote and roll back models.
 
-Errors are `FeatureStoreError`s, which `fstore`'s entry point prints and exits 1 on.
+Registered on the `fstore` root through the `fstore.commands` entry point, as every command
+package is. Errors are `FeatureStoreError`s, which `fstore`'s entry point prints and exits 1 on.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ Reason = Annotated[str, typer.Option("--reason", help="Why, for the audit histor
 
 
 def register(app: typer.Typer) -> None:
-    """Add the model commands to the `fstore` root."""
+    """Add the model commands to the `fstore` root (the `fstore.commands` entry point)."""
     app.command("train")(train)
     app.add_typer(models_app, name="models")
 
