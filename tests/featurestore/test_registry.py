@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import sqlite3
 import sys
 import threading
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import featurestore.repo
 from featurestore import cli
 from featurestore.config import RegistrySettings
 from featurestore.definitions import Aggregation, Entity, FeatureService, FeatureView, KafkaSource
@@ -92,10 +90,6 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     return Registry(RegistrySettings(path=tmp_path / "registry"))
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(featurestore.repo).failed == 0
 
 
 # --- loading a feature repo -------------------------------------------------------------------
