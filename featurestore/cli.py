@@ -26,6 +26,11 @@ from featurestore.repo import load_repo
 from featurestore.services import KafkaServer, RedisServer
 from featurestore.timestamps import to_us
 
+__all__ = [
+    "app",
+    "main",
+]
+
 app = typer.Typer(
     name="fstore",
     help="Streaming feature store and online inference service.",

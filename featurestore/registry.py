@@ -30,6 +30,16 @@ from featurestore.definitions import (
 from featurestore.errors import DefinitionError, RegistryError
 from featurestore.repo import RepoContents, kind_of, parse_ref
 
+__all__ = [
+    "DB_FILE_NAME",
+    "SCHEMA_VERSION",
+    "ApplyResult",
+    "Change",
+    "RegisteredView",
+    "Registry",
+    "Status",
+]
+
 DB_FILE_NAME = "registry.db"
 SCHEMA_VERSION = 1
 _Model = TypeVar("_Model", bound=BaseModel)

@@ -30,6 +30,12 @@ from featurestore.registry import RegisteredView, Registry
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import from_us, to_us
 
+__all__ = [
+    "FeatureColumn",
+    "FeatureStore",
+    "OnlineResponse",
+]
+
 
 @dataclass(frozen=True)
 class FeatureColumn:

@@ -20,6 +20,14 @@ import numpy.typing as npt
 
 from featurestore.definitions import FeatureView, Function, duration_us
 
+__all__ = [
+    "F64",
+    "I64",
+    "Feature",
+    "Merge",
+    "TileLayout",
+]
+
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
