@@ -20,9 +20,10 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools
 demo: $(STAMP) ## Start Kafka and Redis if needed and run the demo pipeline
 	$(BIN)/fstore demo
 
-lint: $(STAMP) ## ruff (lint + format check)
+lint: $(STAMP) ## ruff (lint + format check) and the import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy

@@ -1,7 +1,10 @@
 """The `fstore` command line.
 
-The root lives in the core package. `streaming` and `serving` add their commands through the
-`fstore.commands` entry-point group (see pyproject.toml), so the core never imports them.
+The root lives in the core package with the core's own commands (services, config, apply, views,
+remove, dataset, verify). Every command package adds its commands through the `fstore.commands`
+entry-point group (see pyproject.toml), each with a `register(app)`: `featurestore.models`
+(train, models), `streaming`, `serving` and `demo` alike, so the core never imports the packages
+above it.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from rich.table import Table
 
 from featurestore.config import load_settings
 from featurestore.errors import FeatureStoreError
-from featurestore.models.cli import register as register_model_commands
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
 from featurestore.services import KafkaServer, RedisServer
 from featurestore.timestamps import to_us
+
+__all__ = [
+    "app",
+    "main",
+]
 
 app = typer.Typer(
     name="fstore",
@@ -208,9 +215,6 @@ def dataset_show(
     console.print_json(data=dataset.manifest)
 
 
-register_model_commands(app)
-
-
 @app.command("verify")
 def verify(
     view: Annotated[str, typer.Argument(help="Feature view to check.")],
@@ -261,10 +265,17 @@ def verify(
     console.print(f"[green]mismatch rate {report.mismatch_rate:.4%}[/]")
 
 
+_loaded: set[str] = set()  # the entry points already registered on `app`
+
+
 def _load_plugins() -> None:
+    """Register the commands of every `fstore.commands` entry point on `app` (once each)."""
     for entry_point in entry_points(group="fstore.commands"):
+        if entry_point.name in _loaded:
+            continue
         register = entry_point.load()
         register(app)
+        _loaded.add(entry_point.name)
 
 
 def main() -> None:

@@ -29,6 +29,26 @@ from pydantic_settings import (
 from featurestore.definitions import duration_us
 from featurestore.errors import ConfigError
 
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "CONFIG_PATH_ENV",
+    "DriftThresholds",
+    "KafkaSettings",
+    "ModelsSettings",
+    "MonitorSettings",
+    "OfflineSettings",
+    "RedisSettings",
+    "RegistrySettings",
+    "ServicesSettings",
+    "ServingSettings",
+    "Settings",
+    "UserPath",
+    "WatchSettings",
+    "config_path",
+    "load_settings",
+    "url_without_password",
+]
+
 CONFIG_FILE_NAME = "featurestore.yaml"
 CONFIG_PATH_ENV = "FSTORE_CONFIG"
 

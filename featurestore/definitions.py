@@ -14,12 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "Aggregation",
+    "Entity",
+    "FeatureService",
+    "FeatureView",
+    "Function",
+    "KafkaSource",
+    "ValueType",
+    "duration_us",
+]
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_US = {
@@ -47,10 +57,6 @@ def duration_us(text: str) -> int:
     return int(match.group(1)) * _UNIT_US[match.group(2)]
 
 
-def duration(text: str) -> timedelta:
-    return timedelta(microseconds=duration_us(text))
-
-
 class ValueType(StrEnum):
     STRING = "string"
     INT64 = "int64"
@@ -71,7 +77,7 @@ class Function(StrEnum):
     APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
 
 
-NUMERIC_FUNCTIONS = {
+_NUMERIC_FUNCTIONS = {
     Function.LAST,  # tiles hold float64 slots; `last` of a string column is not supported yet
     Function.SUM,
     Function.MEAN,
@@ -223,7 +229,7 @@ class FeatureView(_Definition):
                     f"unknown column {agg.column!r} (source {self.source.name!r} has "
                     f"{sorted(schema)})"
                 )
-            elif agg.function in NUMERIC_FUNCTIONS and agg.column is not None:
+            elif agg.function in _NUMERIC_FUNCTIONS and agg.column is not None:
                 if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL):
                     problems.append(
                         f"{agg.function} needs a numeric column; {agg.column!r} is "
@@ -295,7 +301,3 @@ def _without(body: Any, keys: set[str]) -> Any:
     if isinstance(body, list):
         return [_without(v, keys) for v in body]
     return body
-
-
-def definition_json(obj: BaseModel) -> dict[str, Any]:
-    return obj.model_dump(mode="json", by_alias=True)

@@ -5,6 +5,16 @@ Every error a user can meet says what was wrong and what to do about it.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "DefinitionError",
+    "FeatureStoreError",
+    "OnlineStoreError",
+    "RegistryError",
+    "RequestError",
+    "ServiceError",
+]
+
 
 class FeatureStoreError(Exception):
     """Base class of every error raised by `featurestore`."""

@@ -30,6 +30,16 @@ from featurestore.definitions import (
 from featurestore.errors import DefinitionError, RegistryError
 from featurestore.repo import RepoContents, kind_of, parse_ref
 
+__all__ = [
+    "DB_FILE_NAME",
+    "SCHEMA_VERSION",
+    "ApplyResult",
+    "Change",
+    "RegisteredView",
+    "Registry",
+    "Status",
+]
+
 DB_FILE_NAME = "registry.db"
 SCHEMA_VERSION = 1
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -80,11 +90,6 @@ _LATEST = (
     "SELECT name, version, fingerprint, definition, created_at FROM feature_views AS v "
     "WHERE removed = 0 AND version = "
     "(SELECT MAX(version) FROM feature_views WHERE name = v.name AND removed = 0)"
-)
-_LATEST_FOR_TOPIC = (
-    "SELECT name, version, fingerprint, definition, created_at FROM feature_views AS v "
-    "WHERE removed = 0 AND topic = ? AND version = "
-    "(SELECT MAX(version) FROM feature_views WHERE name = v.name AND removed = 0) ORDER BY name"
 )
 
 
@@ -206,12 +211,6 @@ class Registry:
             else:
                 rows = conn.execute(_LATEST).fetchall()
         return sorted((_registered(row) for row in rows), key=lambda r: (r.name, r.version))
-
-    def views_for_topic(self, topic: str) -> list[RegisteredView]:
-        """The latest versions of the views fed by a Kafka topic: what a worker computes."""
-        with self._connect() as conn:
-            rows = conn.execute(_LATEST_FOR_TOPIC, (topic,)).fetchall()
-        return [_registered(row) for row in rows]
 
     def remove_view(self, name: str, version: int) -> None:
         """Make one version unreadable; the previous readable version becomes the latest.

@@ -26,6 +26,15 @@ from pydantic import BaseModel, ValidationError
 from featurestore.definitions import Entity, FeatureService, FeatureView, KafkaSource
 from featurestore.errors import DefinitionError
 
+__all__ = [
+    "Definition",
+    "FeatureRef",
+    "RepoContents",
+    "kind_of",
+    "load_repo",
+    "parse_ref",
+]
+
 Definition = Entity | KafkaSource | FeatureView | FeatureService
 
 _KINDS: dict[str, str] = {

@@ -14,6 +14,11 @@ from pathlib import Path
 
 from featurestore.errors import RegistryError
 
+__all__ = [
+    "connect",
+    "transaction",
+]
+
 BUSY_TIMEOUT_S = 30.0
 
 

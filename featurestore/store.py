@@ -21,6 +21,7 @@ from featurestore.config import Settings, load_settings
 from featurestore.errors import RequestError
 from featurestore.keys import entity_keys
 from featurestore.models.registry import ModelRegistry, ModelVersion, Objective
+from featurestore.models.train import train_model
 from featurestore.offline.datasets import Dataset, DatasetStore
 from featurestore.offline.historical import HistoricalQuery
 from featurestore.offline.log import OfflineStore
@@ -28,6 +29,12 @@ from featurestore.online import OnlineStore, read_views
 from featurestore.registry import RegisteredView, Registry
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import from_us, to_us
+
+__all__ = [
+    "FeatureColumn",
+    "FeatureStore",
+    "OnlineResponse",
+]
 
 
 @dataclass(frozen=True)
@@ -190,14 +197,13 @@ class FeatureStore:
     ) -> ModelVersion:
         """Train LightGBM on dataset `NAME[@VERSION]` and register it as the next version of
         `model` (see featurestore.models.train)."""
-        from featurestore.models.train import train_model
-
         return train_model(
-            self,
-            dataset,
+            self.datasets.get(dataset),
             model,
             label,
             params,
+            registry=self.registry,
+            models=self.models,
             objective=objective,
             validation_fraction=validation_fraction,
             who=who,

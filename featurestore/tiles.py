@@ -5,7 +5,8 @@ slot has a merge rule: add (counts, sums, sums of squares), max, min, or part of
 (event time, partition, offset, value — the lexicographically greatest key wins). The worker
 reduces a batch of events to one state per (entity, tile) with numpy, Redis merges those into
 stored states with the same rules (see `online.py`), and reads fold the tiles of a window into
-feature values. float64 holds microsecond timestamps exactly (< 2**53).
+feature values. float64 holds microsecond timestamps exactly (< 2**53). The merge itself runs
+only in Redis (Lua); tests/reference.py holds a numpy copy of it to check the rules against.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ import numpy as np
 import numpy.typing as npt
 
 from featurestore.definitions import FeatureView, Function, duration_us
+
+__all__ = [
+    "F64",
+    "I64",
+    "Feature",
+    "Merge",
+    "TileLayout",
+]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -178,81 +187,7 @@ class TileLayout:
                 out[g, index + 3] = values[last_of_group]
         return out
 
-    # -- tile states -> feature values -----------------------------------------------------
-
-    def merge(self, states: F64) -> F64:
-        """Fold states (rows) into one with the slots' merge rules.
-
-        Rows whose count is NaN stand for tiles that were never written and are skipped; with
-        none left the result is `empty()`, which merges neutrally with anything.
-        """
-        merged: F64 = self.merge_many(states[np.newaxis])[0]
-        return merged
-
-    def merge_many(self, states: F64) -> F64:
-        """`merge` for many entities at once: (entities, rows, width) -> (entities, width).
-
-        One numpy pass per slot for the whole batch: a read of 100 entities costs about what a
-        read of one does in Python calls.
-        """
-        entities, rows, _width = states.shape
-        out = np.tile(self.empty(), (entities, 1))
-        if rows == 0:
-            return out
-        present = ~np.isnan(states[:, :, self.COUNT])
-        for index, rule in enumerate(self.merges):
-            column = states[:, :, index]
-            if rule is Merge.ADD:
-                out[:, index] = np.where(present, column, 0.0).sum(axis=1)
-            elif rule is Merge.MAX:
-                out[:, index] = np.where(present, column, -np.inf).max(axis=1)
-            elif rule is Merge.MIN:
-                out[:, index] = np.where(present, column, np.inf).min(axis=1)
-            elif rule is Merge.LAST:
-                # The row with the greatest (time, partition, offset): narrow the candidates
-                # one key at a time, as a lexicographic comparison does.
-                candidates = present
-                for part in range(3):
-                    key = np.where(candidates, states[:, :, index + part], -np.inf)
-                    candidates = candidates & (key == key.max(axis=1, keepdims=True))
-                best = candidates.argmax(axis=1)
-                chosen = states[np.arange(entities), best, index : index + 4]
-                found = candidates.any(axis=1)
-                out[found, index : index + 4] = chosen[found]
-            elif rule is Merge.MOMENTS:
-                n = np.where(present, column, 0.0)
-                means = np.where(present, states[:, :, index + 1], 0.0)
-                m2 = np.where(present, states[:, :, index + 2], 0.0)
-                total = n.sum(axis=1)
-                some = total > 0
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = (n * means).sum(axis=1) / total
-                spread = m2.sum(axis=1) + (n * (means - mean[:, np.newaxis]) ** 2).sum(axis=1)
-                out[some, index] = total[some]
-                out[some, index + 1] = mean[some]
-                out[some, index + 2] = spread[some]
-        return out
-
-    def features_at(self, tile_of_t: int, tiles: I64, states: F64) -> dict[str, float | None]:
-        """Feature values at a read time in tile `tile_of_t`, from the states of `tiles`."""
-        windows = np.stack(
-            [
-                self.merge(states[(tiles > tile_of_t - n) & (tiles <= tile_of_t)])
-                for n in self.window_lengths
-            ]
-        )
-        values, _times = self.finish(windows[np.newaxis])
-        return {
-            feature.name: None if math.isnan(value) else value
-            for feature, value in zip(self.features, values[0].tolist(), strict=True)
-            # Distinct counts come from HyperLogLogs, see online.read_views.
-            if feature.function is not Function.APPROX_COUNT_DISTINCT
-        }
-
-    def newest(self, merged: F64) -> int | None:
-        """Event time of the newest event in a merged state; None when it holds none."""
-        value = merged[self.NEWEST]
-        return int(value) if np.isfinite(value) else None
+    # -- merged window states -> feature values ---------------------------------------------
 
     def finish(self, windows: F64) -> tuple[F64, F64]:
         """Every feature's value and newest event time from merged window states.
@@ -424,8 +359,3 @@ def _slots_for(function: Function, column: str | None) -> list[str]:
         Function.MAX: [f"max:{column}"],
         Function.LAST: [f"last:{column}"],
     }[function]
-
-
-def tile_of(ts_us: int | I64, tile_us: int) -> int | I64:
-    """The tile an event time falls in; a time exactly on a boundary starts the next tile."""
-    return ts_us // tile_us

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+__all__ = [
+    "EPOCH",
+    "from_us",
+    "parse_iso",
+    "parse_timestamp",
+    "to_us",
+]
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 

@@ -23,6 +23,12 @@ from featurestore.online import OnlineStore, read_features
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 
+__all__ = [
+    "FeatureCheck",
+    "VerifyReport",
+    "verify_view",
+]
+
 EXACT_TOLERANCE = 1e-9
 DISTINCT_TOLERANCE = 0.065  # two estimators with ~0.81% standard error each, 4 sigma apart
 

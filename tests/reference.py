@@ -21,6 +21,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
+from featurestore.definitions import Function, duration_us
+from featurestore.tiles import Merge, TileLayout
+
 FUNCTIONS = (
     "count",
     "sum",
@@ -172,8 +178,6 @@ def newest_event(
 
 def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str, Any]:
     """Every feature of a `FeatureView` at `t_us`, by feature name, from the applied events."""
-    from featurestore.definitions import duration_us
-
     applied = list(events)
     out: dict[str, Any] = {}
     for agg in view.aggregations:
@@ -188,3 +192,88 @@ def _need(column: str | None, function: str) -> str:
     if column is None:
         raise ValueError(f"{function} needs a column")
     return column
+
+
+# -- the tile merge ---------------------------------------------------------------------------
+# A numpy copy of the merge the Lua scripts do in Redis (featurestore/online.py), over the slots
+# of a `TileLayout`: with it the tests drive the online path (reduce -> merge -> finish) without
+# a server and hold it to the formulas above.
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+def merge(layout: TileLayout, states: F64) -> F64:
+    """Fold states (rows) into one with the slots' merge rules.
+
+    Rows whose count is NaN stand for tiles that were never written and are skipped; with none
+    left the result is `layout.empty()`, which merges neutrally with anything.
+    """
+    merged: F64 = merge_many(layout, states[np.newaxis])[0]
+    return merged
+
+
+def merge_many(layout: TileLayout, states: F64) -> F64:
+    """`merge` for many entities at once: (entities, rows, width) -> (entities, width)."""
+    entities, rows, _width = states.shape
+    out = np.tile(layout.empty(), (entities, 1))
+    if rows == 0:
+        return out
+    present = ~np.isnan(states[:, :, layout.COUNT])
+    for index, rule in enumerate(layout.merges):
+        column = states[:, :, index]
+        if rule is Merge.ADD:
+            out[:, index] = np.where(present, column, 0.0).sum(axis=1)
+        elif rule is Merge.MAX:
+            out[:, index] = np.where(present, column, -np.inf).max(axis=1)
+        elif rule is Merge.MIN:
+            out[:, index] = np.where(present, column, np.inf).min(axis=1)
+        elif rule is Merge.LAST:
+            # The row with the greatest (time, partition, offset): narrow the candidates one
+            # key at a time, as a lexicographic comparison does.
+            candidates = present
+            for part in range(3):
+                key = np.where(candidates, states[:, :, index + part], -np.inf)
+                candidates = candidates & (key == key.max(axis=1, keepdims=True))
+            best = candidates.argmax(axis=1)
+            chosen = states[np.arange(entities), best, index : index + 4]
+            found = candidates.any(axis=1)
+            out[found, index : index + 4] = chosen[found]
+        elif rule is Merge.MOMENTS:
+            n = np.where(present, column, 0.0)
+            means = np.where(present, states[:, :, index + 1], 0.0)
+            m2 = np.where(present, states[:, :, index + 2], 0.0)
+            total = n.sum(axis=1)
+            some = total > 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = (n * means).sum(axis=1) / total
+            spread = m2.sum(axis=1) + (n * (means - mean[:, np.newaxis]) ** 2).sum(axis=1)
+            out[some, index] = total[some]
+            out[some, index + 1] = mean[some]
+            out[some, index + 2] = spread[some]
+    return out
+
+
+def features_at(
+    layout: TileLayout, tile_of_t: int, tiles: I64, states: F64
+) -> dict[str, float | None]:
+    """Feature values at a read time in tile `tile_of_t`, from the states of `tiles`."""
+    windows = np.stack(
+        [
+            merge(layout, states[(tiles > tile_of_t - n) & (tiles <= tile_of_t)])
+            for n in layout.window_lengths
+        ]
+    )
+    values, _times = layout.finish(windows[np.newaxis])
+    return {
+        feature.name: None if math.isnan(value) else value
+        for feature, value in zip(layout.features, values[0].tolist(), strict=True)
+        # Distinct counts come from HyperLogLogs, see online.read_views.
+        if feature.function is not Function.APPROX_COUNT_DISTINCT
+    }
+
+
+def newest(layout: TileLayout, merged: F64) -> int | None:
+    """Event time of the newest event in a merged state; None when it holds none."""
+    value = merged[layout.NEWEST]
+    return int(value) if np.isfinite(value) else None

@@ -1,4 +1,5 @@
-"""Models: LightGBM training from datasets, and the model registry with lineage and rollout."""
+"""Models: LightGBM training from datasets, and the model registry (lineage, aliases, traffic,
+the promotion gate)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`fstore train` and `fstore models ...`: train, inspect, promote and roll back models.
 
-Errors are `FeatureStoreError`s, which `fstore`'s entry point prints and exits 1 on.
+Registered on the `fstore` root through the `fstore.commands` entry point, as every command
+package is. Errors are `FeatureStoreError`s, which `fstore`'s entry point prints and exits 1 on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from featurestore.models.registry import (
     ModelVersion,
     Objective,
 )
+from featurestore.models.train import train_model
+from featurestore.offline.datasets import DatasetStore
+from featurestore.offline.log import OfflineStore
+from featurestore.registry import Registry
 
 __all__ = ["models_app", "register"]
 
@@ -36,7 +41,7 @@ Reason = Annotated[str, typer.Option("--reason", help="Why, for the audit histor
 
 
 def register(app: typer.Typer) -> None:
-    """Add the model commands to the `fstore` root."""
+    """Add the model commands to the `fstore` root (the `fstore.commands` entry point)."""
     app.command("train")(train)
     app.add_typer(models_app, name="models")
 
@@ -58,13 +63,14 @@ def train(
     who: Who = None,
 ) -> None:
     """Train LightGBM on a dataset (time-ordered split) and register the next model version."""
-    from featurestore.store import FeatureStore
-
-    version = FeatureStore().train_model(
-        dataset,
+    settings = load_settings()
+    version = train_model(
+        DatasetStore(OfflineStore(settings.offline)).get(dataset),
         model,
         label,
         load_params(params) if params is not None else None,
+        registry=Registry(settings.registry),
+        models=ModelRegistry(settings.models),
         objective=objective,
         validation_fraction=validation_fraction,
         who=_who(who),

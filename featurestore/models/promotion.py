@@ -1,7 +1,8 @@
-"""Rollout rules: aliases, traffic weights, the promotion gate, and the audit record.
+"""Promotion rules: the metric gate, aliases, traffic weights, and the audit record.
 
-Kept apart from storage so the rules read in one place: which alias takes traffic, how weights
-are normalised, and when a candidate is worse than production.
+Kept apart from storage (`registry.py`) so the rules read in one place: when a candidate is
+worse than production, which alias takes traffic, and how weights are normalised. A model's
+`Rollout` is its aliases and traffic weights as a server routes by them.
 """
 
 from __future__ import annotations

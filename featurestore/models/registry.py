@@ -7,7 +7,7 @@ pickle), with its SHA-256 recorded. Several serving replicas may share the folde
 Aliases (`production`, `canary`, `shadow`, any name) point at versions. Promotion to
 `production` is gated on the primary validation metric; every alias or traffic change is
 appended to the audit history (who, when, from, to, why), which is never rewritten.
-The records and rules live beside this module (`versions.py`, `rollout.py`) and are
+The records and rules live beside this module (`versions.py`, `promotion.py`) and are
 re-exported here.
 """
 

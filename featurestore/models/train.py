@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ from featurestore.models.evaluation import average_precision, log_loss, mae, rms
 from featurestore.models.params import merge_params
 from featurestore.models.profile import reference_profile
 from featurestore.models.promotion import default_who
+from featurestore.models.registry import ModelRegistry
 from featurestore.models.versions import (
     DatasetRef,
     FeatureSpec,
@@ -33,10 +34,8 @@ from featurestore.models.versions import (
     Signature,
 )
 from featurestore.offline.datasets import Dataset, content_hash
+from featurestore.registry import Registry
 from featurestore.repo import parse_ref
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
 
 __all__ = ["PRIMARY_METRIC", "TrainingData", "evaluate", "load_training_data", "train_model"]
 
@@ -56,21 +55,24 @@ class TrainingData:
 
 
 def train_model(
-    store: FeatureStore,
-    dataset: str,
+    dataset: Dataset,
     model: str,
     label: str,
     params: Mapping[str, Any] | None = None,
     *,
+    registry: Registry,
+    models: ModelRegistry,
     objective: Objective | str | None = None,
     validation_fraction: float = 0.2,
     who: str | None = None,
     description: str = "",
 ) -> ModelVersion:
-    """Train `model` on dataset `NAME` or `NAME@VERSION` to predict `label`; register it.
+    """Train `model` on `dataset` to predict `label`; register it in `models`.
 
-    Every feature column of the dataset is an input. `objective` defaults to binary when the
-    labels are all 0 or 1, else regression. Metrics are computed on the validation rows.
+    `registry` is the feature registry the dataset was built from: the model's entity keys are
+    the join keys of its views. Every feature column of the dataset is an input. `objective`
+    defaults to binary when the labels are all 0 or 1, else regression. Metrics are computed on
+    the validation rows. `FeatureStore.train_model` calls this with its own parts.
     """
     import lightgbm as lgb  # loads OpenMP (~0.4 s): only training needs it
 
@@ -78,8 +80,7 @@ def train_model(
         raise RequestError(
             f"validation_fraction must be between 0 and 1, not {validation_fraction}"
         )
-    found = store.datasets.get(dataset)
-    data = load_training_data(found, label)
+    data = load_training_data(dataset, label)
     chosen = _objective(data.y, objective, label)
     cut = _time_split(data.times, validation_fraction)
     x_train, y_train, x_valid, y_valid = data.x[:cut], data.y[:cut], data.x[cut:], data.y[cut:]
@@ -87,7 +88,7 @@ def train_model(
         for part, labels in (("training", y_train), ("validation", y_valid)):
             if np.unique(labels).size < 2:
                 raise RequestError(
-                    f"the {part} rows of {found.ref} hold only label {labels[0]:g}: AUC needs "
+                    f"the {part} rows of {dataset.ref} hold only label {labels[0]:g}: AUC needs "
                     "both classes; use more rows or another validation_fraction"
                 )
 
@@ -102,20 +103,22 @@ def train_model(
     boundary = data.timestamps[cut].as_py()
     used["best_iteration"] = best
     used["split"] = {
-        "by": found.manifest["timestamp_column"],
+        "by": dataset.manifest["timestamp_column"],
         "validation_fraction": validation_fraction,
         "training_rows": int(cut),
         "validation_rows": int(len(y_valid)),
         "validation_from": _iso(boundary),
     }
-    return store.models.register(
+    return models.register(
         model,
         booster.model_to_string(num_iteration=best),
         objective=chosen,
-        signature=Signature(data.features, _entity_keys(store, found), found.manifest["service"]),
+        signature=Signature(
+            data.features, _entity_keys(registry, dataset), dataset.manifest["service"]
+        ),
         label=label,
-        dataset=DatasetRef(found.name, found.version, found.manifest["content_hash"]),
-        views={view: int(v["version"]) for view, v in found.manifest["views"].items()},
+        dataset=DatasetRef(dataset.name, dataset.version, dataset.manifest["content_hash"]),
+        views={view: int(v["version"]) for view, v in dataset.manifest["views"].items()},
         params=used,
         metrics=evaluate(chosen, y_valid, scores),
         primary_metric=PRIMARY_METRIC[chosen],
@@ -221,10 +224,10 @@ def _time_split(times: npt.NDArray[np.int64], fraction: float) -> int:
     return cut
 
 
-def _entity_keys(store: FeatureStore, dataset: Dataset) -> tuple[str, ...]:
+def _entity_keys(registry: Registry, dataset: Dataset) -> tuple[str, ...]:
     keys: list[str] = []
     for view, pinned in dataset.manifest["views"].items():
-        registered = store.registry.get_view(view, int(pinned["version"]))
+        registered = registry.get_view(view, int(pinned["version"]))
         keys.extend(key for key in registered.view.join_keys if key not in keys)
     return tuple(keys)
 

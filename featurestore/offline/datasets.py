@@ -25,6 +25,13 @@ from featurestore.offline.log import OfflineStore
 from featurestore.registry import RegisteredView
 from featurestore.timestamps import from_us
 
+__all__ = [
+    "MANIFEST",
+    "Dataset",
+    "DatasetStore",
+    "content_hash",
+]
+
 MANIFEST = "manifest.json"
 _HASH_BATCH = 65_536
 

@@ -24,6 +24,10 @@ from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore,
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 
+__all__ = [
+    "HistoricalQuery",
+]
+
 ROW = "__row"
 _SQL_TYPES = {
     ValueType.STRING: {"VARCHAR"},

@@ -25,6 +25,12 @@ from featurestore.services.process import (
     wait_until,
 )
 
+__all__ = [
+    "KafkaServer",
+    "KafkaStatus",
+    "broker_answers",
+]
+
 HOST = "127.0.0.1"
 MIN_JAVA = 17
 # log4j-slf4j-impl binds Kafka's slf4j 1.x API to the log4j2 jars it already pulls in, so the

@@ -17,6 +17,15 @@ from pathlib import Path
 
 from featurestore.errors import ServiceError
 
+__all__ = [
+    "ManagedProcess",
+    "ensure_port_free",
+    "free_port",
+    "port_open",
+    "tail",
+    "wait_until",
+]
+
 
 @dataclass(frozen=True)
 class ManagedProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 
 import numpy as np
@@ -91,22 +90,3 @@ def test_a_later_batch_leaves_out_the_users_of_an_earlier_one() -> None:
 def test_options_that_cannot_work_are_refused(options: DemoOptions, message: str) -> None:
     with pytest.raises(DemoError, match=re.escape(message)):
         options.check()
-
-
-def test_examples_in_docstrings_run() -> None:
-    for module in (demo.data, demo.stepper):
-        assert doctest.testmod(module).failed == 0
-
-
-def test_exports() -> None:
-    assert demo.__all__ == [
-        "DemoError",
-        "DemoOptions",
-        "DemoRun",
-        "Population",
-        "Results",
-        "StreamConfig",
-        "Transactions",
-    ]
-    for name in demo.__all__:
-        assert hasattr(demo, name)

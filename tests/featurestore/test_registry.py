@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import sqlite3
 import sys
 import threading
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import featurestore.repo
 from featurestore import cli
 from featurestore.config import RegistrySettings
 from featurestore.definitions import Aggregation, Entity, FeatureService, FeatureView, KafkaSource
@@ -92,10 +90,6 @@ def repo(tmp_path: Path) -> Path:
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     return Registry(RegistrySettings(path=tmp_path / "registry"))
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(featurestore.repo).failed == 0
 
 
 # --- loading a feature repo -------------------------------------------------------------------
@@ -428,23 +422,6 @@ def test_a_failing_apply_registers_nothing(registry: Registry) -> None:
 
     with pytest.raises(RegistryError, match="unknown feature view 'w'"):
         registry.get_view("w")
-
-
-def test_views_for_topic_follow_the_latest_version(registry: Registry) -> None:
-    registry.apply(
-        RepoContents(
-            views={
-                "a": build_view("a", topic="payments"),
-                "b": build_view("b", topic="payments"),
-                "c": build_view("c", topic="clicks"),
-            }
-        )
-    )
-    registry.apply(RepoContents(views={"b": build_view("b", topic="refunds")}))
-
-    assert [(r.name, r.version) for r in registry.views_for_topic("payments")] == [("a", 1)]
-    assert [(r.name, r.version) for r in registry.views_for_topic("refunds")] == [("b", 2)]
-    assert registry.views_for_topic("nothing") == []
 
 
 def test_registry_persists_in_wal_mode(tmp_path: Path, repo: Path) -> None:

@@ -1,8 +1,9 @@
-"""TileLayout (reduce -> merge -> features_at) against the brute-force model in tests/reference.py.
+"""TileLayout (reduce -> merge -> finish) against the brute-force model in tests/reference.py.
 
 The online path never sees raw events at read time: the worker reduces each batch to one state
 per tile, states of the same tile are merged, and a read folds the tiles of a window. These tests
-drive that path with random streams and hold every feature to docs/semantics.md.
+drive that path with random streams and hold every feature to docs/semantics.md; the merge is
+reference.merge, the numpy copy of the Lua one.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def store(
     for tile, pending in sorted(by_tile.items()):
         while len(pending) > 1:
             i, j = sorted(rng.sample(range(len(pending)), 2))
-            merged = layout.merge(np.stack([pending[i], pending[j]]))
+            merged = reference.merge(layout, np.stack([pending[i], pending[j]]))
             pending = [s for k, s in enumerate(pending) if k not in (i, j)] + [merged]
         tiles.append(tile)
         states.append(pending[0])
@@ -156,7 +157,7 @@ def check_read(
     t_ref = t if exact else (tile_of_t + 1) * layout.tile_us - 1
     where = f"at t={t} (tile {tile_of_t}, {'exact' if exact else f'own tile, as t={t_ref}'})"
 
-    got = layout.features_at(tile_of_t, tiles, states)
+    got = reference.features_at(layout, tile_of_t, tiles, states)
     want = reference.view_features(applied, view, t_ref)
     assert sorted(got) == sorted(view.feature_names())
     for feature in layout.features:
@@ -165,7 +166,7 @@ def check_read(
         assert_feature(feature, got[feature.name], want[feature.name], in_window, where)
 
         in_window = (tiles > tile_of_t - feature.window_tiles) & (tiles <= tile_of_t)
-        newest = layout.newest(layout.merge(states[in_window]))
+        newest = reference.newest(layout, reference.merge(layout, states[in_window]))
         want_newest = reference.newest_event(applied, window_us, layout.tile_us, t_ref)
         assert newest == want_newest, f"newest of {feature.name} {where}: {newest}"
 
@@ -278,7 +279,7 @@ def test_merge_is_associative_and_commutative(scenario: Scenario) -> None:
     states = [state for e in scenario.events for _, state in reduce_batch(layout, [e])]
     if len(states) < 2:
         return
-    flat = layout.merge(np.stack(states))
+    flat = reference.merge(layout, np.stack(states))
     rng = scenario.rng
 
     def fold(pending: list[np.ndarray]) -> np.ndarray:
@@ -286,7 +287,7 @@ def test_merge_is_associative_and_commutative(scenario: Scenario) -> None:
         if len(pending) == 1:
             return pending[0]
         split = rng.randint(1, len(pending) - 1)
-        return layout.merge(np.stack([fold(pending[:split]), fold(pending[split:])]))
+        return reference.merge(layout, np.stack([fold(pending[:split]), fold(pending[split:])]))
 
     for _ in range(3):
         shuffled = list(states)
@@ -319,12 +320,12 @@ def test_merge_many_equals_merge_per_entity(
             for _ in range(entities)
         ]
     ).reshape(entities, rows, layout.width)
-    together = layout.merge_many(batch)
+    together = reference.merge_many(layout, batch)
     # The same states as every window of a read: each entity's values come from its own alone.
     windows = np.repeat(together[:, np.newaxis], len(layout.window_lengths), axis=1)
     values, times = layout.finish(windows)
     for e in range(entities):
-        alone = layout.merge(batch[e])
+        alone = reference.merge(layout, batch[e])
         np.testing.assert_array_equal(together[e], alone)
         one, one_times = layout.finish(
             np.repeat(alone[np.newaxis, np.newaxis], windows.shape[1], 1)
@@ -343,7 +344,7 @@ def test_finish_reads_a_never_written_window_as_empty(
     layout = TileLayout(scenario.view)
     states = [state for e in scenario.events for _, state in reduce_batch(layout, [e])]
     lengths = len(layout.window_lengths)
-    written = layout.merge(np.stack(states)) if states else layout.empty()
+    written = reference.merge(layout, np.stack(states)) if states else layout.empty()
     blank = [data.draw(st.booleans()) for _ in range(lengths)]
     sent = np.stack([np.full(layout.width, np.nan) if b else written for b in blank])
     meant = np.stack([layout.empty() if b else written for b in blank])
@@ -370,7 +371,7 @@ def ev(ts: int, amount: float = 1.0, partition: int = 0, offset: int = 0) -> Eve
 def online(view: FeatureView, events: Sequence[Event], t: int) -> dict[str, float | None]:
     layout = TileLayout(view)
     tiles, states = as_arrays(layout, reduce_batch(layout, events))
-    return layout.features_at(t // layout.tile_us, tiles, states)
+    return reference.features_at(layout, t // layout.tile_us, tiles, states)
 
 
 ALL_FUNCTIONS = make_view(
@@ -434,7 +435,7 @@ def test_window_expires_to_empty_values_without_new_events() -> None:
 
     def newest(tile_of_t: int) -> int | None:
         in_window = (tiles > tile_of_t - 2) & (tiles <= tile_of_t)
-        return layout.newest(layout.merge(states[in_window]))
+        return reference.newest(layout, reference.merge(layout, states[in_window]))
 
     assert newest(T0 // MINUTE + 2) == T0 + 70 * SECOND
     assert newest(T0 // MINUTE + 3) is None
@@ -462,9 +463,9 @@ def test_last_breaks_ties_by_partition_then_offset_across_batches() -> None:
     for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
         rows = [row for i in order for row in reduce_batch(layout, [events[i]])]
         tiles, states = as_arrays(layout, rows)
-        assert layout.features_at(T0 // MINUTE, tiles, states) == {"amount_last_1m": 2.0}
+        assert reference.features_at(layout, T0 // MINUTE, tiles, states) == {"amount_last_1m": 2.0}
         tiles, states = as_arrays(layout, reduce_batch(layout, [events[i] for i in order]))
-        assert layout.features_at(T0 // MINUTE, tiles, states) == {"amount_last_1m": 2.0}
+        assert reference.features_at(layout, T0 // MINUTE, tiles, states) == {"amount_last_1m": 2.0}
 
 
 def test_online_read_includes_its_whole_own_tile() -> None:
@@ -509,6 +510,6 @@ def test_variance_of_large_close_values_is_accurate() -> None:
 def test_merge_of_nothing_is_neutral() -> None:
     layout = TileLayout(ALL_FUNCTIONS)
     (_, state), *_ = reduce_batch(layout, [ev(T0, 4.0)])
-    empty = layout.merge(np.full((1, layout.width), np.nan))
-    both = layout.merge(np.stack([empty, state]))
-    np.testing.assert_array_equal(both, layout.merge(state[None, :]))
+    empty = reference.merge(layout, np.full((1, layout.width), np.nan))
+    both = reference.merge(layout, np.stack([empty, state]))
+    np.testing.assert_array_equal(both, reference.merge(layout, state[None, :]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,11 @@ from featurestore.models import PRODUCTION, PromotionRefused
 
 @pytest.fixture
 def runner(store: FeatureStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """Settings from FSTORE_* pointing at the `store` fixture's folders, and a dataset."""
+    """Settings from FSTORE_* pointing at the `store` fixture's folders, and a dataset; the
+    model commands registered as `fstore` registers them (the fstore.commands entry point)."""
+    if "models" not in {e.name for e in entry_points(group="fstore.commands")}:
+        pytest.fail("the installed fstore predates pyproject.toml: pip install -e '.[dev]'")
+    cli._load_plugins()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FSTORE_CONFIG", raising=False)
     monkeypatch.setenv("FSTORE_OFFLINE_ROOT", str(store.settings.offline.root))

@@ -3,7 +3,6 @@ the promotion gate, rollback, traffic, the audit history, the generation counter
 
 from __future__ import annotations
 
-import doctest
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,6 @@ from pathlib import Path
 import lightgbm as lgb
 import pytest
 
-import featurestore.models.promotion
 from featurestore.config import ModelsSettings
 from featurestore.errors import RegistryError
 from featurestore.models import (
@@ -427,7 +425,3 @@ def test_concurrent_registers_take_distinct_versions(
 
 def test_signature_round_trips() -> None:
     assert Signature.from_dict(SIGNATURE.to_dict()) == SIGNATURE
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(featurestore.models.promotion).failed == 0

@@ -3,7 +3,6 @@ log, a time-ordered split, LightGBM, and a registered version whose lineage is t
 
 from __future__ import annotations
 
-import doctest
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import featurestore.models.params
 from featurestore import FeatureStore, RequestError
 from featurestore.errors import ConfigError
 from featurestore.models import Objective, bin_counts, roc_auc
@@ -150,4 +148,3 @@ def test_param_aliases_fold_into_lightgbm_canonical_names() -> None:
     assert merge_params("binary", {"eta": 0.2})["learning_rate"] == 0.2
     with pytest.raises(ConfigError, match="both 'eta' and 'shrinkage_rate'"):
         merge_params("binary", {"eta": 0.2, "shrinkage_rate": 0.1})
-    assert doctest.testmod(featurestore.models.params).failed == 0
