@@ -40,9 +40,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -51,21 +49,12 @@ from typing import Any
 
 import numpy as np
 import yaml
-from _harness import (
-    Child,
-    Meter,
-    Services,
-    add_common_arguments,
-    cleanup_services,
-    hey,
-    log,
-    machine,
-    ratio,
-    server_cpu,
-    services_versions,
-    show,
-    start_services,
-)
+from _cli import add_common_arguments, working_folder
+from _loadgen import hey
+from _machine import Meter, machine
+from _report import log, ratio, show
+from _services import Services, cleanup_services, server_cpu, services_versions, start_services
+from _subprocesses import Child
 from feast_serving import (
     drop_feast_keys,
     feast_body,
@@ -124,13 +113,13 @@ class Target:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with working_folder("fstore-bench-serve-", args.tmp, args.keep) as work:
+        return run_in(args, work)
+
+
+def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    work = Path(tempfile.mkdtemp(prefix="fstore-bench-serve-", dir=args.tmp))
-    try:
-        services = start_services(work / "services")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    services = start_services(work / "services")
     topic, predictions = f"bench.serve.{run_id}", f"bench.predictions.{run_id}"
     namespace, floor_prefix = f"bench-serve-{run_id}", f"bench-floor-{run_id}"
     project = f"fstore_serving_bench_{run_id}"
@@ -151,10 +140,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.feast:
             drop_feast_keys(services.redis_url, args.feast_db, project)
         cleanup_services(services, [topic, predictions], [namespace, floor_prefix])
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(

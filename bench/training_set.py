@@ -50,20 +50,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from _harness import (
-    FEAST_VERSION,
-    Meter,
-    add_common_arguments,
-    emit,
-    feast_python,
-    log,
-    machine,
-    peak_rss_mb,
-    ratio,
-    register_views,
-    show,
-    wait_for_quiet,
-)
+from _cli import add_common_arguments
+from _machine import Meter, machine, peak_rss_mb, wait_for_quiet
+from _peers import FEAST_VERSION, feast_python
+from _report import emit, log, ratio, show
+from _services import register_views
 
 from featurestore.config import OfflineSettings, RegistrySettings, Settings
 from featurestore.definitions import (
