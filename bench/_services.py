@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from _machine import tree_cpu_seconds
 from _report import log
 
-from featurestore.config import KafkaSettings, RegistrySettings, ServicesSettings
+from featurestore.config import (
+    KafkaSettings,
+    ModelsSettings,
+    OfflineSettings,
+    RedisSettings,
+    RegistrySettings,
+    ServicesSettings,
+    Settings,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -30,6 +38,7 @@ __all__ = [
     "cleanup_services",
     "delete_keys",
     "register_views",
+    "run_settings",
     "server_cpu",
     "services_versions",
     "start_services",
@@ -158,3 +167,17 @@ def register_views(config: RegistrySettings, *views: FeatureView) -> None:
             views={v.name: v for v in views},
         )
     )
+
+
+def run_settings(services: Services, work: Path, namespace: str, **sections: Any) -> Settings:
+    """The product's settings for a run: its Kafka, its Redis with keys under `namespace`, and
+    the offline log, registry and models in `work`; `sections` add or replace sections
+    (serving, monitor, another offline root)."""
+    defaults: dict[str, Any] = {
+        "kafka": services.kafka,
+        "redis": RedisSettings(url=services.redis_url, namespace=namespace),
+        "offline": OfflineSettings(root=work / "offline"),
+        "registry": RegistrySettings(path=work / "registry"),
+        "models": ModelsSettings(path=work / "models"),
+    }
+    return Settings(**{**defaults, **sections})

@@ -45,6 +45,7 @@ from _report import log, ratio, show
 from _services import (
     cleanup_services,
     register_views,
+    run_settings,
     server_cpu,
     services_versions,
     start_services,
@@ -57,7 +58,6 @@ from ingest_workload import TILE_MS, WINDOWS, Events, generate, make_view, produ
 from featurestore.config import (
     KafkaSettings,
     OfflineSettings,
-    RedisSettings,
     RegistrySettings,
     Settings,
 )
@@ -155,12 +155,8 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         def settings_for(label: str) -> Settings:
             namespace = f"bench-{run_id}-{label}"
             namespaces.append(namespace)
-            return Settings(
-                kafka=services.kafka,
-                redis=RedisSettings(url=services.redis_url, namespace=namespace),
-                offline=OfflineSettings(root=state_dir / f"offline-{label}"),
-                registry=RegistrySettings(path=state_dir / "registry"),
-            )
+            offline = OfflineSettings(root=state_dir / f"offline-{label}")
+            return run_settings(services, state_dir, namespace, offline=offline)
 
         main_view, fresh_view = make_view("bench_txn", topic), make_view("bench_fresh", fresh_topic)
         register_views(RegistrySettings(path=state_dir / "registry"), main_view, fresh_view)

@@ -43,7 +43,14 @@ from _cli import add_common_arguments, working_folder
 from _loadgen import hey
 from _machine import Meter, machine
 from _report import log, ratio, show
-from _services import Services, cleanup_services, server_cpu, services_versions, start_services
+from _services import (
+    Services,
+    cleanup_services,
+    run_settings,
+    server_cpu,
+    services_versions,
+    start_services,
+)
 from _subprocesses import Child
 from confluent_kafka import Consumer, Producer, TopicPartition
 from ingest_workload import send
@@ -54,9 +61,6 @@ from serving_workload import train_model as train_serving_model
 from featurestore.config import (
     ModelsSettings,
     MonitorSettings,
-    OfflineSettings,
-    RedisSettings,
-    RegistrySettings,
     ServingSettings,
     Settings,
 )
@@ -365,12 +369,10 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         monitor.alerts_topic,
     ]
     try:
-        settings = Settings(
-            kafka=services.kafka,
-            redis=RedisSettings(url=services.redis_url, namespace=namespace),
-            offline=OfflineSettings(root=work / "offline"),
-            registry=RegistrySettings(path=work / "registry"),
-            models=ModelsSettings(path=work / "models"),
+        settings = run_settings(
+            services,
+            work,
+            namespace,
             serving=ServingSettings(host="127.0.0.1", prediction_log_topic=predictions),
             monitor=monitor,
         )

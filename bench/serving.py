@@ -53,7 +53,14 @@ from _cli import add_common_arguments, working_folder
 from _loadgen import hey
 from _machine import Meter, machine
 from _report import log, ratio, show
-from _services import Services, cleanup_services, server_cpu, services_versions, start_services
+from _services import (
+    Services,
+    cleanup_services,
+    run_settings,
+    server_cpu,
+    services_versions,
+    start_services,
+)
 from _subprocesses import Child
 from feast_serving import (
     drop_feast_keys,
@@ -77,10 +84,6 @@ from serving_workload import (
 )
 
 from featurestore.config import (
-    ModelsSettings,
-    OfflineSettings,
-    RedisSettings,
-    RegistrySettings,
     ServingSettings,
     Settings,
 )
@@ -125,12 +128,10 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     project = f"fstore_serving_bench_{run_id}"
     children: list[Child] = []
     try:
-        settings = Settings(
-            kafka=services.kafka,
-            redis=RedisSettings(url=services.redis_url, namespace=namespace),
-            offline=OfflineSettings(root=work / "offline"),
-            registry=RegistrySettings(path=work / "registry"),
-            models=ModelsSettings(path=work / "models"),
+        settings = run_settings(
+            services,
+            work,
+            namespace,
             serving=ServingSettings(host=HOST, prediction_log_topic=predictions),
         )
         return measure(args, services, settings, work, children, topic, floor_prefix, project)
