@@ -1,8 +1,9 @@
 """The peer in bench/training_set.py: Feast's point-in-time join of the latest `amount`.
 
 It runs in a virtualenv of its own (Feast pins its own pandas / pyarrow / numpy ranges), so it
-imports nothing from fstore; `bench/training_set.py` creates that virtualenv and starts this file
-with its interpreter. The last line printed is one JSON object with the figures.
+imports nothing from fstore (bench/_machine.py, for the peak RSS, is standard library only);
+`bench/training_set.py` creates that virtualenv and starts this file with its interpreter. The
+last line printed is one JSON object with the figures.
 
 What Feast can do of the benchmark's view: a feature view's value at time t is its source's
 newest row for the entity with `t - ttl <= event_timestamp <= t`. With the raw events as the
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,20 +23,11 @@ from pathlib import Path
 import feast
 import numpy as np
 import pyarrow.parquet as pq
+from _machine import peak_rss_mb
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64
 
 WINDOWS = {"10m": timedelta(minutes=10), "1h": timedelta(hours=1), "24h": timedelta(hours=24)}
-
-
-def peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Feast's Python feature server, the peer of bench/serving.py: its repo, its Redis, `feast serve`.
 
-Feast runs in its own virtualenv (`_harness.feast_python`); bench/feast_serving_repo.py builds
+Feast runs in its own virtualenv (`_peers.feast_python`); bench/feast_serving_repo.py builds
 the repo and materializes the values into Redis database `db` of the benchmark's Redis, keys
 ending in the run's project name (so they can be found and removed on a borrowed server).
 """
@@ -8,7 +8,6 @@ ending in the run's project name (so they can be found and removed on a borrowed
 from __future__ import annotations
 
 import json
-import subprocess  # noqa: S404 - Feast runs in a virtualenv of its own
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
-from _harness import Child, feast_python
+from _peers import feast_python
+from _services import delete_keys
+from _subprocesses import Child, run_json
 
 __all__ = [
     "drop_feast_keys",
@@ -66,14 +67,7 @@ def setup_feast(
         *("--repo", str(repo), "--project", project, "--view", view),
         *("--redis", feast_redis(redis_url, db), "--values", str(values)),
     ]
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        argv, capture_output=True, text=True, timeout=900, check=False, cwd=repo.parent
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"the Feast repo setup failed ({result.returncode}):\n{result.stderr}")
-    out: dict[str, Any] = json.loads(lines[-1])
-    return out
+    return run_json("the Feast repo setup", argv, timeout=900, cwd=repo.parent)[-1]
 
 
 def start_feast(repo: Path, host: str, port: int, max_requests: int, log_file: Path) -> Child:
@@ -106,10 +100,7 @@ def drop_feast_keys(redis_url: str, db: int, project: str) -> int:
     client = redis.Redis(
         host=parts.hostname or "127.0.0.1", port=parts.port or 6379, db=db, password=parts.password
     )
-    keys = list(client.scan_iter(match=f"*{project}", count=10_000))
-    for i in range(0, len(keys), 10_000):
-        client.delete(*keys[i : i + 10_000])
-    return len(keys)
+    return delete_keys(client, f"*{project}")
 
 
 if __name__ == "__main__":

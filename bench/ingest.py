@@ -30,30 +30,27 @@ from __future__ import annotations
 import argparse
 import json
 import pstats
-import shutil
-import subprocess  # noqa: S404 - Quix Streams runs in a virtualenv of its own
+import subprocess  # noqa: S404 - for TimeoutExpired: peers run as subprocesses
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _harness import (
-    Meter,
-    add_common_arguments,
+from _cli import add_common_arguments, working_folder
+from _machine import Meter, machine
+from _peers import quix_python
+from _report import log, ratio, show
+from _services import (
     cleanup_services,
-    log,
-    machine,
-    peer_python,
-    ratio,
     register_views,
+    run_settings,
     server_cpu,
     services_versions,
-    show,
     start_services,
 )
+from _subprocesses import run_json
 from ingest_freshness import measure_freshness
 from ingest_processes import run_child
 from ingest_workload import TILE_MS, WINDOWS, Events, generate, make_view, produce
@@ -61,7 +58,6 @@ from ingest_workload import TILE_MS, WINDOWS, Events, generate, make_view, produ
 from featurestore.config import (
     KafkaSettings,
     OfflineSettings,
-    RedisSettings,
     RegistrySettings,
     Settings,
 )
@@ -70,7 +66,6 @@ from featurestore.timestamps import from_us
 from streaming.topics import ensure_topic
 
 HERE = Path(__file__).resolve().parent
-QUIX_VERSION = "3.28.1"
 GOALS = {
     "events_per_s": 100_000,
     "floor_ratio": 0.4,
@@ -81,11 +76,6 @@ GOALS = {
 
 
 # -- Quix Streams --------------------------------------------------------------------------------
-
-
-def quix_python() -> Path:
-    """The interpreter of Quix Streams' own virtualenv, made on first use and then reused."""
-    return peer_python("quix-venv", f"quixstreams=={QUIX_VERSION}", "quixstreams", QUIX_VERSION)
 
 
 def measure_quix(
@@ -111,14 +101,7 @@ def measure_quix(
         "--windows",
         windows,
     ]
-    result = subprocess.run(  # noqa: S603 - fixed argv
-        argv, capture_output=True, text=True, timeout=seconds + 300, check=False
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"the Quix app failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    out: dict[str, Any] = json.loads(lines[-1])
-    return out
+    return run_json("the Quix app", argv, timeout=seconds + 300)[-1]
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -147,14 +130,14 @@ def check_values(store: FeatureStore, view: str, events: Events, samples: int = 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with working_folder("fstore-bench-") as state_dir:
+        return measure(args, state_dir)
+
+
+def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    state_dir = Path(tempfile.mkdtemp(prefix="fstore-bench-"))
     properties = dict(item.split("=", 1) for item in args.kafka_property)
-    try:
-        services = start_services(state_dir / "services", properties)
-    except BaseException:
-        shutil.rmtree(state_dir, ignore_errors=True)
-        raise
+    services = start_services(state_dir / "services", properties)
     namespaces: list[str] = []
     topics: list[str] = []
 
@@ -172,12 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def settings_for(label: str) -> Settings:
             namespace = f"bench-{run_id}-{label}"
             namespaces.append(namespace)
-            return Settings(
-                kafka=services.kafka,
-                redis=RedisSettings(url=services.redis_url, namespace=namespace),
-                offline=OfflineSettings(root=state_dir / f"offline-{label}"),
-                registry=RegistrySettings(path=state_dir / "registry"),
-            )
+            offline = OfflineSettings(root=state_dir / f"offline-{label}")
+            return run_settings(services, state_dir, namespace, offline=offline)
 
         main_view, fresh_view = make_view("bench_txn", topic), make_view("bench_fresh", fresh_topic)
         register_views(RegistrySettings(path=state_dir / "registry"), main_view, fresh_view)
@@ -355,7 +334,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return result
     finally:
         cleanup_services(services, topics, namespaces)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def summarize_throughput(

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Producer
 from ingest_processes import child_argv
-from ingest_workload import producer
+from ingest_workload import producer, send
 
 from featurestore.config import Settings
 from featurestore.store import FeatureStore
@@ -131,12 +131,7 @@ def measure_freshness(
 def _send(out: Producer, topic: str, user: str, when: float) -> None:
     stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
     value = f'{{"user_id":"{user}","amount":1.00,"ts":"{stamp}"}}'
-    while True:
-        try:
-            out.produce(topic, value.encode(), key=user.encode())
-            return
-        except BufferError:
-            out.poll(0.01)
+    send(out, topic, value.encode(), wait=0.01, key=user.encode())
 
 
 def _paced_producer(

@@ -7,11 +7,7 @@ stdout as JSON lines: `python bench/ingest_processes.py worker|floor SPEC.json`.
 from __future__ import annotations
 
 import cProfile
-import json
-import os
-import subprocess  # noqa: S404 - the parent starts these as subprocesses
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -19,7 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from _harness import emit, peak_rss_mb
+from _machine import peak_rss_mb
+from _report import emit
+from _subprocesses import role_argv, role_main, run_role
 from confluent_kafka import Consumer, Message
 
 import streaming.ingest.worker as worker_module
@@ -159,25 +157,11 @@ def child_floor(spec: dict[str, Any]) -> None:
 
 def run_child(role: str, spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     """Run `role` in a subprocess of this script; its stdout lines, parsed."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as handle:
-        handle.write(orjson.dumps(spec))
-    try:
-        result = subprocess.run(  # noqa: S603 - our own interpreter and script
-            child_argv(role, handle.name),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    finally:
-        os.unlink(handle.name)
-    if result.returncode != 0:
-        raise RuntimeError(f"the {role} subprocess failed ({result.returncode}):\n{result.stderr}")
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return run_role(SCRIPT, role, spec, timeout)
 
 
 def child_argv(role: str, spec_path: str) -> list[str]:
-    return [sys.executable, str(SCRIPT), role, spec_path]
+    return role_argv(SCRIPT, role, Path(spec_path))
 
 
 CHILDREN: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -187,4 +171,4 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], None]] = {
 
 
 if __name__ == "__main__":
-    CHILDREN[sys.argv[1]](orjson.loads(Path(sys.argv[2]).read_bytes()))
+    role_main(CHILDREN, sys.argv[1:])

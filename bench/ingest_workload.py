@@ -1,4 +1,6 @@
-"""The ingest benchmark's workload: the feature view, the generated events, producing them."""
+"""The ingest benchmark's workload: the feature view, the generated events, producing them.
+
+bench/serving.py and bench/monitor.py produce through it too."""
 
 from __future__ import annotations
 
@@ -89,6 +91,17 @@ def producer(kafka: KafkaSettings, **extra: Any) -> Producer:
     return Producer(kafka.client_config(**{"enable.idempotence": True, **extra}))
 
 
+def send(out: Producer, topic: str, value: bytes, wait: float = 0.05, **options: Any) -> None:
+    """Produce one message; while the client's queue is full, serve delivery reports for up to
+    `wait` s and try again (a benchmark's producer outruns the broker on purpose)."""
+    while True:
+        try:
+            out.produce(topic, value, **options)
+            return
+        except BufferError:
+            out.poll(wait)
+
+
 def produce(kafka: KafkaSettings, topic: str, chunks: Iterator[Events]) -> tuple[int, Events]:
     """Produce every chunk, batched for throughput; returns the count and the columns."""
     out = producer(
@@ -105,12 +118,7 @@ def produce(kafka: KafkaSettings, topic: str, chunks: Iterator[Events]) -> tuple
     for chunk in chunks:
         kept.append(chunk)
         for value, key in chunk.payloads():
-            while True:
-                try:
-                    out.produce(topic, value, key=key, on_delivery=delivered)
-                    break
-                except BufferError:
-                    out.poll(0.05)
+            send(out, topic, value, key=key, on_delivery=delivered)
             count += 1
         out.poll(0)
     if out.flush(120) or failed:

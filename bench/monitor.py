@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,22 +39,21 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import orjson
-from _harness import (
-    Child,
-    Meter,
+from _cli import add_common_arguments, working_folder
+from _loadgen import hey
+from _machine import Meter, machine
+from _report import log, ratio, show
+from _services import (
     Services,
-    add_common_arguments,
     cleanup_services,
-    hey,
-    log,
-    machine,
-    ratio,
+    run_settings,
     server_cpu,
     services_versions,
-    show,
     start_services,
 )
+from _subprocesses import Child
 from confluent_kafka import Consumer, Producer, TopicPartition
+from ingest_workload import send
 from serving_workload import feature_matrix, generate_events, ingest, write_floor
 from serving_workload import register_model as register_serving_model
 from serving_workload import train_model as train_serving_model
@@ -64,9 +61,6 @@ from serving_workload import train_model as train_serving_model
 from featurestore.config import (
     ModelsSettings,
     MonitorSettings,
-    OfflineSettings,
-    RedisSettings,
-    RegistrySettings,
     ServingSettings,
     Settings,
 )
@@ -180,12 +174,7 @@ def produce_predictions(
                 "features": dict(zip(names, features[i], strict=True)),
                 "score": scores[i],
             }
-            while True:
-                try:
-                    producer.produce(topic, orjson.dumps(record), partition=n % partitions)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            send(producer, topic, orjson.dumps(record), partition=n % partitions)
             sent += 1
         producer.poll(0)
     if producer.flush(120):
@@ -357,13 +346,13 @@ def measure_serving(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with working_folder("fstore-bench-monitor-", args.tmp, args.keep) as work:
+        return run_in(args, work)
+
+
+def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    work = Path(tempfile.mkdtemp(prefix="fstore-bench-monitor-", dir=args.tmp))
-    try:
-        services = start_services(work / "services")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    services = start_services(work / "services")
     namespace = f"bench-monitor-{run_id}"
     predictions = f"bench.monitor.predictions.{run_id}"
     monitor = MonitorSettings(
@@ -380,12 +369,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         monitor.alerts_topic,
     ]
     try:
-        settings = Settings(
-            kafka=services.kafka,
-            redis=RedisSettings(url=services.redis_url, namespace=namespace),
-            offline=OfflineSettings(root=work / "offline"),
-            registry=RegistrySettings(path=work / "registry"),
-            models=ModelsSettings(path=work / "models"),
+        settings = run_settings(
+            services,
+            work,
+            namespace,
             serving=ServingSettings(host="127.0.0.1", prediction_log_topic=predictions),
             monitor=monitor,
         )
@@ -428,10 +415,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for child in children:
             child.stop()
         cleanup_services(services, topics, [namespace, f"{namespace}-floor"])
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

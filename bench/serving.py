@@ -40,9 +40,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -51,21 +49,19 @@ from typing import Any
 
 import numpy as np
 import yaml
-from _harness import (
-    Child,
-    Meter,
+from _cli import add_common_arguments, working_folder
+from _loadgen import hey
+from _machine import Meter, machine
+from _report import log, ratio, show
+from _services import (
     Services,
-    add_common_arguments,
     cleanup_services,
-    hey,
-    log,
-    machine,
-    ratio,
+    run_settings,
     server_cpu,
     services_versions,
-    show,
     start_services,
 )
+from _subprocesses import Child
 from feast_serving import (
     drop_feast_keys,
     feast_body,
@@ -88,10 +84,6 @@ from serving_workload import (
 )
 
 from featurestore.config import (
-    ModelsSettings,
-    OfflineSettings,
-    RedisSettings,
-    RegistrySettings,
     ServingSettings,
     Settings,
 )
@@ -124,24 +116,22 @@ class Target:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    with working_folder("fstore-bench-serve-", args.tmp, args.keep) as work:
+        return run_in(args, work)
+
+
+def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    work = Path(tempfile.mkdtemp(prefix="fstore-bench-serve-", dir=args.tmp))
-    try:
-        services = start_services(work / "services")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    services = start_services(work / "services")
     topic, predictions = f"bench.serve.{run_id}", f"bench.predictions.{run_id}"
     namespace, floor_prefix = f"bench-serve-{run_id}", f"bench-floor-{run_id}"
     project = f"fstore_serving_bench_{run_id}"
     children: list[Child] = []
     try:
-        settings = Settings(
-            kafka=services.kafka,
-            redis=RedisSettings(url=services.redis_url, namespace=namespace),
-            offline=OfflineSettings(root=work / "offline"),
-            registry=RegistrySettings(path=work / "registry"),
-            models=ModelsSettings(path=work / "models"),
+        settings = run_settings(
+            services,
+            work,
+            namespace,
             serving=ServingSettings(host=HOST, prediction_log_topic=predictions),
         )
         return measure(args, services, settings, work, children, topic, floor_prefix, project)
@@ -151,10 +141,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.feast:
             drop_feast_keys(services.redis_url, args.feast_db, project)
         cleanup_services(services, [topic, predictions], [namespace, floor_prefix])
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(

@@ -14,7 +14,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import redis
-from _harness import register_views
+from _services import register_views
 from ingest_workload import CHUNK, TILE_MS, WINDOWS, Events, make_view, produce
 from serving_floor import floor_key
 

@@ -5,17 +5,13 @@ Only the output's shape is checked: timings on a shared CI machine say nothing.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from featurestore.config import KafkaSettings
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "ingest.py"
 REQUIRED = {
     "events_per_s",
     "floor_events_per_s",
@@ -28,19 +24,10 @@ REQUIRED = {
 
 
 @pytest.mark.integration
-def test_quick_run_prints_the_figures_as_json(kafka: KafkaSettings, redis: str) -> None:
-    # The session's servers, so the script starts none of its own.
-    env = {**os.environ, "FSTORE_KAFKA_BOOTSTRAP": kafka.bootstrap, "FSTORE_REDIS_URL": redis}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-quix"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+def test_quick_run_prints_the_figures_as_json(
+    run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str
+) -> None:
+    figures = run_quick("ingest.py", "--no-quix", kafka=kafka, redis=redis)
     assert REQUIRED <= figures.keys(), REQUIRED - figures.keys()
     assert figures["quix_events_per_s"] is None  # skipped
     for key in REQUIRED - {"quix_events_per_s"}:

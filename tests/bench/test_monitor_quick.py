@@ -6,35 +6,20 @@ window reported, every request answered); timings on a shared machine say nothin
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from featurestore.config import KafkaSettings
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "monitor.py"
-
 
 @pytest.mark.integration
 def test_quick_run_prints_the_figures_as_json(
-    kafka: KafkaSettings, redis: str, tmp_path: Path
+    run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str, tmp_path: Path
 ) -> None:
-    # The session's servers, so the script starts none of its own.
-    env = {**os.environ, "FSTORE_KAFKA_BOOTSTRAP": kafka.bootstrap, "FSTORE_REDIS_URL": redis}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--tmp", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = run_quick("monitor.py", "--tmp", str(tmp_path), kafka=kafka, redis=redis)
     assert {"predictions_per_s", "serving_rps_log_on", "serving_rps_log_off"} <= figures.keys()
     assert figures["predictions_per_s_label_index"] > 0
     assert figures["throughput"]["label_index"]["counted"] == figures["throughput"]["counted"]

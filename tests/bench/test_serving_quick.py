@@ -7,17 +7,14 @@ is skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from featurestore.config import KafkaSettings
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "serving.py"
 MEASURED = {
     "p50_ms_50rps",
     "p99_ms_50rps",
@@ -41,20 +38,9 @@ SKIPPED = {
 
 @pytest.mark.integration
 def test_quick_run_prints_the_figures_as_json(
-    kafka: KafkaSettings, redis: str, tmp_path: Path
+    run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str, tmp_path: Path
 ) -> None:
-    # The session's servers, so the script starts none of its own.
-    env = {**os.environ, "FSTORE_KAFKA_BOOTSTRAP": kafka.bootstrap, "FSTORE_REDIS_URL": redis}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--tmp", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures = run_quick("serving.py", "--tmp", str(tmp_path), kafka=kafka, redis=redis)
     assert (MEASURED | SKIPPED) <= figures.keys(), (MEASURED | SKIPPED) - figures.keys()
     for key in MEASURED:
         assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures[key])

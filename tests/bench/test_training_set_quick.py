@@ -6,12 +6,10 @@ nothing. Feast is skipped (its virtualenv takes minutes to make); `--quick --fea
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "training_set.py"
 REQUIRED = {
     "seconds",
     "peak_rss_mb",
@@ -22,16 +20,10 @@ REQUIRED = {
 }
 
 
-def test_quick_run_prints_the_figures_as_json(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-feast", "--tmp", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+def test_quick_run_prints_the_figures_as_json(
+    run_quick: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    figures = run_quick("training_set.py", "--no-feast", "--tmp", str(tmp_path))
     assert REQUIRED <= figures.keys(), REQUIRED - figures.keys()
     assert figures["feast_latest_only_seconds"] is None  # skipped
     for key in REQUIRED - {"feast_latest_only_seconds", "seconds_by_events"}:
