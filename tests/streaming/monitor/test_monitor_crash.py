@@ -24,6 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 import redis as redis_lib
+
+from featurestore.config import Settings
+from featurestore.drift import accumulate, compare
+from featurestore.models import ModelRegistry
 from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
@@ -38,10 +42,6 @@ from tests.streaming.monitor.test_monitor import (
     window_index,
     window_records,
 )
-
-from featurestore.config import Settings
-from featurestore.drift import accumulate, compare
-from featurestore.models import ModelRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,17 @@ import orjson
 import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
+
+from featurestore.config import RegistrySettings, Settings
+from featurestore.drift import latest_drift
+from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore
+from featurestore.registry import Registry
+from featurestore.repo import RepoContents
+from featurestore.timestamps import from_us
+from streaming.errors import StreamingError
+from streaming.monitor.monitor import Monitor
+from streaming.topics import ensure_topic
+from tests.streaming.conftest import make_view
 from tests.streaming.ingest.test_crash import dead_letters
 from tests.streaming.monitor.test_monitor import (
     FEATURES,
@@ -31,17 +42,6 @@ from tests.streaming.monitor.test_monitor import (
     window_index,
     window_records,
 )
-
-from featurestore.config import RegistrySettings, Settings
-from featurestore.drift import latest_drift
-from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore
-from featurestore.registry import Registry
-from featurestore.repo import RepoContents
-from featurestore.timestamps import from_us
-from streaming.errors import StreamingError
-from streaming.monitor.monitor import Monitor
-from streaming.topics import ensure_topic
-from tests.streaming.conftest import make_view
 
 pytestmark = pytest.mark.integration
 __all__ = ["run_monitor"]  # the fixture, imported to be used here

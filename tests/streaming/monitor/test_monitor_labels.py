@@ -19,6 +19,11 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Producer
+
+from featurestore.config import Settings
+from featurestore.models import log_loss
+from featurestore.timestamps import from_us, parse_timestamp
+from streaming.monitor.monitor import Monitor
 from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
@@ -36,11 +41,6 @@ from tests.streaming.monitor.test_monitor import (
     true_labels,
     window_index,
 )
-
-from featurestore.config import Settings
-from featurestore.models import log_loss
-from featurestore.timestamps import from_us, parse_timestamp
-from streaming.monitor.monitor import Monitor
 
 pytestmark = pytest.mark.integration
 __all__ = ["run_monitor"]  # the fixture, imported to be used here
