@@ -19,6 +19,8 @@ from streaming.ingest.worker import Worker
 from streaming.monitor.metrics import serve_monitor_metrics
 from streaming.monitor.monitor import Monitor
 
+__all__ = ["backfill", "import_file", "ingest", "monitor", "register"]
+
 console = Console()
 
 

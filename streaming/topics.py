@@ -8,6 +8,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from featurestore.config import KafkaSettings
 from streaming.errors import StreamingError
 
+__all__ = ["ensure_topic"]
+
 
 def ensure_topic(
     kafka: KafkaSettings, name: str, partitions: int = 1, timeout: float = 30.0

@@ -5,27 +5,42 @@ Two sources, both ending where live ingestion takes over (the version's stored p
 - the offline log of an earlier version — for when Kafka's retention has dropped old events.
   It holds only the events that version applied, so a new version with a longer allowed lateness
   cannot recover events the old one rejected as late.
+
+Replaying the topic is a consumer-group run of the ingest worker; replaying the log needs no
+Kafka at all and hands each chunk straight to the view version's writer.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer, TopicPartition
 
 from featurestore.config import Settings
+from featurestore.events import EventBatch
 from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore
+from featurestore.online import OnlineStore
 from featurestore.registry import RegisteredView
+from featurestore.writer import ViewWriter
 from streaming.errors import StreamingError
-from streaming.ingest.decode import Decoded
-from streaming.ingest.worker import Counters, Worker
+from streaming.ingest.worker import Worker
+
+__all__ = ["LOG_BATCH", "Backfilled", "backfill_from_log", "backfill_from_topic", "batch_from_log"]
 
 LOG_BATCH = 50_000
 
 
+@dataclass
+class Backfilled:
+    applied: int = 0  # events merged into the version's online state
+    late: int = 0  # events the version's lateness rejected
+
+
 def backfill_from_topic(
     settings: Settings, target: RegisteredView, batch_size: int = 20_000
-) -> Counters:
+) -> Backfilled:
     """Replay the source topic until this version has applied everything published so far."""
     topic = target.view.source.topic
     ends = _end_offsets(settings, topic)
@@ -35,53 +50,50 @@ def backfill_from_topic(
         group=f"fstore-backfill.{target.name}.{target.version}",
         batch_size=batch_size,
     )
-    [state] = worker.views[topic]
+    [writer] = worker.views[topic]
 
     def caught_up(_worker: Worker) -> bool:
         return all(
-            state.positions.get(p) is not None and state.positions[p].offset >= end - 1
+            writer.positions.get(p) is not None and writer.positions[p].offset >= end - 1
             for p, end in ends.items()
             if end > 0
         )
 
     if not caught_up(worker):
         worker.run(until=caught_up)
-    return worker.counters
+    return Backfilled(worker.counters.applied, worker.counters.late)
 
 
-def backfill_from_log(settings: Settings, target: RegisteredView, source_version: int) -> Counters:
-    """Feed the offline log of `source_version` through the target version's aggregation."""
+def backfill_from_log(
+    settings: Settings, target: RegisteredView, source_version: int
+) -> Backfilled:
+    """Feed the offline log of `source_version` through the target version's writer."""
     view = target.view
-    topic = view.source.topic
-    events = OfflineStore(settings.offline).read_events(view.name, source_version)
+    offline = OfflineStore(settings.offline)
+    events = offline.read_events(view.name, source_version)
     if events.num_rows == 0:
         raise StreamingError(f"the offline log of {view.name} v{source_version} is empty")
-    worker = Worker(settings, [(view, target.version)], group="fstore-backfill")
-    [state] = worker.views[topic]
-    state.positions = worker.online.positions(view.name, target.version)
+    writer = ViewWriter(OnlineStore(settings.redis), offline, view, target.version)
+    writer.load_positions()
+    done = Backfilled()
     for start in range(0, events.num_rows, LOG_BATCH):
-        chunk = events.slice(start, LOG_BATCH)
-        decoded = decoded_from_log(chunk, view.source.timestamp_field)
-        last_offsets: dict[int, int] = {}
-        for partition, offset in zip(
-            decoded.partition.tolist(), decoded.offset.tolist(), strict=True
-        ):
-            last_offsets[partition] = max(offset, last_offsets.get(partition, -1))
-        worker.apply(topic, state, decoded, last_offsets)
-    return worker.counters
+        batch = batch_from_log(events.slice(start, LOG_BATCH), view.source.timestamp_field)
+        applied = writer.apply(batch, batch.last_offsets())
+        done.applied += applied.applied
+        done.late += len(applied.late)
+    return done
 
 
-def decoded_from_log(table: pa.Table, timestamp_field: str) -> Decoded:
-    """Offline-log rows (sorted by partition, offset) in the worker's batch form."""
+def batch_from_log(table: pa.Table, timestamp_field: str) -> EventBatch:
+    """Offline-log rows (sorted by partition, offset) as the batch the writer applies."""
     skip = {TIMESTAMP, PARTITION, OFFSET, timestamp_field}
     columns = {name: table[name].to_pylist() for name in table.column_names if name not in skip}
     micros = pc.cast(table[TIMESTAMP], pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    return Decoded(
+    return EventBatch(
         columns,
         micros.to_numpy(),
         table[PARTITION].to_numpy().astype("int64"),
         table[OFFSET].to_numpy().astype("int64"),
-        messages=[],
     )
 
 

@@ -1,7 +1,7 @@
 """Kafka messages -> validated columns, and a reason for every message that is not an event.
 
 This is the one per-message Python loop of the worker: JSON parsing and type checks. Everything
-after it works on whole columns.
+after it works on whole columns (`featurestore.events.EventBatch`, what the writer applies).
 """
 
 from __future__ import annotations
@@ -15,37 +15,31 @@ import orjson
 from confluent_kafka import Message
 
 from featurestore.definitions import KafkaSource, ValueType
-from featurestore.tiles import I64
+from featurestore.events import EventBatch
 from featurestore.timestamps import parse_timestamp
+from streaming.consume import Rejected
+
+__all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode"]
 
 MAX_MESSAGE_BYTES = 1_000_000
 
 
 @dataclass
-class Rejected:
-    message: Message
-    reason: str  # malformed_json | missing_field | wrong_type | bad_timestamp | oversized | late
-    detail: str
-
-
-@dataclass
 class Decoded:
-    """The valid events of a batch as columns, in consumption order."""
+    """The valid events of a batch, and the Kafka messages they and the rejected ones came in."""
 
-    columns: dict[str, list[Any]]
-    ts: I64
-    partition: I64
-    offset: I64
-    messages: list[Message]  # the message of each valid event, for dead-lettering late ones
+    events: EventBatch  # in consumption order
+    messages: list[Message]  # the message of each event, for dead-lettering late ones
     rejected: list[Rejected] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self.events)
 
 
 def decode(
     messages: list[Message], source: KafkaSource, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> Decoded:
+    """The events of `messages` per `source`'s schema; every other message with its reason."""
     schema = [
         (name, kind, _ACCEPTS[kind])
         for name, kind in source.schema_.items()
@@ -92,14 +86,13 @@ def decode(
         partitions.append(message.partition() or 0)
         offsets.append(message.offset() or 0)
         kept.append(message)
-    return Decoded(
+    events = EventBatch(
         columns,
         np.array(ts, dtype=np.int64),
         np.array(partitions, dtype=np.int64),
         np.array(offsets, dtype=np.int64),
-        kept,
-        rejected,
     )
+    return Decoded(events, kept, rejected)
 
 
 # One type test per declared type, chosen once per field rather than per event: this runs for

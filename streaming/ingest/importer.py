@@ -8,6 +8,8 @@ a re-import of the same file is visible as such. With `online=True` they are als
 view's online tiles, in event-time order, exactly once like a batch. Imports into the online state
 must come oldest first: the import pseudo-partition has a watermark like any partition, so an
 import of history older than a previous one (minus the allowed lateness) counts as late there.
+Both paths write the log through `event_table`; the online one is the view version's writer,
+with no Kafka involved.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import pyarrow.parquet as pq
 
 from featurestore.config import Settings
 from featurestore.definitions import ValueType
-from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore
+from featurestore.events import EventBatch
+from featurestore.offline.log import OFFSET, PARTITION, OfflineStore, event_table
+from featurestore.online import OnlineStore
 from featurestore.registry import RegisteredView
 from featurestore.timestamps import parse_timestamp
+from featurestore.writer import ViewWriter
 from streaming.errors import StreamingError
-from streaming.ingest.decode import Decoded
-from streaming.ingest.worker import Worker
+
+__all__ = ["IMPORT_PARTITION", "ImportReport", "import_events"]
 
 IMPORT_PARTITION = -1
 _ARROW = {
@@ -41,6 +46,8 @@ _ARROW = {
 
 @dataclass
 class ImportReport:
+    """How many rows were read and imported, and why each of the others was rejected."""
+
     read: int = 0
     imported: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (row number, reason)
@@ -49,6 +56,8 @@ class ImportReport:
 def import_events(
     settings: Settings, target: RegisteredView, path: Path, online: bool = False
 ) -> ImportReport:
+    """Validate the rows of `path` (.parquet or .csv) and import the good ones into `target`'s
+    offline log, and with `online` into its online state too."""
     view = target.view
     source = view.source
     table = _read(path, list(source.schema_))
@@ -92,30 +101,23 @@ def import_events(
         return report
     offline = OfflineStore(settings.offline)
     first = _next_import_offset(offline, target)
-    offsets = np.arange(first, first + len(order), dtype=np.int64)
     taken = pa.array(order)
-    events = pa.table(
-        {
-            **{name: array.take(taken) for name, array in columns.items()},
-            TIMESTAMP: pa.array(ts[order], pa.timestamp("us", tz="UTC")),
-            PARTITION: pa.array(np.full(len(order), IMPORT_PARTITION), pa.int32()),
-            OFFSET: pa.array(offsets, pa.int64()),
-        }
-    )
+    accepted = {name: array.take(taken) for name, array in columns.items()}
+    partition = np.full(len(order), IMPORT_PARTITION, dtype=np.int64)
+    offsets = np.arange(first, first + len(order), dtype=np.int64)
     if online:
-        worker = Worker(settings, [(view, target.version)], group="fstore-import")
-        [state] = worker.views[source.topic]
-        state.positions = worker.online.positions(view.name, target.version)
-        decoded = Decoded(
-            {name: events[name].to_pylist() for name in columns},
+        batch = EventBatch(
+            {name: array.to_pylist() for name, array in accepted.items()},
             ts[order],
-            np.full(len(order), IMPORT_PARTITION, dtype=np.int64),
+            partition,
             offsets,
-            messages=[],
         )
-        # Worker.apply writes the offline log too, in the same order as a live batch.
-        worker.apply(source.topic, state, decoded, {IMPORT_PARTITION: int(offsets[-1])})
+        # The writer appends to the offline log too, in the same order as a live batch.
+        writer = ViewWriter(OnlineStore(settings.redis), offline, view, target.version)
+        writer.load_positions()
+        writer.apply(batch, batch.last_offsets())
     else:
+        events = event_table(accepted, ts[order], partition, offsets)
         offline.append(view.name, target.version, events)
     report.imported = len(order)
     return report

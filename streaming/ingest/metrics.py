@@ -13,11 +13,15 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+__all__ = ["WorkerCollector", "serve_metrics"]
+
 if TYPE_CHECKING:
     from streaming.ingest.worker import Worker
 
 
 class WorkerCollector(Collector):
+    """The worker's counters and consumer lag, as Prometheus metric families."""
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 

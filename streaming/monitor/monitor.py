@@ -15,28 +15,21 @@ markers in one more atomic call. Outputs are at least once (a crash between the 
 the same records); counts are exactly once.
 
 `watch` mode reads a feature view's source topic instead, and profiles its raw columns.
+The consumer lifecycle is `streaming.consume.ConsumerLoop`'s, as the ingest worker's is.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from featurestore.config import Settings, WatchSettings
 from featurestore.drift.history import record_alerts, record_history
@@ -44,7 +37,7 @@ from featurestore.errors import OnlineStoreError
 from featurestore.models.registry import ModelRegistry
 from featurestore.positions import NO_POSITION, Position
 from featurestore.registry import RegisteredView
-from streaming.consume import consumer_lag, dead_letter, messages_by_topic
+from streaming.consume import ConsumerLoop, messages_by_topic
 from streaming.errors import StreamingError
 from streaming.ingest.decode import decode
 from streaming.monitor.alerts import AlertSink, Episodes
@@ -64,7 +57,6 @@ from streaming.topics import ensure_topic
 __all__ = ["Monitor", "MonitorCounters"]
 
 log = logging.getLogger("fstore.monitor")
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -101,9 +93,6 @@ class Monitor:
         self.settings = settings
         self.config = settings.monitor
         self.group = group
-        self.batch_size = batch_size
-        self.poll_timeout = poll_timeout
-        self.instance_id = instance_id
         self.watch = watch
         self.window_us = self.config.window_us
         self.lateness_us = self.config.lateness_us
@@ -124,8 +113,21 @@ class Monitor:
             watching = self.config.watch.get(watch.name) or WatchSettings.model_validate({})
             self.reference = input_reference(settings, watch, watching)
             self.references = Watched(self.reference)
+        self.loop = ConsumerLoop(
+            settings.kafka,
+            group,
+            self.topics,
+            self.process,
+            self._seek,
+            batch_size=batch_size,
+            poll_timeout=poll_timeout,
+            instance_id=instance_id,
+            ready=self._count_partitions,
+            after_poll=self._after_poll,
+            logger=log,
+        )
         self.state = MonitorState(settings.redis, group)
-        self.producer = Producer(settings.kafka.client_config(**{"enable.idempotence": True}))
+        self.producer: Producer = self.loop.producer  # dead letters, drift records, alerts
         self.episodes = Episodes(self.state.client, settings.redis.namespace)
         self.sink = AlertSink(self.config, self.producer)
         self.reporter = Reporter(
@@ -136,15 +138,18 @@ class Monitor:
         self.positions: dict[tuple[str, int], Position] = {}
         self.assignment: list[tuple[str, int]] = []  # (topic, partition) this worker consumes
         self.closed: int | None = None
-        self.lag: dict[tuple[str, int], int] = {}
         self.partitions = 0  # of the monitored topic: windows close once each has a record
-        self._stopping = False
         self._last_close = 0.0
         self._waiting_logged = 0.0
 
     @property
     def topics(self) -> list[str]:
         return [self.topic] + ([self.labels_topic] if self.labels_topic else [])
+
+    @property
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> messages behind, as librdkafka last reported it."""
+        return self.loop.lag
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -154,22 +159,15 @@ class Monitor:
         for topic in (self.config.drift_topic, self.config.alerts_topic, self.labels_topic):
             if topic:
                 ensure_topic(self.settings.kafka, topic)
-        for topic in self.topics:
-            ensure_topic(self.settings.kafka, f"{topic}.dlq")
-        self._install_signal_handlers()
-        consumer = Consumer(
-            self.settings.kafka.client_config(
-                **{
-                    "group.id": self.group,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "partition.assignment.strategy": "range",
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._on_stats,
-                    **({"group.instance.id": self.instance_id} if self.instance_id else {}),
-                }
-            )
-        )
+        try:
+            self.loop.run(until=None if until is None else lambda: until(self))
+        finally:
+            self.sink.close()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    def _count_partitions(self, consumer: Consumer) -> None:
         metadata = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
         if metadata.error is not None:
             raise StreamingError(
@@ -179,49 +177,22 @@ class Monitor:
                 "you want"
             )
         self.partitions = len(metadata.partitions)
-        consumer.subscribe(self.topics, on_assign=self._on_assign)
-        try:
-            while not self._stopping and not (until and until(self)):
-                messages = consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout)
-                if messages:
-                    self.process(messages)
-                    consumer.commit(asynchronous=True)
-                # Closing needs the partitions other workers of the group moved too: look
-                # after every batch, and now and then when idle.
-                if messages or time.monotonic() - self._last_close > 1.0:
-                    self._retry(self.close_windows)
-        finally:
-            consumer.close()
-            self.producer.flush(30)
-            self.sink.close()
 
-    def stop(self) -> None:
-        self._stopping = True
+    def _after_poll(self, got_messages: bool) -> None:
+        # Closing needs the partitions other workers of the group moved too: look after every
+        # batch, and now and then when idle.
+        if got_messages or time.monotonic() - self._last_close > 1.0:
+            self.loop.retry(self.close_windows)
 
-    def _install_signal_handlers(self) -> None:
-        def handler(_signum: int, _frame: FrameType | None) -> None:
-            self.stop()
-
-        try:
-            signal.signal(signal.SIGTERM, handler)
-            signal.signal(signal.SIGINT, handler)
-        except ValueError:
-            log.debug("not the main thread: stop() is the way out")
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _seek(self, partitions: list[TopicPartition]) -> None:
         """Seek each partition to where Redis says the monitor stands (Redis is the truth)."""
-        snapshot = self._retry(self.state.snapshot)
+        snapshot = self.loop.retry(self.state.snapshot)
         self.positions = dict(snapshot.positions)
         self.closed = snapshot.closed
         for tp in partitions:
             stored = self.positions.get((tp.topic, tp.partition), NO_POSITION)
             tp.offset = stored.offset + 1 if stored.offset >= 0 else OFFSET_BEGINNING
-        consumer.assign(partitions)
         self.assignment = [(tp.topic, tp.partition) for tp in partitions]
-        log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
-
-    def _on_stats(self, text: str) -> None:
-        self.lag.update(consumer_lag(text))
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -236,8 +207,7 @@ class Monitor:
         for topic, rejected in ((self.topic, predictions.rejected),) + (
             ((self.labels_topic, labels.rejected),) if labels is not None else ()
         ):
-            dead_letter(self.producer, topic, rejected)
-            self.counters.dead_lettered += len(rejected)
+            self.counters.dead_lettered += self.loop.dead_letter(topic, rejected)
         self._apply(by_topic, predictions, labels)
         self.counters.consumed += sum(len(batch) for batch in by_topic.values())
         self.counters.unmonitored += predictions.unmonitored
@@ -248,18 +218,18 @@ class Monitor:
         if self.watch is None:
             return decode_predictions(messages, self.models.names, bool(self.labels_topic))
         decoded = decode(messages, self.watch.view.source)
-        ref = self.reference
+        events, ref = decoded.events, self.reference
         rows = [
-            list(values) for values in zip(*(decoded.columns[c] for c in ref.names), strict=True)
+            list(values) for values in zip(*(events.columns[c] for c in ref.names), strict=True)
         ]
         return Predictions(
-            decoded.ts,
-            decoded.partition,
-            decoded.offset,
-            np.zeros(len(decoded.ts), dtype=np.int64),
+            events.ts,
+            events.partition,
+            events.offset,
+            np.zeros(len(events), dtype=np.int64),
             [(ref.model, ref.version, "source")],
             [rows],
-            np.arange(len(decoded.ts), dtype=np.int64),
+            np.arange(len(events), dtype=np.int64),
             rejected=decoded.rejected,
         )
 
@@ -301,7 +271,7 @@ class Monitor:
                 move_rejected(self.positions, topic, batch, moves)
             if not moves:
                 return
-            conflict = self._retry(
+            conflict = self.loop.retry(
                 partial(self.state.merge, moves, self.closed, found, index, pending)
             )
             if conflict is None:
@@ -312,7 +282,7 @@ class Monitor:
                 return
             # Another worker moved a partition (a rebalance) or closed a window: re-read, redo.
             self.counters.conflicts += 1
-            snapshot = self._retry(self.state.snapshot)
+            snapshot = self.loop.retry(self.state.snapshot)
             self.positions, self.closed = dict(snapshot.positions), snapshot.closed
         raise StreamingError(f"group {self.group}: positions keep changing under this monitor")
 
@@ -401,15 +371,3 @@ class Monitor:
             record_alerts(self.state.client, namespace, events)
         except OnlineStoreError as exc:
             log.warning("drift history not appended (the dashboard misses it): %s", exc)
-
-    def _retry(self, call: Callable[[], _T]) -> _T:
-        delay = 0.2
-        while True:
-            try:
-                return call()
-            except OnlineStoreError as exc:
-                if self._stopping:
-                    raise
-                log.warning("%s; retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)

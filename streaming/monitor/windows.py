@@ -1,10 +1,10 @@
 """One batch of the monitor, before it goes to Redis: which records are fresh, which are late,
 where each partition moves to, and the window accumulators of the rest.
 
-Lateness is decided per partition against the watermark before each record (the newest event
-time of the partition's earlier records), as the ingest worker does, so whether a record
-counts does not depend on how the stream was cut into batches. A record in a window that is
-already closed is late too (a partition seen for the first time may bring old times).
+Lateness is the feature writer's rule (`featurestore.positions.late_events`): per partition,
+against the watermark before each record, so whether a record counts does not depend on how
+the stream was cut into batches. A record in a window that is already closed is late too (a
+partition seen for the first time may bring old times).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from confluent_kafka import Message
 
 from featurestore.drift.accumulator import accumulate_groups
-from featurestore.positions import NO_POSITION, Position
+from featurestore.positions import NO_POSITION, Position, late_events
 from featurestore.tiles import I64
 from streaming.monitor.records import Predictions
 from streaming.monitor.references import References
@@ -45,19 +45,10 @@ def select(
         index = np.flatnonzero((partition == p) & (offset > old.offset))
         if not len(index):
             continue
-        times = ts[index]
-        is_late = np.zeros(len(index), dtype=bool)
-        if lateness_us is not None:
-            before = np.maximum.accumulate(np.concatenate(([old.watermark], times[:-1])))
-            is_late = times < before - lateness_us
-            if closed is not None:
-                is_late |= times < closed
+        is_late, watermark = late_events(ts[index], old.watermark, lateness_us, closed)
         kept.append(index[~is_late])
         late.append(index[is_late])
-        moves[(topic, p)] = (
-            old,
-            Position(int(offset[index].max()), max(old.watermark, int(times.max()))),
-        )
+        moves[(topic, p)] = (old, Position(int(offset[index].max()), watermark))
     empty = np.zeros(0, dtype=np.int64)
     return (
         np.sort(np.concatenate(kept)) if kept else empty,

@@ -1,6 +1,6 @@
 """`fstore ingest` killed again and again, two workers sharing partitions, a backfill racing one.
 
-The worker claims an exactly-once effect (streaming/worker.py): Redis, not Kafka, records where a
+The worker claims an exactly-once effect (featurestore/writer.py): Redis, not Kafka, records where a
 view stands, and one atomic Lua call checks the positions a batch started from, merges its tiles
 and moves the positions. So a crash anywhere replays at most the batch in flight and applies it
 once, and a batch that another consumer has applied meanwhile changes nothing. Here the real
