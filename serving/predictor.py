@@ -22,11 +22,11 @@ import numpy as np
 import orjson
 
 from featurestore.models.registry import SHADOW
+from featurestore.prediction_records import SERVED_ROLE, LogBatch
 from featurestore.timestamps import from_us
 from serving.inputs import PredictInput, parse_predict
 from serving.metrics import Children
 from serving.model_cache import LoadedModel
-from serving.prediction_log import SERVED, LogBatch, LogGroup
 from serving.scoring import Group, missing_names, plan_groups, score_groups_async
 from serving.shadow import ShadowJob
 
@@ -113,7 +113,7 @@ class Predictor:
         for group in groups:
             self._latency(loaded.name, group.version.version).observe(elapsed)
             assert group.missing is not None  # noqa: S101 - scored
-            self._predictions(loaded.name, group.version.version, group.alias, SERVED).inc(
+            self._predictions(loaded.name, group.version.version, group.alias, SERVED_ROLE).inc(
                 len(group.rows)
             )
             if group.missing.any():
@@ -127,20 +127,15 @@ class Predictor:
             return
         at = from_us(as_of_us)
         if self.prediction_log.enabled:
-            log_groups = tuple(
-                LogGroup(g.version.version, g.alias, g.version.names, g.rows, g.matrix, g.scores)
-                for g in groups
-                if g.matrix is not None and g.scores is not None
-            )
             self.prediction_log.submit(
                 LogBatch(
                     request_id,
                     at,
                     loaded.name,
-                    SERVED,
+                    SERVED_ROLE,
                     parsed.entities,
                     loaded.route_keys or groups[0].version.entity_keys,
-                    log_groups,
+                    tuple(group.logged() for group in groups),
                 )
             )
         if shadow is not None:
