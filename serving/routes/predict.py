@@ -1,4 +1,4 @@
-"""`POST /v1/predict/{model}`: score entity rows with the model's rollout.
+"""`POST /v1/predict/{model}`: score entity rows with the model's traffic split (or one alias).
 
 The app answers this path in front of FastAPI (serving/fastpath.py); this route documents it in
 OpenAPI and answers when FastAPI is called directly. Both call `Predictor.predict`.
