@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Message
 
+from featurestore.keys import entity_key
 from featurestore.prediction_records import (
     MalformedRecord,
     PredictionRecord,
@@ -36,7 +37,7 @@ __all__ = [
     "SeriesKey",
     "decode_labels",
     "decode_predictions",
-    "entity_key",
+    "join_key",
 ]
 
 log = logging.getLogger("fstore.monitor")
@@ -66,13 +67,18 @@ class Predictions:
         return len(self.ts)
 
 
-def entity_key(entities: dict[str, Any]) -> str:
-    """One string per entity row, the same for a prediction and its label.
+def join_key(entities: dict[str, Any]) -> str:
+    """One string per entity row, the same for a prediction and its label: its `key=value` pairs
+    by key, as an entity key (featurestore.keys), so a `|` in a value cannot make two entities
+    meet. Rows without `|` or `\\` keep the key they had before that escaping (stored indexes
+    still match).
 
-    >>> entity_key({"user_id": "u1", "card": 7})
+    >>> join_key({"user_id": "u1", "card": 7})
     'card=7|user_id=u1'
+    >>> join_key({"user_id": "u1|card=7"}) != join_key({"user_id": "u1", "card": 7})
+    True
     """
-    return "|".join(f"{key}={entities[key]}" for key in sorted(entities))
+    return entity_key([f"{key}={entities[key]}" for key in sorted(entities)])
 
 
 def decode_predictions(
@@ -135,7 +141,7 @@ def decode_predictions(
             requests.append(
                 (
                     str(record.get("request_id", "")),
-                    entity_key(entities) if isinstance(entities, dict) else "",
+                    join_key(entities) if isinstance(entities, dict) else "",
                     float(score),
                 )
             )
@@ -201,7 +207,7 @@ def decode_labels(messages: list[Message], max_bytes: int = MAX_MESSAGE_BYTES) -
         records.append(
             (
                 request if isinstance(request, str) else "",
-                entity_key(entities) if isinstance(entities, dict) and entities else "",
+                join_key(entities) if isinstance(entities, dict) and entities else "",
                 float(label),
             )
         )

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 import featurestore.prediction_records
+import streaming.monitor.records
 from featurestore.prediction_records import (
     SERVED_ROLE,
     SHADOW_ROLE,
@@ -123,5 +124,6 @@ def test_a_feature_value_is_a_number_or_null() -> None:
 
 
 def test_module_examples_run() -> None:
-    result = doctest.testmod(featurestore.prediction_records)
-    assert result.attempted > 0 and result.failed == 0
+    for module in (featurestore.prediction_records, streaming.monitor.records):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
