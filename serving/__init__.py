@@ -1,4 +1,4 @@
-"""Online serving: FastAPI app, model scoring and rollout (built on `featurestore`).
+"""Online serving: FastAPI app, model scoring, traffic split and shadow (built on `featurestore`).
 
 The names below load on first use: `fstore` imports `serving.cli` for every command, and the
 app's imports (FastAPI, LightGBM with OpenMP) would cost each of them most of a second.

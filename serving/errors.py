@@ -1,9 +1,22 @@
 """Exceptions of the scoring API. Each carries the HTTP status it answers with, and a message
-that says what was wrong and what to do: clients read it, so it is never a stack trace."""
+that says what was wrong and what to do: clients read it, so it is never a stack trace.
+
+A refused promotion (409) is the core's `PromotionRefused`, answered in error_responses.py.
+"""
 
 from __future__ import annotations
 
 from featurestore.errors import FeatureStoreError
+
+__all__ = [
+    "BadRequest",
+    "Forbidden",
+    "NotFound",
+    "ServingError",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+]
 
 
 class ServingError(FeatureStoreError):
@@ -40,12 +53,6 @@ class Forbidden(ServingError):
     """The endpoint is turned off by configuration (admin endpoints without an admin token)."""
 
     status_code = 403
-
-
-class Conflict(ServingError):
-    """The registry refused a change in its current state (e.g. the promotion gate)."""
-
-    status_code = 409
 
 
 class Unavailable(ServingError):

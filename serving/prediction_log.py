@@ -6,85 +6,26 @@ queue holds at most `prediction_log_queue` records; past that a record is droppe
 the log never slows or fails a response, whether Kafka is slow or down. (A Python thread of our
 own between the two cost the event loop more, in GIL hand-overs, than producing the records:
 bench/serving.py, ~1,500 vs ~1,900 req/s saturated.)
-Records of one entity share a message key, so they stay in order on one partition.
 
-A record: {"request_id", "at" (UTC, ISO 8601), "model", "version", "alias", "role"
-("served" | "shadow"), "entities": {join key: value}, "features": {name: value | null},
-"score"}.
+The records' format (their fields, JSON encoding and message key) is
+featurestore/prediction_records.py's, shared with the drift monitor that reads them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from featurestore.config import KafkaSettings
-from featurestore.keys import entity_key
+from featurestore.prediction_records import LogBatch
 from serving.metrics import ServingMetrics
 
-__all__ = ["LogBatch", "LogGroup", "PredictionLog"]
+__all__ = ["PredictionLog"]
 
 log = logging.getLogger(__name__)
 
-SERVED = "served"
-SHADOW_ROLE = "shadow"
 _FLUSH_S = 10.0  # how long shutdown waits, by default, for Kafka to take what is queued
-
-
-@dataclass(frozen=True)
-class LogGroup:
-    version: int
-    alias: str
-    names: tuple[str, ...]
-    rows: npt.NDArray[np.intp]  # positions in the request's entity lists
-    matrix: npt.NDArray[np.float64]  # the feature vectors scored, one row per position
-    scores: npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class LogBatch:
-    request_id: str
-    at: datetime
-    model: str
-    role: str
-    entities: Mapping[str, Sequence[Any]]
-    key_columns: tuple[str, ...]  # join keys that make the message key
-    groups: tuple[LogGroup, ...]
-
-    @property
-    def size(self) -> int:
-        return sum(len(group.rows) for group in self.groups)
-
-    def records(self) -> Iterator[tuple[bytes, bytes]]:
-        """(key, JSON value) of each row's record."""
-        at = self.at.isoformat()
-        columns = list(self.entities.items())
-        for group in self.groups:
-            matrix, scores = group.matrix.tolist(), group.scores.tolist()
-            for i, row in enumerate(group.rows.tolist()):
-                entities = {key: values[row] for key, values in columns}
-                key = entity_key([entities[k] for k in self.key_columns if k in entities])
-                record = {
-                    "request_id": self.request_id,
-                    "at": at,
-                    "model": self.model,
-                    "version": group.version,
-                    "alias": group.alias,
-                    "role": self.role,
-                    "entities": entities,
-                    # orjson writes NaN (a missing feature) as null.
-                    "features": dict(zip(group.names, matrix[i], strict=True)),
-                    "score": scores[i],
-                }
-                yield key.encode(), orjson.dumps(record)
 
 
 class PredictionLog:

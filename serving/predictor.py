@@ -16,22 +16,21 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
 
 from featurestore.models.registry import SHADOW
+from featurestore.online import OnlineStore
+from featurestore.prediction_records import SERVED_ROLE, LogBatch
 from featurestore.timestamps import from_us
 from serving.inputs import PredictInput, parse_predict
-from serving.metrics import Children
-from serving.model_cache import LoadedModel
-from serving.prediction_log import SERVED, LogBatch, LogGroup
+from serving.metrics import Children, ServingMetrics
+from serving.model_cache import LoadedModel, ModelCache
+from serving.prediction_log import PredictionLog
 from serving.scoring import Group, missing_names, plan_groups, score_groups_async
-from serving.shadow import ShadowJob
-
-if TYPE_CHECKING:
-    from serving.state import ServingState
+from serving.shadow import ShadowJob, ShadowScorer
 
 __all__ = ["Predictor", "RequestIds", "Scored"]
 
@@ -65,14 +64,24 @@ class Scored:
 
 
 class Predictor:
-    def __init__(self, state: ServingState) -> None:
-        self.max_batch = state.config.max_batch
-        self.models = state.models
-        self.online = state.online
-        self.prediction_log = state.prediction_log
-        self.shadow = state.shadow
+    """Scores predict requests with the cache's models and the online store's features, and
+    hands what each scored to the metrics, the prediction log and the shadow scorer."""
+
+    def __init__(
+        self,
+        models: ModelCache,
+        online: OnlineStore,
+        metrics: ServingMetrics,
+        prediction_log: PredictionLog,
+        shadow: ShadowScorer,
+        max_batch: int,
+    ) -> None:
+        self.models = models
+        self.online = online
+        self.prediction_log = prediction_log
+        self.shadow = shadow
+        self.max_batch = max_batch
         self.ids = RequestIds()
-        metrics = state.metrics
         self._latency = Children(metrics.model_latency)
         self._predictions = Children(metrics.predictions)
         self._missing = Children(metrics.missing_features)
@@ -113,7 +122,7 @@ class Predictor:
         for group in groups:
             self._latency(loaded.name, group.version.version).observe(elapsed)
             assert group.missing is not None  # noqa: S101 - scored
-            self._predictions(loaded.name, group.version.version, group.alias, SERVED).inc(
+            self._predictions(loaded.name, group.version.version, group.alias, SERVED_ROLE).inc(
                 len(group.rows)
             )
             if group.missing.any():
@@ -127,20 +136,15 @@ class Predictor:
             return
         at = from_us(as_of_us)
         if self.prediction_log.enabled:
-            log_groups = tuple(
-                LogGroup(g.version.version, g.alias, g.version.names, g.rows, g.matrix, g.scores)
-                for g in groups
-                if g.matrix is not None and g.scores is not None
-            )
             self.prediction_log.submit(
                 LogBatch(
                     request_id,
                     at,
                     loaded.name,
-                    SERVED,
+                    SERVED_ROLE,
                     parsed.entities,
                     loaded.route_keys or groups[0].version.entity_keys,
-                    log_groups,
+                    tuple(group.logged() for group in groups),
                 )
             )
         if shadow is not None:

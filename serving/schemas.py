@@ -7,6 +7,7 @@ JSON Schema can sit inline in `openapi_extra` without `$defs`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "RollbackRequest",
     "TrafficChange",
     "VersionOut",
+    "documented_errors",
     "inline_body",
 ]
 
@@ -163,3 +165,9 @@ def inline_body(model: type[BaseModel]) -> dict[str, Any]:
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
+
+
+def documented_errors(errors: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route for OpenAPI: each error status, what it means, and its body (every
+    error answers `{"detail": ...}`, error_responses.py)."""
+    return {status: {"model": ErrorOut, "description": text} for status, text in errors.items()}

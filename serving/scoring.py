@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from featurestore.keys import entity_keys
 from featurestore.online import OnlineStore, ViewRead, ViewValues, read_views, read_views_async
+from featurestore.prediction_records import LogGroup
 from serving.errors import BadRequest, NotFound
 from serving.inputs import PredictInput
 from serving.model_cache import FeatureRead, LoadedModel, LoadedVersion
@@ -41,6 +42,14 @@ class Group:
     matrix: F64 | None = None  # rows x model features, filled by `score_groups`
     scores: F64 | None = None
     missing: npt.NDArray[np.bool_] | None = None  # where `matrix` is NaN, by `score_groups`
+
+    def logged(self) -> LogGroup:
+        """The scored rows, as the prediction log records them."""
+        assert self.matrix is not None and self.scores is not None  # noqa: S101 - scored
+        version = self.version
+        return LogGroup(
+            version.version, self.alias, version.names, self.rows, self.matrix, self.scores
+        )
 
 
 def plan_groups(model: LoadedModel, request: PredictInput, alias: str | None) -> list[Group]:

@@ -18,10 +18,11 @@ from datetime import datetime
 import numpy as np
 
 from featurestore.online import OnlineStore
+from featurestore.prediction_records import SHADOW_ROLE, LogBatch
 from serving.inputs import PredictInput
 from serving.metrics import ServingMetrics
 from serving.model_cache import LoadedVersion
-from serving.prediction_log import SHADOW_ROLE, LogBatch, LogGroup, PredictionLog
+from serving.prediction_log import PredictionLog
 from serving.scoring import Group, score_groups
 
 __all__ = ["ShadowJob", "ShadowScorer"]
@@ -83,7 +84,6 @@ class ShadowScorer:
         rows = np.arange(job.request.rows, dtype=np.intp)
         group = Group(job.alias, job.version, rows)
         score_groups(self.online, [group], job.request, job.as_of_us)
-        assert group.matrix is not None and group.scores is not None  # noqa: S101
         self.metrics.predictions.labels(
             job.model, str(job.version.version), job.alias, SHADOW_ROLE
         ).inc(job.request.rows)
@@ -95,15 +95,6 @@ class ShadowScorer:
                 role=SHADOW_ROLE,
                 entities=job.request.entities,
                 key_columns=job.version.entity_keys,
-                groups=(
-                    LogGroup(
-                        job.version.version,
-                        job.alias,
-                        job.version.names,
-                        rows,
-                        group.matrix,
-                        group.scores,
-                    ),
-                ),
+                groups=(group.logged(),),
             )
         )

@@ -52,7 +52,14 @@ class ServingState:
         admin, read = self.config.admin_token, self.config.read_token
         self._admin = admin.get_secret_value().encode() if admin else None
         self._read = read.get_secret_value().encode() if read else None
-        self.predictor = Predictor(self)
+        self.predictor = Predictor(
+            self.models,
+            self.online,
+            self.metrics,
+            self.prediction_log,
+            self.shadow,
+            self.config.max_batch,
+        )
 
     def start(self) -> None:
         self.prediction_log.start()

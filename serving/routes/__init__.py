@@ -1,4 +1,5 @@
-"""The API's routers, one module per resource: predict, features, models, admin, health."""
+"""The API's routers, one module per resource: predict, features, models, admin, drift, health
+and the dashboard (ui)."""
 
 from __future__ import annotations
 

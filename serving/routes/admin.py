@@ -6,27 +6,35 @@ server reloads at once; other replicas follow at their next poll (`serving.reloa
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
 from featurestore.models.registry import AuditEntry
 from serving.errors import NotFound
 from serving.routes.models import audit_out, known_model
-from serving.schemas import AliasChange, AuditOut, ErrorOut, RollbackRequest, TrafficChange
+from serving.schemas import (
+    AliasChange,
+    AuditOut,
+    RollbackRequest,
+    TrafficChange,
+    documented_errors,
+)
 from serving.state import ServingState, require_admin, serving_state
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin)])
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "The admin token was not sent."},
-    403: {"model": ErrorOut, "description": "No admin token is configured: admin is off."},
-    404: {"model": ErrorOut, "description": "Unknown model or alias."},
-    409: {"model": ErrorOut, "description": "Refused by the promotion gate (see force)."},
-    422: {"model": ErrorOut, "description": "The registry refused the change; it says why."},
-}
+_RESPONSES = documented_errors(
+    {
+        401: "The admin token was not sent.",
+        403: "No admin token is configured: admin is off.",
+        404: "Unknown model or alias.",
+        409: "Refused by the promotion gate (see force).",
+        422: "The registry refused the change; it says why.",
+    }
+)
 Actor = Annotated[
     str, Header(alias="X-Actor", description="Who makes the change, for the audit history.")
 ]

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from serving.inputs import parse_features
-from serving.schemas import ErrorOut, FeaturesRequest, FeaturesResponse, inline_body
+from serving.schemas import FeaturesRequest, FeaturesResponse, documented_errors, inline_body
 from serving.state import ServingState, require_read
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["features"])
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": FeaturesResponse, "description": "Values, statuses and event times per ref."},
-    401: {"model": ErrorOut, "description": "A read token is configured and was not sent."},
-    413: {"model": ErrorOut, "description": "Too many rows or too large a body."},
-    422: {"model": ErrorOut, "description": "Unknown refs or service, bad entities."},
-    503: {"model": ErrorOut, "description": "The online store (Redis) is unreachable."},
+_RESPONSES = documented_errors(
+    {
+        401: "A read token is configured and was not sent.",
+        413: "Too many rows or too large a body.",
+        422: "Unknown refs or service, bad entities.",
+        503: "The online store (Redis) is unreachable.",
+    }
+)
+_RESPONSES[200] = {
+    "model": FeaturesResponse,
+    "description": "Values, statuses and event times per ref.",
 }
 
 

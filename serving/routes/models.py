@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from featurestore.models.registry import AuditEntry, ModelVersion
 from serving.errors import NotFound
-from serving.schemas import AuditOut, ErrorOut, ModelDetailOut, ModelSummaryOut, VersionOut
+from serving.schemas import (
+    AuditOut,
+    ModelDetailOut,
+    ModelSummaryOut,
+    VersionOut,
+    documented_errors,
+)
 from serving.state import ServingState, require_read, serving_state
 
 __all__ = ["audit_out", "known_model", "router"]
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_read)])
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "A read token is configured and was not sent."},
-    404: {"model": ErrorOut, "description": "Unknown model."},
-}
+_RESPONSES = documented_errors(
+    {401: "A read token is configured and was not sent.", 404: "Unknown model."}
+)
 
 
 # Plain `def` routes: the registry is SQLite, and FastAPI runs these in its thread pool.

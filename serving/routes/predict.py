@@ -1,4 +1,4 @@
-"""`POST /v1/predict/{model}`: score entity rows with the model's rollout.
+"""`POST /v1/predict/{model}`: score entity rows with the model's traffic split (or one alias).
 
 The app answers this path in front of FastAPI (serving/fastpath.py); this route documents it in
 OpenAPI and answers when FastAPI is called directly. Both call `Predictor.predict`.
@@ -6,12 +6,12 @@ OpenAPI and answers when FastAPI is called directly. Both call `Predictor.predic
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.background import BackgroundTask
 
-from serving.schemas import ErrorOut, PredictRequest, PredictResponse, inline_body
+from serving.schemas import PredictRequest, PredictResponse, documented_errors, inline_body
 from serving.state import require_read, serving_state
 
 __all__ = ["ROUTE", "router"]
@@ -20,16 +20,15 @@ ROUTE = "/v1/predict/{model}"
 
 router = APIRouter(tags=["predict"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": text}
-    for code, text in {
+_ERRORS = documented_errors(
+    {
         401: "A read token is configured and was not sent.",
         404: "Unknown model or alias, or the model serves no traffic.",
         413: "Too many rows (serving.max_batch) or too large a body (serving.max_body_bytes).",
         422: "Malformed body: wrong types or lengths, unknown features, missing entity keys.",
         503: "The online store (Redis) is unreachable, or the model could not be loaded.",
-    }.items()
-}
+    }
+)
 _ERRORS[200] = {"model": PredictResponse, "description": "A score per row."}
 
 

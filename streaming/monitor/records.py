@@ -1,5 +1,7 @@
 """Prediction-log and label messages -> columns the monitor works on, and a reason for each
-message that is not a valid record (dead-lettered, as the ingest worker does).
+message that is not a valid record (dead-lettered, as the ingest worker does). What a
+prediction-log record holds is featurestore/prediction_records.py's, which the serving app
+writes with.
 
 The one per-message Python loop of the monitor: JSON parsing and a few type checks. A
 record's features are read in its model version's profile order; a null feature is missing
@@ -12,21 +14,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 from confluent_kafka import Message
 
+from featurestore.keys import entity_key
+from featurestore.prediction_records import (
+    MalformedRecord,
+    PredictionRecord,
+    feature_row,
+    read_record,
+)
 from featurestore.tiles import I64
 from featurestore.timestamps import parse_iso, parse_timestamp
 from streaming.ingest.decode import MAX_MESSAGE_BYTES, Rejected
 
-__all__ = ["Labels", "Predictions", "SeriesKey", "decode_labels", "entity_key"]
+__all__ = [
+    "Labels",
+    "Predictions",
+    "SeriesKey",
+    "decode_labels",
+    "decode_predictions",
+    "join_key",
+]
 
 log = logging.getLogger("fstore.monitor")
 
-ROLES = ("served", "shadow")
 SeriesKey = tuple[str, int, str]  # (model, version, role)
 # The feature names of a model version in profile order, or None when it cannot be monitored.
 Names = Callable[[str, int], tuple[str, ...] | None]
@@ -52,13 +67,18 @@ class Predictions:
         return len(self.ts)
 
 
-def entity_key(entities: dict[str, Any]) -> str:
-    """One string per entity row, the same for a prediction and its label.
+def join_key(entities: dict[str, Any]) -> str:
+    """One string per entity row, the same for a prediction and its label: its `key=value` pairs
+    by key, as an entity key (featurestore.keys), so a `|` in a value cannot make two entities
+    meet. Rows without `|` or `\\` keep the key they had before that escaping (stored indexes
+    still match).
 
-    >>> entity_key({"user_id": "u1", "card": 7})
+    >>> join_key({"user_id": "u1", "card": 7})
     'card=7|user_id=u1'
+    >>> join_key({"user_id": "u1|card=7"}) != join_key({"user_id": "u1", "card": 7})
+    True
     """
-    return "|".join(f"{key}={entities[key]}" for key in sorted(entities))
+    return entity_key([f"{key}={entities[key]}" for key in sorted(entities)])
 
 
 def decode_predictions(
@@ -77,18 +97,13 @@ def decode_predictions(
     times: dict[str, int] = {}  # the records of one request share their `at`
     unmonitored = 0
     for message in messages:
-        record = _json(message, max_bytes, rejected)
-        if record is None:
+        value = _json(message, max_bytes, rejected)
+        if value is None:
             continue
         try:
-            model, version, role = record["model"], record["version"], record["role"]
-            features, score, at = record["features"], record["score"], record["at"]
-        except KeyError as exc:
-            rejected.append(Rejected(message, "missing_field", f"field {exc.args[0]!r} is missing"))
-            continue
-        problem = _check_prediction(model, version, role, features, score)
-        if problem is not None:
-            rejected.append(Rejected(message, "wrong_type", problem))
+            model, version, role, features, score, at = read_record(value)
+        except MalformedRecord as exc:
+            rejected.append(Rejected(message, exc.reason, str(exc)))
             continue
         micros = times.get(at) if type(at) is str else None
         if micros is None:
@@ -108,12 +123,10 @@ def decode_predictions(
             index = keys[key] = len(rows)
             rows.append([])
             series_names.append(columns)
-        row = [features.get(name) for name in series_names[index]]
-        if not all(v is None or type(v) is float or type(v) is int for v in row):
-            bad = next(n for n, v in zip(series_names[index], row, strict=True) if _not_number(v))
-            rejected.append(
-                Rejected(message, "wrong_type", f"feature {bad!r} is not a number or null")
-            )
+        try:
+            row: list[Any] = feature_row(features, series_names[index])
+        except MalformedRecord as exc:
+            rejected.append(Rejected(message, exc.reason, str(exc)))
             continue
         row.append(score)
         series.append(index)
@@ -123,11 +136,12 @@ def decode_predictions(
         partitions.append(message.partition() or 0)
         offsets.append(message.offset() or 0)
         if keep_requests:
+            record = cast(PredictionRecord, value)  # the label join takes what it finds
             entities = record.get("entities")
             requests.append(
                 (
                     str(record.get("request_id", "")),
-                    entity_key(entities) if isinstance(entities, dict) else "",
+                    join_key(entities) if isinstance(entities, dict) else "",
                     float(score),
                 )
             )
@@ -193,7 +207,7 @@ def decode_labels(messages: list[Message], max_bytes: int = MAX_MESSAGE_BYTES) -
         records.append(
             (
                 request if isinstance(request, str) else "",
-                entity_key(entities) if isinstance(entities, dict) and entities else "",
+                join_key(entities) if isinstance(entities, dict) and entities else "",
                 float(label),
             )
         )
@@ -225,24 +239,6 @@ def _json(message: Message, max_bytes: int, rejected: list[Rejected]) -> dict[st
         rejected.append(Rejected(message, "malformed_json", "not a JSON object"))
         return None
     return record
-
-
-def _check_prediction(
-    model: object, version: object, role: object, features: object, score: object
-) -> str | None:
-    if type(model) is not str or type(version) is not int:
-        return f"model {model!r} / version {version!r} must be a string and an integer"
-    if role not in ROLES:
-        return f"role {role!r} is not one of {', '.join(ROLES)}"
-    if not isinstance(features, dict):
-        return "`features` must be an object of feature name -> number or null"
-    if type(score) is not float and type(score) is not int:
-        return f"score {score!r} is not a number"
-    return None
-
-
-def _not_number(value: object) -> bool:
-    return value is not None and type(value) is not float and type(value) is not int
 
 
 def _micros(value: object) -> int:

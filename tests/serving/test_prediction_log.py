@@ -1,17 +1,18 @@
-"""The prediction log never blocks a request: a full queue drops and counts."""
+"""The prediction log never blocks a request: a full queue drops and counts. (The records'
+format: tests/featurestore/test_prediction_records.py.)"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 from prometheus_client import generate_latest
 
 from featurestore.config import KafkaSettings
+from featurestore.prediction_records import SERVED_ROLE, LogBatch, LogGroup
 from featurestore.services import free_port
 from serving.metrics import ServingMetrics
-from serving.prediction_log import LogBatch, LogGroup, PredictionLog
+from serving.prediction_log import PredictionLog
 
 
 def _batch(rows: int) -> LogBatch:
@@ -19,7 +20,7 @@ def _batch(rows: int) -> LogBatch:
         request_id="r1",
         at=datetime(2026, 5, 1, tzinfo=UTC),
         model="fraud",
-        role="served",
+        role=SERVED_ROLE,
         entities={"user_id": [f"u{i}" for i in range(rows)], "card": list(range(rows))},
         key_columns=("user_id", "card"),
         groups=(
@@ -33,22 +34,6 @@ def _batch(rows: int) -> LogBatch:
             ),
         ),
     )
-
-
-def test_records_are_one_json_object_per_row() -> None:
-    records = list(_batch(2).records())
-    assert [key for key, _ in records] == [b"u0|0", b"u1|1"]
-    assert orjson.loads(records[1][1]) == {
-        "request_id": "r1",
-        "at": "2026-05-01T00:00:00+00:00",
-        "model": "fraud",
-        "version": 2,
-        "alias": "canary",
-        "role": "served",
-        "entities": {"user_id": "u1", "card": 1},
-        "features": {"a": 1.0, "b": None},
-        "score": 0.25,
-    }
 
 
 def test_a_full_queue_drops_and_counts_and_shutdown_counts_what_kafka_never_took() -> None:
