@@ -14,9 +14,10 @@ from featurestore.registry import Registry
 from streaming.errors import StreamingError
 from streaming.ingest.backfill import backfill_from_log, backfill_from_topic
 from streaming.ingest.importer import import_events
-from streaming.ingest.metrics import serve_metrics
+from streaming.ingest.metrics import WorkerCollector
 from streaming.ingest.worker import Worker
-from streaming.monitor.metrics import serve_monitor_metrics
+from streaming.metrics import serve_metrics
+from streaming.monitor.metrics import MonitorCollector
 from streaming.monitor.monitor import Monitor
 
 __all__ = ["backfill", "import_file", "ingest", "monitor", "register"]
@@ -70,7 +71,7 @@ def ingest(
         poll_timeout=poll_timeout,
         instance_id=instance_id,
     )
-    serve_metrics(worker, metrics_port, metrics_host)
+    serve_metrics(WorkerCollector(worker), metrics_port, metrics_host)
     names = ", ".join(f"{r.name}@{r.version}" for r in registered)
     console.print(f"Ingesting {names} from {sorted(worker.views)} (group {group})")
     worker.run()
@@ -161,7 +162,7 @@ def monitor(
         instance_id=instance_id,
         watch=watched,
     )
-    serve_monitor_metrics(worker, metrics_port, metrics_host)
+    serve_metrics(MonitorCollector(worker), metrics_port, metrics_host)
     what = f"source topic {worker.topic} of view {watch}" if watch else f"{worker.topic}"
     console.print(
         f"Monitoring {what} (group {worker.group}), windows of {settings.monitor.window}; "

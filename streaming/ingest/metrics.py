@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["WorkerCollector", "serve_metrics"]
+from streaming.metrics import consumer_lag_gauge
+
+__all__ = ["WorkerCollector"]
 
 if TYPE_CHECKING:
     from streaming.ingest.worker import Worker
@@ -44,18 +45,4 @@ class WorkerCollector(Collector):
             "Batches redone after a position conflict",
             counters.conflicts,
         )
-        lag = GaugeMetricFamily(
-            "fstore_ingest_consumer_lag",
-            "Messages behind the partition end",
-            labels=["topic", "partition"],
-        )
-        for (topic, partition), value in sorted(self.worker.lag.items()):
-            lag.add_metric([topic, str(partition)], value)
-        yield lag
-
-
-def serve_metrics(worker: Worker, port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on `host:port` (port 0: none)."""
-    if port:
-        REGISTRY.register(WorkerCollector(worker))
-        start_http_server(port, addr=host)
+        yield consumer_lag_gauge("fstore_ingest_consumer_lag", self.worker.lag)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from streaming.metrics import consumer_lag_gauge
+
+__all__ = ["MonitorCollector"]
 
 if TYPE_CHECKING:
     from streaming.monitor.monitor import Monitor
@@ -74,18 +77,4 @@ class MonitorCollector(Collector):
                 live.add_metric(labels_of, float(value))
         yield alerting
         yield live
-        lag = GaugeMetricFamily(
-            "fstore_monitor_consumer_lag",
-            "Messages behind the partition end",
-            labels=["topic", "partition"],
-        )
-        for (topic, partition), value in sorted(self.monitor.lag.items()):
-            lag.add_metric([topic, str(partition)], value)
-        yield lag
-
-
-def serve_monitor_metrics(monitor: Monitor, port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on `host:port` (port 0: none)."""
-    if port:
-        REGISTRY.register(MonitorCollector(monitor))
-        start_http_server(port, addr=host)
+        yield consumer_lag_gauge("fstore_monitor_consumer_lag", self.monitor.lag)

@@ -29,7 +29,8 @@ from featurestore.prediction_records import (
 )
 from featurestore.tiles import I64
 from featurestore.timestamps import parse_iso, parse_timestamp
-from streaming.ingest.decode import MAX_MESSAGE_BYTES, Rejected
+from streaming.consume import Rejected
+from streaming.ingest.decode import MAX_MESSAGE_BYTES
 
 __all__ = [
     "Labels",

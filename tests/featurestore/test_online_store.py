@@ -10,8 +10,6 @@ been dropped, or kept across tiles, gives a value the reference does not.
 from __future__ import annotations
 
 import asyncio
-import doctest
-import importlib
 import math
 import uuid
 
@@ -275,9 +273,3 @@ def test_a_batch_from_a_stale_position_changes_nothing(online: OnlineStore) -> N
     assert online.positions(VIEW.name, 1) == {0: at}
     assert online.client.hgetall(f"{prefix}:ann:{T0 // layout.tile_us // BUCKET_TILES}") == before
     assert not online.client.exists(f"{prefix}:ann:0")
-
-
-def test_doctests() -> None:
-    for name in ("", ".base", ".plan", ".scripts", ".store", ".values"):
-        module = importlib.import_module(f"featurestore.online{name}")
-        assert doctest.testmod(module).failed == 0, module.__name__

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,8 +9,6 @@ import numpy as np
 import orjson
 import pytest
 
-import featurestore.prediction_records
-import streaming.monitor.records
 from featurestore.prediction_records import (
     SERVED_ROLE,
     SHADOW_ROLE,
@@ -121,9 +118,3 @@ def test_a_feature_value_is_a_number_or_null() -> None:
     for bad in ("1.5", True, [1.0]):
         with pytest.raises(MalformedRecord, match="feature 'a' is not a number or null"):
             feature_row({"a": bad}, ["a"])
-
-
-def test_module_examples_run() -> None:
-    for module in (featurestore.prediction_records, streaming.monitor.records):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -6,7 +6,6 @@ a clear error and the next call connects again."""
 from __future__ import annotations
 
 import asyncio
-import doctest
 import random
 import uuid
 
@@ -14,7 +13,6 @@ import hiredis
 import pytest
 import redis as redis_lib
 
-from featurestore import config, redis_client, redis_pipe
 from featurestore.config import RedisSettings
 from featurestore.redis_client import STORE, Profile, make_pipe
 from featurestore.redis_pipe import RedisPipe, pack
@@ -173,10 +171,3 @@ def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
         return await pipe.execute(pack(b"PING"), 1)
 
     assert asyncio.run(later()) == [b"PONG"]
-
-
-def test_doctests() -> None:
-    """`pack`, the URL's reading, and the password-free URL of error messages."""
-    assert doctest.testmod(redis_pipe).failed == 0
-    assert doctest.testmod(redis_client).failed == 0
-    assert doctest.testmod(config).failed == 0

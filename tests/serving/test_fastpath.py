@@ -330,14 +330,3 @@ def test_a_client_gone_before_its_body_gets_no_answer(client: TestClient) -> Non
     asyncio.run(fast_path(scope, receive, send))
     assert sent == []
     assert _counts(client) == before
-
-
-def test_module_examples_run() -> None:
-    import doctest
-
-    import serving.metrics
-    import serving.predictor
-
-    for module in (serving.predictor, serving.metrics):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

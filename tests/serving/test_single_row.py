@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import gc
 import threading
 
@@ -12,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import serving.single_row
 from serving.single_row import SingleRowScorer
 
 FEATURES = 5
@@ -104,8 +102,3 @@ def test_a_scorer_outlives_nothing_it_needs() -> None:
     assert scorer(row) == expected
     del scorer
     gc.collect()
-
-
-def test_module_example_runs() -> None:
-    result = doctest.testmod(serving.single_row)
-    assert result.attempted > 0 and result.failed == 0

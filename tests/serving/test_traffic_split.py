@@ -93,14 +93,3 @@ def test_entity_keys_join_composite_keys_like_the_online_store() -> None:
     entities = {"user_id": ["a", "b"], "card": [1, 2]}
     assert entity_keys(entities, ("user_id", "card")) == ["a|1", "b|2"]
     assert entity_keys(entities, ("card",)) == ["1", "2"]
-
-
-def test_module_examples_run() -> None:
-    import doctest
-
-    import serving.inputs
-    import serving.traffic_split
-
-    for module in (serving.traffic_split, serving.inputs):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

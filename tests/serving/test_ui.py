@@ -5,7 +5,6 @@ real server, with a screenshot kept under test-artifacts/.
 
 from __future__ import annotations
 
-import doctest
 import os
 import shutil
 import subprocess
@@ -30,7 +29,6 @@ from prometheus_client import CollectorRegistry, Histogram
 from pydantic import SecretStr
 
 from featurestore.config import KafkaSettings, RedisSettings, ServingSettings, Settings
-from featurestore.drift import history
 from featurestore.drift.history import (
     alert_log_key,
     drift_history,
@@ -43,8 +41,6 @@ from featurestore.drift.state import alerts_key, field, latest_key, models_key
 from featurestore.errors import OnlineStoreError
 from featurestore.services import free_port
 from serving import create_app
-from serving.ui import lag as lag_module
-from serving.ui import traffic
 from serving.ui.lag import LagProbe, lag
 from serving.ui.traffic import PREDICT_ROUTE, TrafficSampler, quantile
 from streaming.topics import ensure_topic
@@ -66,12 +62,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WINDOWS = 6
-
-
-def test_docstring_examples_run() -> None:
-    for module in (history, lag_module, traffic):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 # ---- featurestore/drift/history.py on a real Redis

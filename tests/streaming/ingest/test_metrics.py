@@ -8,8 +8,9 @@ import pytest
 
 from featurestore.config import Settings
 from featurestore.services import free_port
-from streaming.ingest.metrics import serve_metrics
+from streaming.ingest.metrics import WorkerCollector
 from streaming.ingest.worker import Worker
+from streaming.metrics import serve_metrics
 from tests.streaming.conftest import make_view
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ def test_metrics_endpoint_reads_the_worker_counters(settings: Settings, topic: s
     worker.counters.dead_lettered = 3
     worker.lag[(topic, 0)] = 41
     port = free_port()
-    serve_metrics(worker, port)
+    serve_metrics(WorkerCollector(worker), port)
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
 
