@@ -6,14 +6,13 @@ running it leaves alone.
 
 from __future__ import annotations
 
-import redis
 from rich.console import Console
 
-from featurestore.config import RedisSettings, Settings
-from featurestore.redis_client import PROBE, make_client
+from featurestore.config import Settings
+from featurestore.redis_client import answers
 from featurestore.services import KafkaServer, RedisServer, broker_answers
 
-__all__ = ["Started", "ensure_services", "redis_answers"]
+__all__ = ["Started", "ensure_services"]
 
 Started = list[KafkaServer | RedisServer]
 
@@ -32,7 +31,7 @@ def ensure_services(settings: Settings, console: Console) -> Started:
         settings.kafka.bootstrap = kafka.bootstrap
         settings.kafka.properties = {}
         console.print(f"Kafka {kafka.version} runs at {kafka.bootstrap}")
-    if redis_answers(settings.redis.url):
+    if answers(settings.redis):
         console.print(f"Using Redis at {settings.redis.shown_url}")
     else:
         server = RedisServer(settings.services)
@@ -43,13 +42,3 @@ def ensure_services(settings: Settings, console: Console) -> Started:
         settings.redis.url = server.url
         console.print(f"Redis runs at {server.url}")
     return started
-
-
-def redis_answers(url: str) -> bool:
-    client = make_client(RedisSettings(url=url), PROBE)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()

@@ -39,6 +39,7 @@ __all__ = [
     "REQUEST",
     "STORE",
     "Profile",
+    "answers",
     "endpoint",
     "make_client",
     "make_pipe",
@@ -94,6 +95,18 @@ def shared_client(settings: RedisSettings, profile: Profile = REQUEST) -> redis.
 @functools.lru_cache(maxsize=16)
 def _shared(url: str, profile: Profile) -> redis.Redis:
     return make_client(RedisSettings(url=url), profile)
+
+
+def answers(settings: RedisSettings) -> bool:
+    """Whether the configured Redis answers a PING within the probe's timeouts (`fstore
+    services`, the demo); any failure is a no."""
+    client = make_client(settings, PROBE)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def make_pipe(settings: RedisSettings, profile: Profile = STORE) -> RedisPipe:

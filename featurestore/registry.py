@@ -152,26 +152,8 @@ class Registry:
             config.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create the registry folder {config.path}: {exc}") from exc
-        with self._connect() as conn:
-            if self._schema_version(conn) == SCHEMA_VERSION:
-                return  # readers need no write lock
-            # WAL lets readers go on while one connection writes; the mode is kept in the file.
-            conn.execute("PRAGMA journal_mode = WAL")
-        with self._transaction() as conn:
-            if self._schema_version(conn) < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if found > SCHEMA_VERSION:
-            raise RegistryError(
-                f"{self.path} has schema version {found}, newer than this fstore reads "
-                f"({SCHEMA_VERSION}); upgrade fstore"
-            )
-        return found
+        statements = [statement for statement in _SCHEMA.split(";") if statement.strip()]
+        sqlite.ensure_schema(self.path, "registry", statements, SCHEMA_VERSION)
 
     def apply(self, contents: RepoContents) -> ApplyResult:
         """Register a repo's definitions in one transaction: all of them, or none on an error.

@@ -8,7 +8,7 @@ file, and a transaction that takes the write lock up front.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from featurestore.errors import RegistryError
 
 __all__ = [
     "connect",
+    "ensure_schema",
     "transaction",
 ]
 
@@ -53,3 +54,31 @@ def transaction(path: Path, what: str, foreign_keys: bool = False) -> Iterator[s
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def ensure_schema(
+    path: Path, what: str, statements: Sequence[str], version: int, foreign_keys: bool = False
+) -> None:
+    """Create the schema `version` in a new file (WAL mode, then `statements` in one write
+    transaction); refuse a file that a newer fstore wrote. Opening a file that is up to date
+    takes no write lock, so readers never wait for one another."""
+    with connect(path, what, foreign_keys) as conn:
+        if _schema_version(conn, path, version) == version:
+            return
+        # WAL lets readers go on while one connection writes; the mode is kept in the file.
+        conn.execute("PRAGMA journal_mode = WAL")
+    with transaction(path, what, foreign_keys) as conn:
+        if _schema_version(conn, path, version) < version:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path, known: int) -> int:
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > known:
+        raise RegistryError(
+            f"{path} has schema version {found}, newer than this fstore reads ({known}); "
+            "upgrade fstore"
+        )
+    return found

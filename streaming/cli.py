@@ -24,6 +24,15 @@ __all__ = ["backfill", "import_file", "ingest", "monitor", "register"]
 
 console = Console()
 
+# Options the two consumer-group commands (ingest, monitor) share.
+BatchSize = Annotated[int, typer.Option(help="Messages per batch.")]
+InstanceId = Annotated[
+    str | None,
+    typer.Option(help="Stable id of this worker in the group: a restart resumes at once."),
+]
+MetricsPort = Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")]
+MetricsHost = Annotated[str, typer.Option(help="Address /metrics listens on.")]
+
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
@@ -37,16 +46,13 @@ def ingest(
         list[str] | None, typer.Option("--view", help="Views to compute (default: all).")
     ] = None,
     group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "fstore-ingest",
-    batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
+    batch_size: BatchSize = 20_000,
     poll_timeout: Annotated[
         float, typer.Option(help="Seconds a batch waits to fill: lower is fresher.")
     ] = 0.05,
-    instance_id: Annotated[
-        str | None,
-        typer.Option(help="Stable id of this worker in the group: a restart resumes at once."),
-    ] = None,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 0,
-    metrics_host: Annotated[str, typer.Option(help="Address /metrics listens on.")] = "127.0.0.1",
+    instance_id: InstanceId = None,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run an ingest worker: Kafka -> windowed features in Redis + events in Parquet.
 
@@ -139,13 +145,10 @@ def monitor(
     group: Annotated[
         str | None, typer.Option(help="Kafka consumer group (default: fstore-monitor[-VIEW]).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Messages per batch.")] = 20_000,
-    instance_id: Annotated[
-        str | None,
-        typer.Option(help="Stable id of this worker in the group: a restart resumes at once."),
-    ] = None,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus /metrics port (0: off).")] = 0,
-    metrics_host: Annotated[str, typer.Option(help="Address /metrics listens on.")] = "127.0.0.1",
+    batch_size: BatchSize = 20_000,
+    instance_id: InstanceId = None,
+    metrics_port: MetricsPort = 0,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run the drift monitor: windowed drift of every served model's features and scores
     against its training profile, live metrics from delayed labels, and alerts.

@@ -118,15 +118,9 @@ class Database:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create the models folder {folder}: {exc}") from exc
-        with self.connect() as conn:
-            if self._schema_version(conn) == SCHEMA_VERSION:
-                return  # readers need no write lock
-            conn.execute("PRAGMA journal_mode = WAL")  # kept in the file
-        with self.transaction() as conn:
-            if self._schema_version(conn) < SCHEMA_VERSION:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        sqlite.ensure_schema(
+            self.path, "model registry", _SCHEMA, SCHEMA_VERSION, foreign_keys=True
+        )
 
     def connect(self) -> AbstractContextManager[sqlite3.Connection]:
         """A connection in autocommit mode, foreign keys on; errors become `RegistryError`s."""
@@ -136,15 +130,6 @@ class Database:
         """BEGIN IMMEDIATE takes the write lock up front: two registers cannot both take
         version N, and the gate cannot judge a production alias that moves under it."""
         return sqlite.transaction(self.path, "model registry", foreign_keys=True)
-
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if found > SCHEMA_VERSION:
-            raise RegistryError(
-                f"{self.path} has schema version {found}, newer than this fstore reads "
-                f"({SCHEMA_VERSION}); upgrade fstore"
-            )
-        return found
 
 
 def version_from_row(row: sqlite3.Row, root: Path) -> ModelVersion:

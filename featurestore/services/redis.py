@@ -76,18 +76,11 @@ class RedisServer:
         return self.process.stop()
 
     def _answers(self) -> bool:
-        import redis  # here: the CLI starts without loading redis-py
-
+        # Imported here: the CLI starts without loading redis-py.
         from featurestore.config import RedisSettings
-        from featurestore.redis_client import PROBE, make_client
+        from featurestore.redis_client import answers
 
-        client = make_client(RedisSettings(url=self.url), PROBE)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers(RedisSettings(url=self.url))
 
 
 def _redis_server() -> str:
