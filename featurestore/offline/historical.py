@@ -7,28 +7,45 @@ stacked into one stream sorted per entity by time, and every window is a frame o
 at the row itself, so no event after t can reach any value. No (row, event) pairs are ever formed:
 the work grows with events + rows, not with their product. DuckDB sorts out of core (it spills to
 disk), and `COPY ... TO` streams the result to Parquet instead of holding it.
+
+A log file DuckDB cannot read goes to quarantine and the query runs again without it
+(`OfflineStore.guard`): the query records those files in `quarantined`, and an Arrow result
+carries them in its schema metadata under `QUARANTINED_KEY`.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from featurestore.definitions import Function, ValueType
 from featurestore.errors import RequestError
-from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore, sql_literal
+from featurestore.offline.log import (
+    OFFSET,
+    PARTITION,
+    TIMESTAMP,
+    OfflineStore,
+    sql_ident,
+    sql_literal,
+)
+from featurestore.offline.quarantine import Quarantined
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 
 __all__ = [
+    "QUARANTINED_KEY",
     "HistoricalQuery",
 ]
 
+QUARANTINED_KEY = b"fstore.quarantined"  # Arrow schema metadata: JSON list of moved log files
+
 ROW = "__row"
+_T = TypeVar("_T")
 _SQL_TYPES = {
     ValueType.STRING: {"VARCHAR"},
     ValueType.INT64: {"BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UBIGINT", "UINTEGER"},
@@ -37,20 +54,15 @@ _SQL_TYPES = {
 }
 
 
-def _ident(name: str) -> str:
-    """A quoted SQL identifier: every name from definitions or entity rows goes through here."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _window_sql(function: Function, column: str | None, window: str) -> str:
     """A window aggregate over the stacked stream, where entity rows carry NULLs."""
-    value = f"{_ident(column)}::DOUBLE" if column is not None else ""
+    value = f"{sql_ident(column)}::DOUBLE" if column is not None else ""
     if function is Function.COUNT:
         return f"count(__event) OVER {window}"
     if function is Function.SUM:
         return f"coalesce(sum({value}) OVER {window}, 0.0)"
     if function is Function.APPROX_COUNT_DISTINCT:
-        return f"(approx_count_distinct({_ident(column or '')}) OVER {window})::DOUBLE"
+        return f"(approx_count_distinct({sql_ident(column or '')}) OVER {window})::DOUBLE"
     return {
         Function.MEAN: f"avg({value}) OVER {window}",
         Function.MIN: f"min({value}) OVER {window}",
@@ -79,16 +91,35 @@ class HistoricalQuery:
         self.con = offline.connect()
         self.entity_columns = self._load_entities(entities)
         self.names = self._column_names(full_feature_names)
+        self.quarantined: list[Quarantined] = []  # log files moved out while this query ran
 
     def to_arrow(self) -> pa.Table:
-        return self.con.sql(self.sql()).to_arrow_table()
+        table: pa.Table = self._guarded(lambda: self.con.sql(self.sql()).to_arrow_table())
+        if not self.quarantined:
+            return table
+        moved = json.dumps([str(q.path) for q in self.quarantined]).encode()
+        return table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), QUARANTINED_KEY: moved}
+        )
 
     def to_parquet(self, path: str | Path) -> Path:
         """Stream the result into a Parquet file without holding it in memory."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.con.execute(f"COPY ({self.sql()}) TO {sql_literal(target)} (FORMAT parquet)")
+        self._guarded(
+            lambda: self.con.execute(
+                f"COPY ({self.sql()}) TO {sql_literal(target)} (FORMAT parquet)"
+            )
+        )
         return target
+
+    def _guarded(self, run: Callable[[], _T]) -> _T:
+        """`run` (which builds the SQL again, so the log's files are listed again) with the
+        log's unreadable files quarantined."""
+        views = [(r.name, r.version) for r, _feature in self.resolved]
+        result, moved = self.offline.guard(views, run)
+        self.quarantined += moved
+        return result
 
     def sql(self) -> str:
         views: dict[tuple[str, int], RegisteredView] = {}
@@ -97,14 +128,14 @@ class HistoricalQuery:
         parts = {
             key: self._view_sql(registered, i) for i, (key, registered) in enumerate(views.items())
         }
-        carried = ", ".join(f"l.{_ident(c)}" for c in self.entity_columns)
+        carried = ", ".join(f"l.{sql_ident(c)}" for c in self.entity_columns)
         selected = []
         for (registered, feature), name in zip(self.resolved, self.names, strict=True):
             alias = f"v{list(views).index((registered.name, registered.version))}"
-            selected.append(f"{alias}.{_ident(feature)} AS {_ident(name)}")
+            selected.append(f"{alias}.{sql_ident(feature)} AS {sql_ident(name)}")
             if self.statuses:
-                status = f"{alias}.{_ident(feature + '__status')}"
-                selected.append(f"{status} AS {_ident(name + '__status')}")
+                status = f"{alias}.{sql_ident(feature + '__status')}"
+                selected.append(f"{status} AS {sql_ident(name + '__status')}")
         joins = " ".join(
             f"JOIN ({sql}) v{i} ON v{i}.{ROW} = l.{ROW}" for i, sql in enumerate(parts.values())
         )
@@ -126,15 +157,15 @@ class HistoricalQuery:
         tile = view.tile_us
         self._check_keys(registered)
         events = self._events_sql(registered, f"events{index}")
-        keys = [_ident(k) for k in view.join_keys]
+        keys = [sql_ident(k) for k in view.join_keys]
         columns = sorted({f.column for f in layout.features if f.column is not None})
         stacked = (
             f"SELECT {', '.join(keys)}, __ts, 0 AS __label, {PARTITION}, {OFFSET}, "
             f"NULL::BIGINT AS {ROW}, 1 AS __event"
-            + "".join(f", {_ident(c)}" for c in columns)
+            + "".join(f", {sql_ident(c)}" for c in columns)
             + f" FROM {events} UNION ALL "
             f"SELECT {', '.join(keys)}, __t, 1, NULL, NULL, {ROW}, NULL"
-            + "".join(f", NULL AS {_ident(c)}" for c in columns)
+            + "".join(f", NULL AS {sql_ident(c)}" for c in columns)
             + " FROM labels"
         )
         by_entity = f"PARTITION BY {', '.join(keys)}"
@@ -151,7 +182,8 @@ class HistoricalQuery:
             f"last_value(CASE WHEN __event = 1 THEN __ts END IGNORE NULLS) {newest} AS __last_ts"
         ]
         inner += [
-            f"last_value({_ident(c)}::DOUBLE IGNORE NULLS) {newest} AS {_ident('__last_' + c)}"
+            f"last_value({sql_ident(c)}::DOUBLE IGNORE NULLS) {newest} "
+            f"AS {sql_ident('__last_' + c)}"
             for c in columns
             if any(f.function is Function.LAST and f.column == c for f in layout.features)
         ]
@@ -161,7 +193,7 @@ class HistoricalQuery:
                 f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(feature.window_tiles - 1) * tile})"
             )
             if feature.function is Function.LAST:
-                last = _ident(f"__last_{feature.column}")
+                last = sql_ident(f"__last_{feature.column}")
                 value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
             else:
                 inner.append(
@@ -169,7 +201,7 @@ class HistoricalQuery:
                     + f" AS __f{i}"
                 )
                 value = f"__f{i}"
-            outer.append(f"{value} AS {_ident(feature.name)}")
+            outer.append(f"{value} AS {sql_ident(feature.name)}")
             if self.statuses:
                 # As online reads report it: missing without a value, stale when the newest
                 # event in the window is older than the view's ttl.
@@ -180,7 +212,7 @@ class HistoricalQuery:
                 )
                 outer.append(
                     f"CASE WHEN {value} IS NULL THEN 'missing' WHEN {stale} THEN 'stale' "
-                    f"ELSE 'ok' END AS {_ident(feature.name + '__status')}"
+                    f"ELSE 'ok' END AS {sql_ident(feature.name + '__status')}"
                 )
         return (
             f"SELECT {ROW}, {', '.join(outer)} FROM ("
@@ -194,12 +226,13 @@ class HistoricalQuery:
         directory = self.offline.view_dir(view.name, registered.version)
         if not any(directory.glob("date=*/*.parquet")):
             columns = [
-                f"NULL::{_sql_type(t)} AS {_ident(c)}"
+                f"NULL::{_sql_type(t)} AS {sql_ident(c)}"
                 for c, t in view.source.schema_.items()
                 if c != view.source.timestamp_field
             ]
+            # A view like the other case, so a query run again (after a quarantine) can replace it.
             self.con.execute(
-                f"CREATE TEMP TABLE {name} AS SELECT {', '.join(columns)}, "
+                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(columns)}, "
                 f"NULL::BIGINT AS __ts, NULL::INTEGER AS {PARTITION}, NULL::BIGINT AS {OFFSET} "
                 "LIMIT 0"
             )
@@ -214,7 +247,7 @@ class HistoricalQuery:
             f"AND make_timestamp({last})::DATE AND epoch_us({TIMESTAMP}) <= {last}"
         )
         self.con.execute(
-            f"CREATE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
             f"FROM read_parquet({sql_literal(directory / 'date=*' / '*.parquet')}, "
             "hive_partitioning = true) "
             f"{pruning} QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
@@ -274,7 +307,7 @@ class HistoricalQuery:
             )
         # epoch_us of a zone-less timestamp reads its wall clock as UTC, as the warning says.
         self.con.execute(
-            f"CREATE TEMP VIEW labels AS SELECT *, epoch_us({_ident(self.timestamp_column)}) "
+            f"CREATE TEMP VIEW labels AS SELECT *, epoch_us({sql_ident(self.timestamp_column)}) "
             "AS __t "
             "FROM entity_rows"
         )

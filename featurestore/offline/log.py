@@ -1,19 +1,25 @@
 """The offline store: an append-only Parquet log of the events the online store applied.
 
-Layout: `<root>/<view>/v<version>/date=YYYY-MM-DD/<uuid>.parquet`, one file per batch and date.
-Files are only ever added. A worker that crashes after writing a file but before its online
-commit writes those events again after the restart, so readers must see each
-(`_partition`, `_offset`) once — `read_events` does. Every writer of the log builds its rows with
-`event_table`, so the file schema the readers rely on has one author.
+Layout: `<root>/<view>/v<version>/date=YYYY-MM-DD/<uuid>.parquet`, one file per batch and date
+(compaction merges a date's files into one: featurestore.offline.compaction). A file appears
+whole or not at all: written to a temp file beside it, fsynced, renamed, and its folder fsynced
+(featurestore.offline.durable). A worker that crashes after writing a file but before its online
+commit writes those events again after the restart, and a compaction that dies between writing
+its merged file and removing its inputs leaves both, so readers must see each
+(`_partition`, `_offset`) once — every read here does. A file that cannot be read is moved to
+quarantine and the read goes on without it (featurestore.offline.quarantine). Every writer of the
+log builds its rows with `event_table`, so the file schema the readers rely on has one author.
 """
 
 from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
+from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -24,15 +30,19 @@ import pyarrow.parquet as pq
 from featurestore.config import OfflineSettings
 from featurestore.definitions import ValueType
 from featurestore.events import EventBatch
+from featurestore.offline.durable import commit, make_dirs, remove_orphans
+from featurestore.offline.quarantine import QUARANTINE, Quarantined, named_files, sweep
 from featurestore.timestamps import EPOCH
 
 __all__ = [
     "OFFSET",
     "PARTITION",
+    "SCAN_ROWS",
     "TIMESTAMP",
     "OfflineStore",
     "batch_table",
     "event_table",
+    "sql_ident",
     "sql_literal",
 ]
 
@@ -40,6 +50,18 @@ TIMESTAMP = "event_timestamp"
 _DAY_US = 86_400_000_000
 PARTITION = "_partition"
 OFFSET = "_offset"
+SCAN_ROWS = 65_536
+_T = TypeVar("_T")
+# DuckDB errors a bad file can cause (a truncated footer, a column it lacks or holds with another
+# type); out of memory, an interrupt or a mistake in the SQL never send a file to quarantine.
+_FILE_ERRORS = (
+    duckdb.IOException,
+    duckdb.InvalidInputException,
+    duckdb.BinderException,
+    duckdb.DataError,
+    duckdb.InternalException,
+)
+_VANISHED_RETRIES = 5
 
 _ARROW_TYPES = {
     ValueType.STRING: pa.string(),
@@ -86,6 +108,8 @@ class OfflineStore:
     def __init__(self, config: OfflineSettings) -> None:
         self.root = config.root
         self.config = config
+        self.quarantined: list[Quarantined] = []  # files this store moved out of the log
+        self._opened: set[tuple[str, int]] = set()  # view versions appended to (orphans gone)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection for queries over the log, with the configured memory and spill."""
@@ -99,8 +123,23 @@ class OfflineStore:
     def view_dir(self, view: str, version: int) -> Path:
         return self.root / view / f"v{version}"
 
+    def quarantine_dir(self, view: str, version: int) -> Path:
+        """Where the unreadable files of a view version's log went, under their log paths."""
+        return self.root / QUARANTINE / view / f"v{version}"
+
+    def files(self, view: str, version: int) -> list[Path]:
+        """The log's data files (a listing, nothing is read)."""
+        return sorted(self.view_dir(view, version).glob("date=*/*.parquet"))
+
     def append(self, view: str, version: int, events: pa.Table) -> list[Path]:
-        """Write `events` (with `event_timestamp`, `_partition`, `_offset`) as new files."""
+        """Write `events` (with `event_timestamp`, `_partition`, `_offset`) as new files.
+
+        The first append of this store to a view version removes the temp files that writers
+        killed mid-write left there (never one a live process is writing: durable.is_orphan).
+        """
+        if (view, version) not in self._opened:
+            self.remove_orphans(view, version)
+            self._opened.add((view, version))
         if events.num_rows == 0:
             return []
         # Day numbers by integer division: formatting every timestamp as text costs 300x more.
@@ -111,27 +150,143 @@ class OfflineStore:
             part = events.filter(pa.array(days == day))
             date = (EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
             directory = self.view_dir(view, version) / f"date={date}"
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(directory)
             path = directory / f"{uuid.uuid4().hex}.parquet"
-            tmp = path.with_suffix(".tmp")
-            pq.write_table(part, tmp)
-            tmp.rename(path)  # readers never see a half-written file
+            with commit(path) as temp:  # readers never see a half-written file, nor lose it
+                pq.write_table(part, temp)
             written.append(path)
         return written
 
+    def remove_orphans(self, view: str, version: int) -> list[Path]:
+        """Delete the temp files that dead writers left in a view version's log."""
+        directory = self.view_dir(view, version)
+        return remove_orphans(directory, "date=*/*.tmp") if directory.exists() else []
+
     def read_events(self, view: str, version: int) -> pa.Table:
-        """Every applied event of a view version, each (partition, offset) once."""
-        files = self.view_dir(view, version) / "*" / "*.parquet"
-        if not any(self.view_dir(view, version).glob("*/*.parquet")):
-            return pa.table({})
-        query = (
-            f"SELECT * EXCLUDE (date) FROM read_parquet({sql_literal(files)}, "  # noqa: S608
-            "hive_partitioning = true) "
-            f"QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1 "
-            f"ORDER BY {PARTITION}, {OFFSET}"
-        )
+        """Every applied event of a view version, each (partition, offset) once, in that order.
+
+        It holds the whole log in memory: for big logs use `scan_events` or `read_sql`.
+        """
+        sql = f"SELECT * FROM events ORDER BY {PARTITION}, {OFFSET}"  # noqa: S608 - constants
+        found = self.read_sql(view, version, sql)
+        return pa.table({}) if found is None else found
+
+    def scan_events(
+        self, view: str, version: int, batch_rows: int = SCAN_ROWS
+    ) -> Iterator[pa.Table]:
+        """`read_events` in chunks of `batch_rows` rows (the last one fewer), in bounded memory.
+
+        DuckDB deduplicates and sorts out of core (within `memory_limit`, spilling to
+        `spill_dir`); this process holds about two chunks.
+        """
+        sql = f"SELECT * FROM events ORDER BY {PARTITION}, {OFFSET}"  # noqa: S608 - constants
         with self.connect() as con:
-            return con.sql(query).to_arrow_table()
+
+            def start() -> tuple[pa.RecordBatchReader, pa.RecordBatch | None] | None:
+                if not self._define(con, view, version):
+                    return None
+                reader = con.sql(sql).to_arrow_reader(batch_rows)
+                # The sort reads every file before its first row: a bad file fails here.
+                try:
+                    return reader, reader.read_next_batch()
+                except StopIteration:
+                    return reader, None
+
+            started = self.guard([(view, version)], start)[0]
+            if started is None or started[1] is None:
+                return
+            reader, first = started
+            held: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in chain([first], reader):
+                held.append(batch)
+                rows += batch.num_rows
+                while rows >= batch_rows:
+                    table = pa.Table.from_batches(held, reader.schema)
+                    yield table.slice(0, batch_rows)
+                    rest = table.slice(batch_rows)
+                    held, rows = rest.to_batches(), rest.num_rows
+            if rows:
+                yield pa.Table.from_batches(held, reader.schema)
+
+    def max_offset(self, view: str, version: int, partition: int) -> int | None:
+        """The highest offset of `partition` in a view version's log (None: it has none).
+
+        DuckDB reads two columns of each file (skipping row groups by their statistics).
+        """
+        found = self.read_sql(
+            view,
+            version,
+            f"SELECT max({OFFSET}) AS m FROM log WHERE {PARTITION} = {int(partition)}",  # noqa: S608
+        )
+        value = None if found is None else found.column("m")[0].as_py()
+        return None if value is None else int(value)
+
+    def read_sql(self, view: str, version: int, sql: str) -> pa.Table | None:
+        """The result of `sql` over a view version's log, where `log` names its rows as stored
+        and `events` each (partition, offset) once; None when the log has no file.
+
+        For results that fit in memory (aggregates, samples, the newest n rows): DuckDB
+        computes them out of core.
+        """
+        with self.connect() as con:
+
+            def run() -> pa.Table | None:
+                if not self._define(con, view, version):
+                    return None
+                return con.sql(sql).to_arrow_table()
+
+            return self.guard([(view, version)], run)[0]
+
+    def guard(
+        self, views: Iterable[tuple[str, int]], run: Callable[[], _T]
+    ) -> tuple[_T, list[Quarantined]]:
+        """`run()` (a DuckDB read of these view versions' logs), and the files it quarantined.
+
+        When it fails on a file that cannot be read, the file goes to quarantine (recorded in
+        `self.quarantined`, with a warning) and `run` runs again without it: `run` must list
+        the files again (a glob in its SQL does). A file that vanished between DuckDB's listing
+        and its read (compacted, or quarantined by another process) makes it run again too.
+        """
+        directories = [self.view_dir(view, version) for view, version in dict.fromkeys(views)]
+        moved: list[Quarantined] = []
+        vanished = 0
+        while True:
+            try:
+                return run(), moved
+            except _FILE_ERRORS as exc:
+                named = named_files(str(exc), directories)
+                if any(not p.exists() for p in named) and vanished < _VANISHED_RETRIES:
+                    vanished += 1
+                    continue
+                found, changed = sweep(
+                    self.root, directories, named, (TIMESTAMP, PARTITION, OFFSET)
+                )
+                if not changed:
+                    raise
+                moved += found
+                self.quarantined += found
+
+    def _define(self, con: duckdb.DuckDBPyConnection, view: str, version: int) -> bool:
+        """Views `log` and `events` over the log's files on `con`; False when it has none."""
+        if next(self.view_dir(view, version).glob("date=*/*.parquet"), None) is None:
+            return False
+        files = self.view_dir(view, version) / "date=*" / "*.parquet"
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW log AS SELECT * "  # noqa: S608 - a quoted path
+            f"FROM read_parquet({sql_literal(files)}, hive_partitioning = false)"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM log "  # noqa: S608 - constants
+            f"QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
+        )
+        return True
+
+
+def sql_ident(name: str) -> str:
+    """A quoted SQL identifier: every column name from definitions or entity rows goes through
+    here."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sql_literal(text: str | Path) -> str:
