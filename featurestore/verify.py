@@ -5,6 +5,9 @@ Points are sampled where the online tiles are exact (docs/semantics.md): at or a
 entity's newest applied event. Exact functions must agree to a relative 1e-9; distinct counts are
 two HyperLogLog estimates (Redis online, DuckDB offline) of the same number and must agree within
 `DISTINCT_TOLERANCE`.
+
+The log is never loaded: DuckDB computes each entity's newest event time and draws the sample
+(the entities with the smallest hash of (seed, key): the same sample for the same seed and log).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from featurestore.config import Settings
 from featurestore.definitions import Function
 from featurestore.keys import entity_key
 from featurestore.offline.historical import HistoricalQuery
-from featurestore.offline.log import OfflineStore
+from featurestore.offline.log import TIMESTAMP, OfflineStore, sql_ident
 from featurestore.online import OnlineStore, read_features
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
@@ -53,6 +56,7 @@ class VerifyReport:
     version: int
     points: int
     checks: list[FeatureCheck]
+    quarantined: list[str] = field(default_factory=list)  # unreadable log files moved aside
 
     @property
     def mismatch_rate(self) -> float:
@@ -69,11 +73,10 @@ def verify_view(
 ) -> VerifyReport:
     view, version = registered.view, registered.version
     offline = OfflineStore(settings.offline)
-    events = offline.read_events(view.name, version)
     checks = [FeatureCheck(name) for name in view.feature_names()]
-    if events.num_rows == 0:
-        return VerifyReport(view.name, version, 0, checks)
-    points = _sample_points(events, view.join_keys, sample, as_of_us, seed)
+    points = _sample_points(offline, registered, sample, as_of_us, seed)
+    if not points:
+        return VerifyReport(view.name, version, 0, checks, _moved(offline))
     layout = TileLayout(view)
 
     by_time: dict[int, list[int]] = {}
@@ -105,7 +108,11 @@ def verify_view(
         )
         for point, online, row in zip(points, online_values, offline_values, strict=True):
             _compare(check, online[check.feature], row[check.feature], tolerance, point)
-    return VerifyReport(view.name, version, len(points), checks)
+    return VerifyReport(view.name, version, len(points), checks, _moved(offline))
+
+
+def _moved(offline: OfflineStore) -> list[str]:
+    return [str(q) for q in offline.quarantined]
 
 
 def _compare(
@@ -132,24 +139,32 @@ def _compare(
 
 
 def _sample_points(
-    events: pa.Table, join_keys: list[str], sample: int, as_of_us: int | None, seed: int
+    offline: OfflineStore,
+    registered: RegisteredView,
+    sample: int,
+    as_of_us: int | None,
+    seed: int,
 ) -> list[tuple[tuple[object, ...], int]]:
     """(entity key values, time) pairs at or after each sampled entity's newest event."""
-    newest: dict[tuple[object, ...], int] = {}
-    columns = [events[k].to_pylist() for k in join_keys]
-    times = events["event_timestamp"].cast(pa.int64()).to_pylist()
-    for i, t in enumerate(times):
-        key = tuple(column[i] for column in columns)
-        if t > newest.get(key, -1):
-            newest[key] = t
-    now = as_of_us if as_of_us is not None else max(newest.values())
+    keys = ", ".join(sql_ident(k) for k in registered.view.join_keys)  # quoted: no injection
+    chosen = offline.read_sql(
+        registered.name,
+        registered.version,
+        f"WITH newest AS (SELECT {keys}, max(epoch_us({TIMESTAMP})) AS __newest "  # noqa: S608
+        f"FROM log GROUP BY ALL) "
+        f"SELECT {keys}, __newest, max(__newest) OVER () AS __now FROM newest "
+        f"ORDER BY hash({int(seed)}, {keys}), {keys} LIMIT {int(sample)}",
+    )
+    if chosen is None or chosen.num_rows == 0:
+        return []
+    rows = chosen.to_pylist()
+    now: int = as_of_us if as_of_us is not None else rows[0]["__now"]
     rng = random.Random(seed)  # noqa: S311 - sampling, not secrets
-    entities = sorted(newest, key=str)
-    chosen = rng.sample(entities, min(sample, len(entities)))
-    points = []
-    for key in chosen:
-        if newest[key] > now:
+    points: list[tuple[tuple[object, ...], int]] = []
+    for row in rows:
+        key = tuple(row[k] for k in registered.view.join_keys)
+        if row["__newest"] > now:
             continue  # online tiles are exact only at or after the entity's newest event
         points.append((key, now))
-        points.append((key, rng.randint(newest[key], now)))
+        points.append((key, rng.randint(row["__newest"], now)))
     return points

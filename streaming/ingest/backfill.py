@@ -7,12 +7,13 @@ Two sources, both ending where live ingestion takes over (the version's stored p
   cannot recover events the old one rejected as late.
 
 Replaying the topic is a consumer-group run of the ingest worker; replaying the log needs no
-Kafka at all and hands each chunk straight to the view version's writer.
+Kafka at all and hands each chunk straight to the view version's writer, streaming the log in
+(partition, offset) order in chunks of `LOG_BATCH` events (bounded memory, whatever its size).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +37,7 @@ LOG_BATCH = 50_000
 class Backfilled:
     applied: int = 0  # events merged into the version's online state
     late: int = 0  # events the version's lateness rejected
+    quarantined: list[str] = field(default_factory=list)  # unreadable log files moved aside
 
 
 def backfill_from_topic(
@@ -70,17 +72,22 @@ def backfill_from_log(
     """Feed the offline log of `source_version` through the target version's writer."""
     view = target.view
     offline = OfflineStore(settings.offline)
-    events = offline.read_events(view.name, source_version)
-    if events.num_rows == 0:
-        raise StreamingError(f"the offline log of {view.name} v{source_version} is empty")
+    empty = StreamingError(f"the offline log of {view.name} v{source_version} is empty")
+    if not offline.files(view.name, source_version):
+        raise empty
     writer = ViewWriter(OnlineStore(settings.redis), offline, view, target.version)
     writer.load_positions()
     done = Backfilled()
-    for start in range(0, events.num_rows, LOG_BATCH):
-        batch = batch_from_log(events.slice(start, LOG_BATCH), view.source.timestamp_field)
+    read = 0
+    for chunk in offline.scan_events(view.name, source_version, LOG_BATCH):
+        read += chunk.num_rows
+        batch = batch_from_log(chunk, view.source.timestamp_field)
         applied = writer.apply(batch, batch.last_offsets())
         done.applied += applied.applied
         done.late += len(applied.late)
+    done.quarantined = [str(q) for q in offline.quarantined]
+    if read == 0:
+        raise empty
     return done
 
 

@@ -22,7 +22,7 @@ from featurestore.errors import FeatureStoreError
 from featurestore.models.profile import column_profile
 from featurestore.models.registry import ModelRegistry
 from featurestore.models.versions import Objective
-from featurestore.offline.log import TIMESTAMP, OfflineStore
+from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore, sql_ident
 from featurestore.registry import RegisteredView
 from streaming.errors import StreamingError
 
@@ -162,15 +162,30 @@ def input_reference(settings: Settings, view: RegisteredView, watch: WatchSettin
             check_reference(found, f"feature {feature!r} of {meta.ref}")
             profiles[(INPUT, column)] = found
     else:
-        events = OfflineStore(settings.offline).read_events(view.name, view.version)
-        if events.num_rows == 0:
-            raise StreamingError(
-                f"watch of view {view.name!r}: its offline log is empty, so there is no reference; "
-                "ingest or import history first, or name a model in `watch.model`"
-            )
-        events = events.sort_by(TIMESTAMP)
-        events = events.slice(max(0, events.num_rows - watch.reference_rows))
+        events = _newest_events(settings, view, columns, watch.reference_rows)
         for column in columns:
             values = events.column(column).cast(pa.float64()).fill_null(np.nan).to_numpy()
             profiles[(INPUT, column)] = column_profile(values)
     return Reference(model, view.version, tuple(columns), profiles)
+
+
+def _newest_events(
+    settings: Settings, view: RegisteredView, columns: list[str], rows: int
+) -> pa.Table:
+    """The `rows` newest events of the view's offline log (by time, then partition and offset),
+    oldest first: DuckDB keeps only those while it reads the log."""
+    newest = f"{TIMESTAMP} DESC, {PARTITION} DESC, {OFFSET} DESC"
+    selected = ", ".join(sql_ident(c) for c in columns) or "1 AS __row"
+    events = OfflineStore(settings.offline).read_sql(
+        view.name,
+        view.version,
+        f"SELECT {selected} FROM ("  # noqa: S608
+        f"SELECT * FROM events ORDER BY {newest} LIMIT {int(rows)}) "
+        f"ORDER BY {TIMESTAMP}, {PARTITION}, {OFFSET}",
+    )
+    if events is None or events.num_rows == 0:
+        raise StreamingError(
+            f"watch of view {view.name!r}: its offline log is empty, so there is no reference; "
+            "ingest or import history first, or name a model in `watch.model`"
+        )
+    return events

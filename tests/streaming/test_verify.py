@@ -39,6 +39,7 @@ def test_random_late_out_of_order_stream_verifies_with_zero_mismatches(
     deadline = time.monotonic() + 60
     while worker.counters.consumed < len(events) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert worker.counters.consumed == len(events)  # verify compares a finished stream
     assert worker.counters.late > 0
     registered = RegisteredView(view, 1, view.fingerprint(), datetime.now(UTC))
 
