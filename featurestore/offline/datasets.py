@@ -1,7 +1,9 @@
 """Versioned training datasets: rows, the entity rows that made them, and a manifest.
 
 Layout: `<offline root>/_datasets/<name>/v<version>/` holding `data.parquet`, `entities.parquet`
-and `manifest.json`.
+and `manifest.json`. A version is built in a temp folder beside it and renamed into place whole,
+so a create that dies leaves no version behind, only a temp folder that the next create of that
+name removes once its writer is gone (featurestore.offline.durable).
 Feature refs are pinned to the view versions they resolved to, so re-creating a dataset from its
 manifest computes exactly the same rows; the content hash proves it.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestore.errors import RequestError
+from featurestore.offline.durable import TEMP_SUFFIX, make_dirs, publish, remove_orphans, temp_entry
 from featurestore.offline.historical import HistoricalQuery
 from featurestore.offline.log import OfflineStore
 from featurestore.registry import RegisteredView
@@ -29,11 +33,14 @@ __all__ = [
     "MANIFEST",
     "Dataset",
     "DatasetStore",
+    "check_name",
     "content_hash",
 ]
 
 MANIFEST = "manifest.json"
 _HASH_BATCH = 65_536
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION_DIR = re.compile(r"v([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -61,48 +68,72 @@ class DatasetStore:
         service: str | None = None,
         timestamp_column: str = "event_timestamp",
     ) -> Dataset:
-        version = max(self.versions(name), default=0) + 1
-        directory = self.root / name / f"v{version}"
-        directory.mkdir(parents=True)
-        entities = directory / "entities.parquet"
-        _copy_entity_rows(entity_rows, entities)
-        refs = [f"{r.name}@{r.version}:{feature}" for r, feature in resolved]
-        query = HistoricalQuery(
-            self.offline,
-            entities,
-            resolved,
-            timestamp_column=timestamp_column,
-            full_feature_names=True,
-        )
-        data = query.to_parquet(directory / "data.parquet")
-        first, last, rows = query.con.execute(
-            "SELECT min(__t), max(__t), count(*) FROM labels"
-        ).fetchone() or (None, None, 0)
-        manifest = {
-            "name": name,
-            "version": version,
-            "created_at": datetime.now(UTC).isoformat(),
-            "features": refs,
-            "service": service,
-            "views": {
-                r.name: {"version": r.version, "fingerprint": r.fingerprint} for r, _ in resolved
-            },
-            "timestamp_column": timestamp_column,
-            "entity_rows_hash": content_hash(entities),
-            "time_range": [_iso(first), _iso(last)],
-            "row_count": rows,
-            "content_hash": content_hash(data),
-            "libraries": {p: package_version(p) for p in ("fstore", "duckdb", "pyarrow")},
-        }
-        (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        return Dataset(name, version, data, manifest)
+        folder = self.root / check_name(name)
+        make_dirs(folder)
+        remove_orphans(folder, f"*{TEMP_SUFFIX}")  # builds of creates that died
+        with temp_entry(folder / "build") as build:
+            build.mkdir()
+            entities = build / "entities.parquet"
+            _copy_entity_rows(entity_rows, entities)
+            refs = [f"{r.name}@{r.version}:{feature}" for r, feature in resolved]
+            query = HistoricalQuery(
+                self.offline,
+                entities,
+                resolved,
+                timestamp_column=timestamp_column,
+                full_feature_names=True,
+            )
+            data = query.to_parquet(build / "data.parquet")
+            first, last, rows = query.con.execute(
+                "SELECT min(__t), max(__t), count(*) FROM labels"
+            ).fetchone() or (None, None, 0)
+            manifest = {
+                "name": name,
+                "version": 0,  # set when it is published
+                "created_at": datetime.now(UTC).isoformat(),
+                "features": refs,
+                "service": service,
+                "views": {
+                    r.name: {"version": r.version, "fingerprint": r.fingerprint}
+                    for r, _ in resolved
+                },
+                "timestamp_column": timestamp_column,
+                "entity_rows_hash": content_hash(entities),
+                "time_range": [_iso(first), _iso(last)],
+                "row_count": rows,
+                "content_hash": content_hash(data),
+                "libraries": {p: package_version(p) for p in ("fstore", "duckdb", "pyarrow")},
+                "quarantined": [str(q.path) for q in query.quarantined],
+            }
+            version = self._publish(folder, build, manifest)
+        return Dataset(name, version, folder / f"v{version}" / "data.parquet", manifest)
+
+    def _publish(self, folder: Path, build: Path, manifest: dict[str, Any]) -> int:
+        """Rename the build into the next free `v<N>`; a concurrent create that took it first
+        makes this one the version after."""
+        while True:
+            version = 1 + max(
+                (int(m[1]) for d in folder.iterdir() if (m := _VERSION_DIR.fullmatch(d.name))),
+                default=0,
+            )
+            manifest["version"] = version
+            (build / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            try:
+                publish(build, folder / f"v{version}")
+            except OSError:
+                if not (folder / f"v{version}").exists():
+                    raise
+                continue
+            return version
 
     def get(self, ref: str) -> Dataset:
         """`name` (latest) or `name@version`."""
         name, _, version_text = ref.partition("@")
-        versions = self.versions(name)
+        versions = self.versions(check_name(name))
         if not versions:
             raise RequestError(f"no dataset named {name!r} under {self.root}")
+        if version_text and not version_text.isdigit():
+            raise RequestError(f"dataset ref {ref!r}: the version after '@' must be a number")
         version = int(version_text) if version_text else max(versions)
         if version not in versions:
             raise RequestError(f"dataset {name!r} has versions {versions}, not {version}")
@@ -116,6 +147,7 @@ class DatasetStore:
         return [
             self.get(f"{d.name}@{v}")
             for d in sorted(self.root.iterdir())
+            if d.is_dir() and _NAME.fullmatch(d.name)
             for v in self.versions(d.name)
         ]
 
@@ -128,6 +160,24 @@ class DatasetStore:
             for d in directory.iterdir()
             if d.name.startswith("v") and (d / MANIFEST).exists()
         )
+
+
+def check_name(name: str) -> str:
+    """`name` when it is a valid dataset name (it becomes a folder), else a RequestError.
+
+    >>> check_name("fraud-train.v2")
+    'fraud-train.v2'
+    >>> check_name("../etc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    featurestore.errors.RequestError: dataset name '../etc' is not allowed: ...
+    """
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise RequestError(
+            f"dataset name {name!r} is not allowed: use 1 to 128 letters, digits, '.', '_' or "
+            "'-', starting with a letter or digit (no path separators, no '..')"
+        )
+    return name
 
 
 def content_hash(path: Path) -> str:

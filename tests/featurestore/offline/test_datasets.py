@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 
 from featurestore import FeatureStore, Registry, RequestError, cli, load_repo
 from featurestore.config import OfflineSettings, RegistrySettings, Settings
+from featurestore.offline import datasets, durable
 from featurestore.offline.log import OfflineStore
 
 SECOND = 1_000_000
@@ -132,3 +135,77 @@ def test_cli_create_list_show(
     shown = runner.invoke(cli.app, ["dataset", "show", "train"])
     assert shown.exit_code == 0
     assert '"row_count": 3' in shown.output
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "..", "../escape", "a\\b", ".hidden", "a..b", "a@b", "a b", "x" * 129]
+)
+def test_dataset_names_that_are_not_plain_folder_names_are_refused(
+    store: FeatureStore, labels: Path, name: str
+) -> None:
+    with pytest.raises(RequestError, match="is not allowed"):
+        store.create_dataset(name, labels, service="fraud")
+    if "@" not in name:  # in a ref, `@` starts the version
+        with pytest.raises(RequestError, match="is not allowed"):
+            store.datasets.get(f"{name}@1")
+    assert not store.datasets.root.exists() or [p.name for p in store.datasets.root.iterdir()] == []
+
+
+def test_a_create_that_dies_leaves_nothing_and_the_next_one_works(
+    store: FeatureStore, labels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(path: Path) -> str:
+        raise KeyboardInterrupt("killed while hashing")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "content_hash", die)
+        with pytest.raises(KeyboardInterrupt):
+            store.create_dataset("train", labels, service="fraud")
+    assert list((store.datasets.root / "train").iterdir()) == []
+
+    # What the old code left when it died: a version folder without a manifest.
+    (store.datasets.root / "train" / "v1").mkdir()
+    (store.datasets.root / "train" / "v1" / "data.parquet").write_bytes(b"half")
+    # And a build of a process killed with -9 (its pid is gone): removed by the next create.
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = (
+        store.datasets.root / "train" / f".{'c' * 32}.{durable._HOST}.{killed.stdout.strip()}.tmp"
+    )
+    orphan.mkdir()
+    (orphan / "entities.parquet").write_bytes(b"half")
+
+    dataset = store.create_dataset("train", labels, service="fraud")
+
+    assert (dataset.version, dataset.manifest["version"]) == (2, 2)
+    assert dataset.path == store.datasets.root / "train" / "v2" / "data.parquet"
+    assert store.datasets.versions("train") == [2]
+    assert store.datasets.get("train").manifest == dataset.manifest
+    assert not orphan.exists()
+    assert dataset.manifest["quarantined"] == []
+
+
+def test_a_version_taken_by_a_concurrent_create_makes_this_one_the_next(
+    store: FeatureStore, labels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_publish = datasets.publish
+    taken: list[Path] = []
+
+    def other_create_first(temp: Path, target: Path) -> None:
+        if not taken:  # another process publishes this version a moment before us
+            target.mkdir()
+            (target / datasets.MANIFEST).write_text("{}")
+            taken.append(target)
+        real_publish(temp, target)
+
+    monkeypatch.setattr(datasets, "publish", other_create_first)
+    dataset = store.create_dataset("train", labels, service="fraud")
+
+    assert taken == [store.datasets.root / "train" / "v1"]
+    assert dataset.version == 2
+    assert json.loads((taken[0] / datasets.MANIFEST).read_text()) == {}
+    assert sorted(p.name for p in (store.datasets.root / "train").iterdir()) == ["v1", "v2"]
