@@ -1,10 +1,10 @@
 """The `fstore` command line.
 
 The root lives in the core package with the core's own commands (services, config, apply, views,
-remove, dataset, verify). Every command package adds its commands through the `fstore.commands`
-entry-point group (see pyproject.toml), each with a `register(app)`: `featurestore.models`
-(train, models), `streaming`, `serving` and `demo` alike, so the core never imports the packages
-above it.
+remove, dataset, verify, compact). Every command package adds its commands through the
+`fstore.commands` entry-point group (see pyproject.toml), each with a `register(app)`:
+`featurestore.models` (train, models), `streaming`, `serving` and `demo` alike, so the core never
+imports the packages above it.
 """
 
 from __future__ import annotations
@@ -183,6 +183,7 @@ def dataset_create(
         f"Created {dataset.ref}: {dataset.manifest['row_count']:,} rows at {dataset.path}\n"
         f"content hash {dataset.manifest['content_hash']}"
     )
+    _print_quarantined(dataset.manifest.get("quarantined", []))
 
 
 @dataset_app.command("list")
@@ -256,6 +257,7 @@ def verify(
             f"{check.max_rel_diff:.3g}",
         )
     console.print(table)
+    _print_quarantined(report.quarantined)
     for check in report.checks:
         for example in check.examples:
             console.print(f"[red]{check.feature}[/] {example}")
@@ -263,6 +265,49 @@ def verify(
         console.print(f"[red]mismatch rate {report.mismatch_rate:.4%} > {max_mismatch_rate:.4%}[/]")
         raise typer.Exit(1)
     console.print(f"[green]mismatch rate {report.mismatch_rate:.4%}[/]")
+
+
+@app.command("compact")
+def compact(
+    view: Annotated[str, typer.Argument(help="Feature view whose offline log to compact.")],
+    version: Annotated[int | None, typer.Option(help="View version (default: latest).")] = None,
+    min_files: Annotated[
+        int, typer.Option(help="Merge a date partition holding at least this many files.")
+    ] = 2,
+    include_today: Annotated[
+        bool, typer.Option(help="Also dates from today (UTC) on, which appends still reach.")
+    ] = False,
+) -> None:
+    """Merge the small files of each date partition of a view's offline log into one.
+
+    Query results never change: the merged file is written durably before its inputs go.
+    """
+    from featurestore.offline.compaction import compact_view
+    from featurestore.offline.log import OfflineStore
+
+    settings = load_settings()
+    if version is None:
+        version = Registry(settings.registry).get_view(view).version
+    before = None if include_today else datetime.now(UTC).date()
+    report = compact_view(
+        OfflineStore(settings.offline), view, version, min_files=min_files, before=before
+    )
+    for orphan in report.orphans_removed:
+        console.print(f"[yellow]removed[/] {orphan} (left by a write that never finished)")
+    _print_quarantined([str(q) for q in report.quarantined])
+    if not report.compacted:
+        when = "" if include_today else " before today (UTC)"
+        console.print(f"{view}@{version}: no date{when} holds {max(2, min_files)}+ files.")
+        return
+    table = Table("date", "files merged", "events", "file", title=f"{view}@{version}")
+    for done in report.compacted:
+        table.add_row(done.date, str(done.files), f"{done.rows:,}", done.path.name)
+    console.print(table)
+
+
+def _print_quarantined(moved: list[str]) -> None:
+    for line in moved:
+        console.print(f"[yellow]quarantined unreadable log file[/] {line}", highlight=False)
 
 
 _loaded: set[str] = set()  # the entry points already registered on `app`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from featurestore.offline.compaction import CompactionReport, compact_due, compact_view
 from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore
 from featurestore.offline.quarantine import Quarantined, quarantined_total
 
@@ -9,7 +10,10 @@ __all__ = [
     "OFFSET",
     "PARTITION",
     "TIMESTAMP",
+    "CompactionReport",
     "OfflineStore",
     "Quarantined",
+    "compact_due",
+    "compact_view",
     "quarantined_total",
 ]
