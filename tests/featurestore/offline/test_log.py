@@ -263,3 +263,19 @@ def test_a_query_error_that_is_no_file_s_fault_is_raised(tmp_path: Path) -> None
         store.read_sql(VIEW, 1, "SELECT nope FROM log")
     assert store.quarantined == []
     assert store.files(VIEW, 1) == files
+
+
+def test_a_read_whose_file_vanished_under_it_runs_again(tmp_path: Path) -> None:
+    """A compaction removed an input between DuckDB's listing and its read: nothing is bad."""
+    store = filled(tmp_path)
+    gone = store.files(VIEW, 1)[0].with_name("compacted-away.parquet")
+    calls: list[int] = []
+
+    def run() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise duckdb.IOException(f'Cannot open file "{gone}": No such file or directory')
+        return "read"
+
+    assert store.guard([(VIEW, 1)], run) == ("read", [])
+    assert len(calls) == 2 and store.quarantined == []
