@@ -1,4 +1,5 @@
-"""The write path: apply decoded events to one view version, exactly once.
+"""The write path: apply decoded events to one view version, exactly once, and repair its online
+state when Redis lost it.
 
 Per batch: drop what the version already applied (its stored positions), decide lateness per
 partition against the watermark (`featurestore.positions.late_events`), append the applied
@@ -11,23 +12,79 @@ those events to the log again on replay; the log's readers see each (partition, 
 
 The writer knows nothing of Kafka: the ingest worker, `fstore import` and `fstore backfill` all
 hand it an `EventBatch`.
+
+State loss. Redis can come back without what was merged into it: restarted without its data or
+flushed (empty), or a failover to a replica, or a restart from a snapshot, that lags (an older
+state, but a consistent one: each merge is one atomic script, whole in a replica and in the
+AOF). The offline log keeps every event the version applied, with its (partition, offset), so
+the writer tells "nothing applied yet" from "lost", by these rules (Kafka partitions only; see
+the last paragraph):
+
+- At load (`load_positions`: a partition assignment, a CLI start). The log is read first — the
+  newest logged offset L[p] of each partition —, Redis after, so a batch merged in between is
+  never taken for a loss. Redis lost state when
+  * it holds the version's rebuild marker (a rebuild began and did not finish), or
+  * this writer saw the version's epoch marker and Redis now holds another one or none, or
+  * a stored position is behind the one this writer last saw (positions only move forward), or
+  * for some partition L[p] > max(P[p], A[p]), where P[p] is the stored position and A[p] the
+    newest offset a writer announced (`TileStore.announce`) before appending a batch to the log.
+    A crash between the log append and the merge leaves L[p] <= A[p]: no loss, Kafka replays
+    that batch. After a wipe P and A are gone; a lagging replica holds older ones.
+- In a merge (Redis lost while the writer runs): the merge script answers `StateLost` when the
+  epoch the writer holds is not the stored one or a stored position is behind the expected one
+  — and sets the rebuild marker in the same step, so no read in between says `ok`.
+- `check_state` runs the epoch and moved-back tests without the log: an idle consumer calls it
+  every few seconds, so a loss is repaired before the next batch rather than at it.
+
+Repair (`_rebuild`), loudly: a warning, `rebuilds` counted, and the rebuild marker set in Redis
+so reads report `rebuilding` until it is done. The log's events past the stored positions go
+through this writer in (partition, offset) order, without being logged again. The log holds
+exactly the events the version applied, and an event is late against the watermark before it —
+which late events, being older, never moved — so the replay applies every one of them and
+ends where the lost state stood: each position at the log's newest offset, the same watermarks.
+What Redis still holds is a consistent earlier state (empty, or a replica's or snapshot's), so
+replaying past its positions is exact; several workers repairing at once stay exactly-once
+through the positions check as always. Only then is the marker cleared and the caller goes on
+(a consumer resumes after the rebuilt positions; what lies between them and the batch in hand
+is messages that were never applied: dead letters, late events).
+
+Pseudo-partitions (< 0: `fstore import`) are outside all this: an import to the log alone
+leaves rows the online state never applied, so the log cannot say what an online import put in
+Redis. After a loss, an online import is not replayed; `fstore backfill --from-log` can.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
 from featurestore.keys import entity_keys
-from featurestore.offline.log import OfflineStore, batch_table
-from featurestore.online import BUCKET_FIELD, BUCKET_TILES, OnlineStore
+from featurestore.offline.log import (
+    OFFSET,
+    PARTITION,
+    TIMESTAMP,
+    OfflineStore,
+    batch_table,
+    sql_literal,
+)
+from featurestore.online import (
+    BUCKET_FIELD,
+    BUCKET_TILES,
+    Merged,
+    OnlineStore,
+    StateLost,
+    StoredState,
+)
 from featurestore.positions import NO_POSITION, Position, late_events
 from featurestore.retry import Retry, retry_online
 from featurestore.tiles import I64, TileLayout
@@ -36,6 +93,9 @@ __all__ = ["Applied", "ViewWriter"]
 
 Moves = dict[int, tuple[Position, Position]]  # partition -> (stored position, new position)
 _ATTEMPTS = 20
+_REBUILDS = 5  # losses in a row (one batch, or one rebuild) before the writer gives up
+_LOG_BATCH = 50_000  # events per batch replayed from the log
+_log = logging.getLogger("fstore.writer")
 
 
 def _no_rows() -> I64:
@@ -73,11 +133,32 @@ class ViewWriter:
         self.layout = TileLayout(view)
         self.retry = retry
         self.positions: dict[int, Position] = {}
+        self.epoch: str | None = None  # the version's epoch marker, as this writer last saw it
+        self.rebuilds = 0  # times this writer found the online state lost and rebuilt it
+
+    @property
+    def name(self) -> str:
+        return f"view {self.view.name} v{self.version}"
 
     def load_positions(self) -> dict[int, Position]:
-        """Read where this version stands from Redis (the truth), e.g. on a partition assignment."""
-        self.positions = self.retry(partial(self.online.positions, self.view.name, self.version))
+        """Read where this version stands from Redis (the truth), e.g. on a partition
+        assignment — after rebuilding its online state from the log if Redis lost it."""
+        logged = _logged_ends(self.offline, self.view.name, self.version)  # before Redis
+        state = self._stored()
+        reason = self._loss(state, logged)
+        self._adopt(state)
+        if reason is not None:
+            self._rebuild(reason)
         return self.positions
+
+    def check_state(self) -> bool:
+        """Rebuild now if Redis lost this version's state (its epoch marker changed or went, a
+        position moved back); one cheap read, no log. Returns whether it rebuilt."""
+        reason = self._loss(self._stored(), None)
+        if reason is None:
+            return False
+        self._rebuild(reason)
+        return True
 
     def apply(
         self,
@@ -90,20 +171,49 @@ class ViewWriter:
         `last_offsets` may name offsets past the batch's events (messages that were not
         events): the position moves past them too. `on_late(indexes)` runs before the
         positions move past the late events, so a caller can dead-letter them without a
-        crash losing one (it runs again if the batch is redone: at least once).
+        crash losing one (it runs again if the batch is redone: at least once). When Redis
+        turns out to have lost the version's state, it is rebuilt from the log first.
         """
         done = Applied()
+        for _rebuilt in range(_REBUILDS):
+            lost = self._apply(batch, last_offsets, on_late, done, log=True)
+            if lost is None:
+                return done
+            self._rebuild(lost.reason)
+        raise FeatureStoreError(
+            f"{self.name}: Redis lost this version's state {_REBUILDS} times while one batch "
+            "was applied; is it restarting again and again without its data?"
+        )
+
+    def _apply(
+        self,
+        batch: EventBatch,
+        last_offsets: dict[int, int],
+        on_late: Callable[[I64], None] | None,
+        done: Applied,
+        log: bool,
+    ) -> StateLost | None:
+        """One batch, redone while positions move under the writer; `StateLost` when Redis
+        lost the state (nothing merged: the caller rebuilds, then calls again). `log=False`:
+        the events are in the offline log already (a replay of it)."""
         for _attempt in range(_ATTEMPTS):
             applied, late, moves = self._select(batch, last_offsets)
             if not moves:
-                return done  # replayed: this version already has the whole batch
+                return None  # replayed: this version already has the whole batch
             if on_late is not None and len(late):
                 on_late(late)
             keys, ttls, rows, distinct = self._tile_rows(batch, applied, moves)
-            self.offline.append(
-                self.view.name, self.version, batch_table(self.view.source.schema_, batch, applied)
-            )
-            conflict = self.retry(
+            if log and len(applied):
+                # Announced first: a log that holds more than Redis's positions and these
+                # offsets is a Redis that lost writes, not a crash before the merge.
+                ends = {p: new.offset for p, (_old, new) in moves.items()}
+                self.retry(partial(self.online.announce, self.view.name, self.version, ends))
+                self.offline.append(
+                    self.view.name,
+                    self.version,
+                    batch_table(self.view.source.schema_, batch, applied),
+                )
+            result = self.retry(
                 partial(
                     self.online.merge_batch,
                     self.view.name,
@@ -114,19 +224,129 @@ class ViewWriter:
                     rows,
                     moves,
                     distinct,
+                    self.epoch,
                 )
             )
-            if conflict is None:
+            if isinstance(result, Merged):
+                self.epoch = result.epoch
                 self.positions.update({p: new for p, (_old, new) in moves.items()})
-                done.applied, done.late = len(applied), late
-                return done
+                done.applied += len(applied)
+                done.late = _union(done.late, late)
+                return None
+            if isinstance(result, StateLost):
+                if log:
+                    # Logged: the rebuild applies these events; the redo will find them done.
+                    done.applied += len(applied)
+                    done.late = _union(done.late, late)
+                return result
             # Another worker moved this version (a rebalance) or we replayed: re-read and redo.
             done.conflicts += 1
-            self.load_positions()
+            state = self._stored()
+            reason = self._loss(state, None)
+            if reason is not None:
+                return StateLost(reason)  # e.g. a position moved back that the batch left out
+            self._adopt(state)
         raise FeatureStoreError(
-            f"view {self.view.name} v{self.version}: positions kept changing under this writer "
-            f"({_ATTEMPTS} attempts); is another writer replaying the same partitions?"
+            f"{self.name}: positions kept changing under this writer ({_ATTEMPTS} attempts); "
+            "is another writer replaying the same partitions?"
         )
+
+    def _stored(self) -> StoredState:
+        return self.retry(partial(self.online.state, self.view.name, self.version))
+
+    def _adopt(self, state: StoredState) -> None:
+        self.positions = dict(state.positions)
+        self.epoch = state.epoch
+
+    def _loss(self, state: StoredState, logged: dict[int, int] | None) -> str | None:
+        """Why Redis no longer holds this version's state (the rules of the module docstring),
+        or None. `logged`: the log's newest offset per partition, read before `state`; None for
+        the checks that need no log (a rebuild marker then means another writer rebuilds)."""
+        if logged is not None and state.rebuilding is not None:
+            return f"a rebuild of it began and did not finish ({state.rebuilding})"
+        if self.epoch is not None and state.epoch != self.epoch:
+            return f"its epoch marker is {state.epoch or 'gone'}, not {self.epoch} as before"
+        back = {
+            p: (state.positions.get(p, NO_POSITION).offset, mine.offset)
+            for p, mine in self.positions.items()
+            if state.positions.get(p, NO_POSITION).offset < mine.offset
+        }
+        if back:
+            return "positions moved back (partition: stored, seen before): " + _listed(back)
+        if logged is None:
+            return None
+        short = {
+            p: (max(state.positions.get(p, NO_POSITION).offset, state.appending.get(p, -1)), end)
+            for p, end in logged.items()
+            if end > max(state.positions.get(p, NO_POSITION).offset, state.appending.get(p, -1))
+        }
+        if not short:
+            return None
+        if state.epoch is None and not state.positions:
+            return (
+                "Redis holds no position of it (restarted without its data, or flushed) while "
+                "the offline log holds applied events up to (partition: offset) "
+                + ", ".join(f"{p}: {end}" for p, end in sorted(logged.items()))
+            )
+        return (
+            "its positions are behind the offline log (a failover to a replica that lagged, "
+            "or a restart from an older snapshot); partition: stored, logged: " + _listed(short)
+        )
+
+    def _rebuild(self, reason: str) -> None:
+        """Replay the log past the stored positions, with the rebuild marker set (reads say
+        `rebuilding`); started over if Redis loses the state again meanwhile."""
+        _log.warning(
+            "%s: Redis lost its online state: %s. Rebuilding it from the offline log; reads "
+            "report `rebuilding` until it is done",
+            self.name,
+            reason,
+        )
+        began = time.monotonic()
+        for _started in range(_REBUILDS):
+            self.retry(partial(self.online.set_rebuilding, self.view.name, self.version, reason))
+            self._adopt(self._stored())
+            replayed = self._replay_log()
+            if replayed is not None:
+                break
+            _log.warning(
+                "%s: Redis lost the state again during the rebuild; starting over", self.name
+            )
+        else:
+            raise FeatureStoreError(
+                f"{self.name}: Redis lost this version's state {_REBUILDS} times during one "
+                "rebuild; is it restarting again and again without its data?"
+            )
+        self.retry(partial(self.online.set_rebuilding, self.view.name, self.version, None))
+        self.rebuilds += 1
+        _log.warning(
+            "%s: online state rebuilt from the offline log in %.1fs (%d events replayed); "
+            "positions now (partition: offset) %s",
+            self.name,
+            time.monotonic() - began,
+            replayed,
+            ", ".join(f"{p}: {at.offset}" for p, at in sorted(self.positions.items())) or "none",
+        )
+
+    def _replay_log(self) -> int | None:
+        """Apply the logged events past the stored positions; how many, or None if Redis lost
+        the state again meanwhile."""
+        after = {p: at.offset for p, at in self.positions.items()}
+        replayed = late = 0
+        for batch in _log_batches(self.offline, self.view, self.version, after):
+            done = Applied()
+            if self._apply(batch, batch.last_offsets(), None, done, log=False) is not None:
+                return None
+            replayed += done.applied
+            late += len(done.late)
+        if late:
+            # The log holds only applied events, so none can be late now: a changed rule?
+            _log.warning(
+                "%s: %d logged events were late when replayed and are not in the rebuilt state",
+                self.name,
+                late,
+            )
+        return replayed
 
     def _select(self, batch: EventBatch, last_offsets: dict[int, int]) -> tuple[I64, I64, Moves]:
         """Fresh events of each partition split into applied and late, and the new positions."""
@@ -213,6 +433,55 @@ class ViewWriter:
             for group, members in per_bucket.items():
                 distinct.append((group, BUCKET_FIELD, column, sorted(members)))
         return keys, [int(t) for t in ttls], rows, distinct
+
+
+def _logged_ends(offline: OfflineStore, view: str, version: int) -> dict[int, int]:
+    """The newest logged offset of each Kafka partition of a view version (two columns read)."""
+    directory = offline.view_dir(view, version)
+    if not any(directory.glob("*/*.parquet")):
+        return {}
+    query = (
+        f"SELECT {PARTITION}, max({OFFSET}) "  # noqa: S608 - names are ours, the path is quoted
+        f"FROM read_parquet({sql_literal(directory / '*' / '*.parquet')}) "
+        f"WHERE {PARTITION} >= 0 GROUP BY {PARTITION}"
+    )
+    with offline.connect() as con:
+        return {int(p): int(o) for p, o in con.sql(query).fetchall()}
+
+
+def _log_batches(
+    offline: OfflineStore, view: FeatureView, version: int, after: dict[int, int]
+) -> Iterator[EventBatch]:
+    """The version's logged events of Kafka partitions past `after` (partition -> offset), in
+    (partition, offset) order, as batches of at most `_LOG_BATCH`."""
+    events = offline.read_events(view.name, version)
+    if events.num_rows == 0:
+        return
+    partition = events[PARTITION].to_numpy().astype(np.int64)
+    offset = events[OFFSET].to_numpy().astype(np.int64)
+    floor = np.full(len(partition), -1, dtype=np.int64)
+    for p, at in after.items():
+        floor[partition == p] = at
+    events = events.filter(pa.array((partition >= 0) & (offset > floor)))
+    skip = {TIMESTAMP, PARTITION, OFFSET, view.source.timestamp_field}
+    for start in range(0, events.num_rows, _LOG_BATCH):
+        part = events.slice(start, _LOG_BATCH)
+        micros = pc.cast(part[TIMESTAMP], pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        yield EventBatch(
+            {name: part[name].to_pylist() for name in part.column_names if name not in skip},
+            micros.to_numpy(),
+            part[PARTITION].to_numpy().astype(np.int64),
+            part[OFFSET].to_numpy().astype(np.int64),
+        )
+
+
+def _union(a: I64, b: I64) -> I64:
+    """Late indexes of two attempts at one batch (as given when there is only one)."""
+    return b if not len(a) else a if not len(b) else np.unique(np.concatenate((a, b)))
+
+
+def _listed(pairs: dict[int, tuple[int, int]]) -> str:
+    return ", ".join(f"{p}: {a}, {b}" for p, (a, b) in sorted(pairs.items()))
 
 
 def _groups(codes: I64, values: I64) -> tuple[I64, I64, I64]:

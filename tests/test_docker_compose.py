@@ -97,3 +97,16 @@ def test_docker_compose_config_accepts_the_file() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_redis_keeps_its_data_in_an_append_only_file_on_a_volume() -> None:
+    """A restarted container keeps the online state; without it the workers would rebuild it
+    from the offline log (featurestore/writer.py)."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "everysec"
+    [volume] = [v for v in redis["volumes"] if v.endswith(":/data")]
+    assert volume.split(":")[0] in compose["volumes"]

@@ -1,7 +1,8 @@
 """The online store: windowed feature states in Redis, written a batch at a time by the feature
 writer and read in one round trip by serving.
 
-    base.py     `TileStore`, what the writer and readers need of a store (Redis Cluster next)
+    base.py     `TileStore`, what the writer and readers need of a store (Redis Cluster next),
+                and what it answers (`StoredState`, `Merged`, `StateLost`)
     store.py    `OnlineStore`, the store in one Redis: key layout, batch merge, reads
     scripts.py  the Lua merge and fold scripts
     plan.py     which (bucket, field) states cover each window of a read
@@ -14,7 +15,7 @@ Connections come from `featurestore.redis_client` (the asyncio reads through `re
 
 from __future__ import annotations
 
-from featurestore.online.base import StateRead, TileStore
+from featurestore.online.base import Merged, StateLost, StateRead, StoredState, TileStore
 from featurestore.online.plan import BUCKET_FIELD, BUCKET_TILES, ReadPlan, plan_window
 from featurestore.online.store import OnlineStore
 from featurestore.online.values import (
@@ -30,9 +31,12 @@ __all__ = [
     "BUCKET_FIELD",
     "BUCKET_TILES",
     "FeatureValue",
+    "Merged",
     "OnlineStore",
     "ReadPlan",
+    "StateLost",
     "StateRead",
+    "StoredState",
     "TileStore",
     "ViewRead",
     "ViewValues",

@@ -1,5 +1,6 @@
-"""The online store's two Lua scripts: the merge of a batch's tile states (with the move of the
-partitions' positions, atomically) and the fold of an entity's windows at read time.
+"""The online store's Lua scripts: the merge of a batch's tile states (with the move of the
+partitions' positions, atomically), the fold of an entity's windows at read time, and the
+announcement of the offsets a batch is about to log.
 
 Both carry the merge rules of `TileLayout.merge` (`_LUA_COMBINE`); a change to one is a change
 to the other and to `tiles.py`, checked against tests/reference.py.
@@ -7,7 +8,7 @@ to the other and to `tiles.py`, checked against tests/reference.py.
 
 from __future__ import annotations
 
-__all__ = ["FOLD_ARGS", "FOLD_SCRIPT", "MERGE_SCRIPT"]
+__all__ = ["ANNOUNCE_SCRIPT", "FOLD_ARGS", "FOLD_SCRIPT", "MERGE_SCRIPT"]
 
 # The merge rules of `TileLayout.merge`, in Lua, for both scripts below: `combine` folds the
 # state `old` into `new`, in place. `code` holds the layout's merge codes, one per slot.
@@ -42,22 +43,44 @@ local function combine(code, width, old, new)
 end
 """
 
-# KEYS[1] = positions hash. ARGV: merge codes, json positions, json keys, json ttls (ms), rows blob,
-# json distinct values. A row is (key index, field, state...) as float64s; field -1 is the bucket
-# total. Distinct values are [key index, field, column, [values...]].
+# KEYS[1] = positions hash, KEYS[2] = the version's rebuild marker. ARGV: merge codes, json
+# positions, json keys, json ttls (ms), rows blob, json distinct values, the epoch the writer
+# holds ('' when it has seen none), the epoch to store if none is. A row is (key index, field,
+# state...) as float64s; field -1 is the bucket total. Distinct values are [key index, field,
+# column, [values...]].
+#
+# Answers {1, epoch} when merged; {0, partition, stored offset} when a stored position is ahead
+# of the expected one (another writer moved it: redo from there); {2, what, stored} when the
+# state is not the one the writer held — its epoch changed or went, or a position is behind
+# the one the writer last merged (positions only move forward; only lost writes move them
+# back). Then the rebuild marker is set here, in the same atomic step, so no read in between
+# reports the lost state as ok. Every position is checked before answering 0: a conflict on one
+# partition must not hide a loss on another.
 MERGE_SCRIPT = (
     _LUA_COMBINE
     + """
 local width = #ARGV[1]
 local code = {}
 for i = 1, width do code[i] = string.sub(ARGV[1], i, i) end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if ARGV[7] ~= '' and epoch ~= ARGV[7] then
+  redis.call('SET', KEYS[2], 'epoch marker changed')
+  return {2, 'epoch', epoch or ''}
+end
 local positions = cjson.decode(ARGV[2])
+local conflict = nil
 for _, p in ipairs(positions) do
   local stored = redis.call('HGET', KEYS[1], p[1])
   local offset = -1
   if stored then offset = tonumber(string.match(stored, '^(-?%d+):')) end
-  if offset ~= tonumber(p[2]) then return {0, p[1], offset} end
+  local expected = tonumber(p[2])
+  if offset < expected then
+    redis.call('SET', KEYS[2], 'position moved back')
+    return {2, p[1], offset}
+  end
+  if offset ~= expected and not conflict then conflict = {0, p[1], offset} end
 end
+if conflict then return conflict end
 local keys = cjson.decode(ARGV[3])
 local ttls = cjson.decode(ARGV[4])
 local blob = ARGV[5]
@@ -97,9 +120,27 @@ end
 for _, p in ipairs(positions) do
   redis.call('HSET', KEYS[1], p[1], p[3] .. ':' .. p[4])
 end
-return {1}
+if not epoch then
+  epoch = ARGV[8]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+return {1, epoch}
 """
 )
+
+# KEYS[1] = positions hash. ARGV: partition, offset, partition, offset... Each partition's
+# announced offset ("a:<partition>") becomes the greater of the stored and the given one, so a
+# writer replaying an older batch never lowers what a newer one announced.
+ANNOUNCE_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  local field = 'a:' .. ARGV[i]
+  local stored = redis.call('HGET', KEYS[1], field)
+  if not stored or tonumber(stored) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], field, ARGV[i + 1])
+  end
+end
+return 1
+"""
 
 
 # KEYS: each entity's cache key, "{ns}:{view}:{version}:{entity}:c"; the entity's hashes are

@@ -7,7 +7,12 @@ Layout, per view version and entity:
                                                HyperLogLog of a column's values in that tile
     {ns}:{view}:{version}:{entity}:c          string; "<tile>;" + the entity's folded windows at
                                                that tile (a read cache, dropped on every write)
-    {ns}:{view}:{version}:_pos                 hash; field "<partition>" = "offset:watermark"
+    {ns}:{view}:{version}:_pos                 hash; field "<partition>" = "offset:watermark",
+                                               "epoch" = the version's epoch marker (random, set
+                                               with the first position), "a:<partition>" = the
+                                               newest offset a writer announced it logs
+    {ns}:{view}:{version}:_rebuild             string; set while the version's state is being
+                                               rebuilt from the offline log (reads: `rebuilding`)
 A bucket is `BUCKET_TILES` tiles (plan.py), so a long window reads whole buckets in the middle
 and single tiles only at its two edges. States are packed little-endian float64 vectors (see
 `tiles.py`).
@@ -15,11 +20,14 @@ and single tiles only at its two edges. States are packed little-endian float64 
 Exactly-once effect: one script call per batch (scripts.py) checks that every partition's
 stored position is the one the batch started from, merges all tile states, and moves the
 positions — atomically. A replayed batch or a second worker racing on a revoked partition fails
-the check and changes nothing.
+the check and changes nothing. The same call checks that the state is still the one the writer
+wrote to (epoch, positions not moved back): what the writer does when it is not is its rule
+(featurestore/writer.py).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,14 +38,17 @@ import redis
 
 from featurestore.config import RedisSettings
 from featurestore.errors import OnlineStoreError
-from featurestore.online.base import StateRead, TileStore
-from featurestore.online.scripts import FOLD_ARGS, FOLD_SCRIPT, MERGE_SCRIPT
+from featurestore.online.base import Merged, StateLost, StateRead, StoredState, TileStore
+from featurestore.online.scripts import ANNOUNCE_SCRIPT, FOLD_ARGS, FOLD_SCRIPT, MERGE_SCRIPT
 from featurestore.positions import Position, PositionConflict
 from featurestore.redis_client import STORE, make_client, make_pipe, redis_errors
 from featurestore.redis_pipe import RedisPipe, array_head, bulks, pack
 from featurestore.tiles import F64, TileLayout
 
 __all__ = ["OnlineStore"]
+
+_POSITIONS = "_pos"
+_REBUILD = "_rebuild"
 
 
 class OnlineStore(TileStore):
@@ -49,6 +60,7 @@ class OnlineStore(TileStore):
         self.client = make_client(config, STORE)
         self._pipe: RedisPipe | None = None  # the async reads' connection, opened on first use
         self._merge = self.client.register_script(MERGE_SCRIPT)
+        self._announce = self.client.register_script(ANNOUNCE_SCRIPT)
         self._fold = self.client.register_script(FOLD_SCRIPT)
 
     def close(self) -> None:
@@ -63,13 +75,30 @@ class OnlineStore(TileStore):
 
     def positions(self, view: str, version: int) -> dict[int, Position]:
         with redis_errors(self.config):
-            raw = self.client.hgetall(f"{self.view_prefix(view, version)}:_pos")
-        out: dict[int, Position] = {}
-        for partition, value in raw.items():
-            text = value.decode() if isinstance(value, bytes) else value
-            offset, watermark = text.split(":")
-            out[int(partition)] = Position(int(offset), int(watermark))
-        return out
+            raw = self.client.hgetall(f"{self.view_prefix(view, version)}:{_POSITIONS}")
+        return _stored_state(raw, None).positions
+
+    def state(self, view: str, version: int) -> StoredState:
+        prefix = self.view_prefix(view, version)
+        with redis_errors(self.config):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(f"{prefix}:{_POSITIONS}")
+            pipe.get(f"{prefix}:{_REBUILD}")
+            raw, marker = pipe.execute()
+        return _stored_state(raw, marker)
+
+    def announce(self, view: str, version: int, offsets: dict[int, int]) -> None:
+        args = [str(x) for partition, offset in offsets.items() for x in (partition, offset)]
+        with redis_errors(self.config):
+            self._announce(keys=[f"{self.view_prefix(view, version)}:{_POSITIONS}"], args=args)
+
+    def set_rebuilding(self, view: str, version: int, reason: str | None) -> None:
+        key = f"{self.view_prefix(view, version)}:{_REBUILD}"
+        with redis_errors(self.config):
+            if reason is None:
+                self.client.delete(key)
+            else:
+                self.client.set(key, reason)
 
     def merge_batch(
         self,
@@ -81,11 +110,14 @@ class OnlineStore(TileStore):
         rows: F64,
         moves: dict[int, tuple[Position, Position]],
         distinct: Sequence[tuple[int, str, str, list[str]]] = (),
-    ) -> PositionConflict | None:
+        epoch: str | None = None,
+    ) -> Merged | PositionConflict | StateLost:
         """Merge `rows` (key index, field, state...) and move partitions from -> to, atomically.
 
-        Returns a `PositionConflict` (and changes nothing) when a stored position is not the
-        expected one.
+        Returns the version's epoch marker once merged (a new one when none was stored). Changes
+        nothing and returns a `PositionConflict` when a stored position is ahead of the expected
+        one, or `StateLost` (with the rebuild marker set) when the stored epoch is not `epoch`
+        (given: the one the writer holds) or a stored position is behind the expected one.
         """
         prefix = self.view_prefix(view, version)
         # As strings: Lua numbers are doubles and would print a watermark as 1.77e+15.
@@ -95,7 +127,7 @@ class OnlineStore(TileStore):
         ]
         with redis_errors(self.config):
             result = self._merge(
-                keys=[f"{prefix}:_pos"],
+                keys=[f"{prefix}:{_POSITIONS}", f"{prefix}:{_REBUILD}"],
                 args=[
                     layout.merge_codes(),
                     orjson.dumps(positions),
@@ -103,42 +135,58 @@ class OnlineStore(TileStore):
                     orjson.dumps(list(ttls_ms)),
                     np.ascontiguousarray(rows, dtype="<f8").tobytes(),
                     orjson.dumps(list(distinct)),
+                    epoch or "",
+                    uuid.uuid4().hex,
                 ],
             )
-        if int(result[0]) == 1:
-            return None
-        return PositionConflict(int(result[1]), int(result[2]))
+        answer = int(result[0])
+        if answer == 1:
+            return Merged(_text(result[1]))
+        if answer == 0:
+            return PositionConflict(int(result[1]), int(result[2]))
+        what, stored = _text(result[1]), _text(result[2])
+        if what == "epoch":
+            return StateLost(
+                f"its epoch marker is {stored or 'gone'}, not {epoch} as this writer wrote it"
+            )
+        expected = moves[int(what)][0].offset
+        return StateLost(
+            f"partition {what} stands at offset {stored}, behind the {expected} this writer merged"
+        )
 
     def read(
         self,
         reads: Sequence[StateRead],
         distinct: Sequence[Sequence[str]] = (),
-    ) -> tuple[list[F64], list[int]]:
-        """Merged window states and distinct counts, all in one round trip.
+        rebuilding: Sequence[str] = (),
+    ) -> tuple[list[F64], list[int], list[bool]]:
+        """Merged window states, distinct counts and rebuild markers, all in one round trip.
 
         Each read is (the cache keys of its entities, the plan they share, the layout). Returns
         per read an array (entities, windows, width) — a window without any state is a row of
-        NaN — and a PFCOUNT per key list of `distinct`.
+        NaN —, a PFCOUNT per key list of `distinct`, and per view prefix of `rebuilding`
+        whether its state is being rebuilt.
         """
-        commands = self._read_commands(reads, distinct)
+        commands = self._read_commands(reads, distinct, rebuilding)
         with redis_errors(self.config):
             try:
                 answers = self._send(commands)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(FOLD_SCRIPT)  # a restarted or flushed server
                 answers = self._send(commands)
-        return self._read_answers(reads, answers)
+        return self._read_answers(reads, answers, len(distinct))
 
     async def read_async(
         self,
         reads: Sequence[StateRead],
         distinct: Sequence[Sequence[str]] = (),
-    ) -> tuple[list[F64], list[int]]:
+        rebuilding: Sequence[str] = (),
+    ) -> tuple[list[F64], list[int], list[bool]]:
         """`read` on the running event loop, which goes on with other work while Redis answers:
         the commands go to one pipelined connection (redis_pipe.py) shared by concurrent reads."""
-        commands = self._read_commands(reads, distinct)
+        commands = self._read_commands(reads, distinct, rebuilding)
         if not commands:
-            return self._read_answers(reads, [])
+            return self._read_answers(reads, [], len(distinct))
         if self._pipe is None:
             self._pipe = make_pipe(self.config, STORE)
         packed = b"".join(commands)
@@ -150,12 +198,13 @@ class OnlineStore(TileStore):
         for answer in answers:
             if isinstance(answer, hiredis.ReplyError):
                 raise redis.ResponseError(str(answer))
-        return self._read_answers(reads, answers)
+        return self._read_answers(reads, answers, len(distinct))
 
     def _read_commands(
         self,
         reads: Sequence[StateRead],
         distinct: Sequence[Sequence[str]],
+        rebuilding: Sequence[str],
     ) -> list[bytes]:
         """A read's commands, packed here rather than by redis-py's `evalsha` or pipeline: a
         read's script arguments are the same for every read of the tile and come packed with
@@ -171,11 +220,12 @@ class OnlineStore(TileStore):
             if keys
         ]
         commands += [pack(b"PFCOUNT", *(k.encode() for k in keys)) for keys in distinct]
+        commands += [pack(b"EXISTS", f"{prefix}:{_REBUILD}".encode()) for prefix in rebuilding]
         return commands
 
     def _read_answers(
-        self, reads: Sequence[StateRead], answers: list[Any]
-    ) -> tuple[list[F64], list[int]]:
+        self, reads: Sequence[StateRead], answers: list[Any], distinct: int
+    ) -> tuple[list[F64], list[int], list[bool]]:
         remaining = iter(answers)
         states = []
         for keys, plan, layout in reads:
@@ -192,7 +242,8 @@ class OnlineStore(TileStore):
                     "new version?"
                 )
             states.append(flat.reshape(shape))
-        return states, [int(n) for n in remaining]
+        rest = [int(n) for n in remaining]
+        return states, rest[:distinct], [n > 0 for n in rest[distinct:]]
 
     def _send(self, commands: list[bytes]) -> list[Any]:
         """The commands of a read, written to one pooled connection at once, and their answers."""
@@ -211,6 +262,27 @@ class OnlineStore(TileStore):
         finally:
             pool.release(connection)
         return answers
+
+
+def _stored_state(raw: dict[Any, Any], marker: Any) -> StoredState:
+    """The fields of a positions hash (see the layout above), and the rebuild marker."""
+    positions: dict[int, Position] = {}
+    appending: dict[int, int] = {}
+    epoch = None
+    for name, value in raw.items():
+        field, text = _text(name), _text(value)
+        if field == "epoch":
+            epoch = text
+        elif field.startswith("a:"):
+            appending[int(field[2:])] = int(text)
+        else:
+            offset, watermark = text.split(":")
+            positions[int(field)] = Position(int(offset), int(watermark))
+    return StoredState(positions, epoch, appending, None if marker is None else _text(marker))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _no_script(answer: Any) -> bool:

@@ -1,8 +1,10 @@
 """Feature values read from the online store: per view as arrays (`ViewValues`, the serving
 path), or per entity as `FeatureValue` objects.
 
-A value's status is `ok`, `stale` (its newest event is older than the view's ttl) or `missing`
-(no event in the window).
+A value's status is `ok`, `stale` (its newest event is older than the view's ttl), `missing`
+(no event in the window) or `rebuilding`: Redis lost the view version's state and it is being
+rebuilt from the offline log (featurestore/writer.py), so whatever is there now — a value, or
+none — may be short of the truth. Unknown is never reported as `ok`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ __all__ = [
 @dataclass(frozen=True)
 class FeatureValue:
     value: float | None
-    status: str  # ok | stale (older than the view's ttl) | missing (no event in the window)
+    # ok | stale (older than the view's ttl) | missing (no event in the window) | rebuilding
+    # (the view's state is being rebuilt from the offline log: not to be trusted yet)
+    status: str
     event_time_us: int | None  # newest event in the window
 
 
@@ -44,9 +48,13 @@ class ViewValues:
     values: F64  # NaN where the value is null
     event_times: F64  # newest event in the window, µs; NaN when the window holds none
     stale: npt.NDArray[np.bool_]  # the newest event is older than the view's ttl
+    rebuilding: bool = False  # the view's state is being rebuilt: no value of it is sure
 
     def statuses(self) -> list[list[str]]:
-        """ok / stale / missing, per entity and feature, as `FeatureValue.status` says."""
+        """ok / stale / missing / rebuilding, per entity and feature, as `FeatureValue.status`
+        says."""
+        if self.rebuilding:
+            return [["rebuilding"] * len(self.features) for _ in range(len(self.values))]
         codes = np.where(np.isnan(self.values), 2, np.where(self.stale, 1, 0))
         names = np.array(["ok", "stale", "missing"])
         listed: list[list[str]] = names[codes].tolist()
@@ -61,32 +69,36 @@ def read_views(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> li
 
     Every entity of a read shares one plan: the (bucket, field) states covering each window.
     Redis folds them (the fold script, with the merge rules of `TileLayout.merge`) and sends one
-    state per entity and window; here `TileLayout.finish` turns them into values.
+    state per entity and window; here `TileLayout.finish` turns them into values. The same
+    round trip asks whether each view's state is being rebuilt (`ViewValues.rebuilding`).
     """
-    state_reads, distinct = _state_reads(store, reads, as_of_us)
-    states, counts = store.read(state_reads, distinct)
-    return _view_values(reads, states, counts, as_of_us)
+    state_reads, distinct, prefixes = _state_reads(store, reads, as_of_us)
+    states, counts, rebuilding = store.read(state_reads, distinct, prefixes)
+    return _view_values(reads, states, counts, rebuilding, as_of_us)
 
 
 async def read_views_async(
     store: TileStore, reads: Sequence[ViewRead], as_of_us: int
 ) -> list[ViewValues]:
     """`read_views` on the running event loop (`OnlineStore.read_async`)."""
-    state_reads, distinct = _state_reads(store, reads, as_of_us)
-    states, counts = await store.read_async(state_reads, distinct)
-    return _view_values(reads, states, counts, as_of_us)
+    state_reads, distinct, prefixes = _state_reads(store, reads, as_of_us)
+    states, counts, rebuilding = await store.read_async(state_reads, distinct, prefixes)
+    return _view_values(reads, states, counts, rebuilding, as_of_us)
 
 
 def _state_reads(
     store: TileStore, reads: Sequence[ViewRead], as_of_us: int
-) -> tuple[list[StateRead], list[list[str]]]:
+) -> tuple[list[StateRead], list[list[str]], list[str]]:
     """What `OnlineStore.read` is asked for: per view, its entities' cache keys with the plan
-    they share; and per entity and distinct-count feature, the HyperLogLogs of its window."""
+    they share; per entity and distinct-count feature, the HyperLogLogs of its window; and the
+    views' key prefixes, whose rebuild markers the read checks."""
     state_reads: list[StateRead] = []
     distinct: list[list[str]] = []
+    prefixes: list[str] = []
     for view, version, layout, entities in reads:
         plan = read_plan(as_of_us // layout.tile_us, layout)
         prefix = store.view_prefix(view, version)
+        prefixes.append(prefix)
         keys = [f"{prefix}:{entity}:c" for entity in entities]
         state_reads.append((keys, plan, layout))
         windows = plan.windows
@@ -99,15 +111,21 @@ def _state_reads(
                             for bucket, field in windows[feature.window_tiles]
                         ]
                     )
-    return state_reads, distinct
+    return state_reads, distinct, prefixes
 
 
 def _view_values(
-    reads: Sequence[ViewRead], states: list[F64], distinct_counts: list[int], as_of_us: int
+    reads: Sequence[ViewRead],
+    states: list[F64],
+    distinct_counts: list[int],
+    rebuilding: list[bool],
+    as_of_us: int,
 ) -> list[ViewValues]:
     counts = iter(distinct_counts)
     results = []
-    for (_view, _version, layout, entities), flat in zip(reads, states, strict=True):
+    for (_view, _version, layout, entities), flat, unsure in zip(
+        reads, states, rebuilding, strict=True
+    ):
         values, times = layout.finish(flat)
         distinct = [
             f for f, x in enumerate(layout.features) if x.function is Function.APPROX_COUNT_DISTINCT
@@ -121,7 +139,7 @@ def _view_values(
                 np.zeros(values.shape, dtype=bool) if ttl is None else times < as_of_us - ttl
             )  # NaN (no event) compares False: not stale
         names = [feature.name for feature in layout.features]
-        results.append(ViewValues(names, values, times, stale))
+        results.append(ViewValues(names, values, times, stale, unsure))
     return results
 
 

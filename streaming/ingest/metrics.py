@@ -45,4 +45,9 @@ class WorkerCollector(Collector):
             "Batches redone after a position conflict",
             counters.conflicts,
         )
+        yield CounterMetricFamily(
+            "fstore_ingest_state_rebuilds",
+            "View states Redis had lost, found and rebuilt from the offline log",
+            counters.state_rebuilds,
+        )
         yield consumer_lag_gauge("fstore_ingest_consumer_lag", self.worker.lag)

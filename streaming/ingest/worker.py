@@ -6,6 +6,12 @@ the offline log, the atomic online merge that moves the stored positions). Redis
 committed offsets, is the source of truth for where a view stands: on assignment the consumer
 seeks to the stored positions, so a crash anywhere replays at most the batch in flight and the
 writer applies it once. The consumer lifecycle is `streaming.consume.ConsumerLoop`'s.
+
+When Redis lost a view's state (restarted without its data, a failover to a replica that
+lagged), the writer finds it — at assignment, in a merge, or in the check this worker runs every
+`state_check_s` between polls — and rebuilds it from the offline log before anything else
+(the rule is featurestore/writer.py's); the worker counts it (`Counters.state_rebuilds`, the
+`fstore_ingest_state_rebuilds` metric) and resumes after the rebuilt positions.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from streaming.consume import ConsumerLoop, Rejected, messages_by_topic
 from streaming.errors import StreamingError
 from streaming.ingest.decode import MAX_MESSAGE_BYTES, Decoded, decode
 
-__all__ = ["Counters", "Worker"]
+__all__ = ["STATE_CHECK_S", "Counters", "Worker"]
 
 log = logging.getLogger("fstore.worker")
+
+STATE_CHECK_S = 5.0  # how often, between polls, the worker checks that Redis kept its state
 
 
 @dataclass
@@ -42,6 +50,7 @@ class Counters:
     batches: int = 0
     batch_seconds: float = 0.0
     conflicts: int = 0
+    state_rebuilds: int = 0  # view states found lost in Redis and rebuilt from the offline log
 
 
 class Worker:
@@ -80,6 +89,7 @@ class Worker:
             batch_size=batch_size,
             poll_timeout=poll_timeout,
             instance_id=instance_id,
+            after_poll=self._after_poll,
             logger=log,
         )
         self.online = OnlineStore(settings.redis)
@@ -89,6 +99,9 @@ class Worker:
             writer = ViewWriter(self.online, self.offline, view, version, retry=self.loop.retry)
             self.views.setdefault(view.source.topic, []).append(writer)
         self.counters = Counters()
+        # None: only assignments and merges find a lost state (tests of those paths).
+        self.state_check_s: float | None = STATE_CHECK_S
+        self._checked = time.monotonic()
 
     @property
     def lag(self) -> dict[tuple[str, int], int]:
@@ -103,16 +116,32 @@ class Worker:
         self.loop.stop()
 
     def _seek(self, partitions: list[TopicPartition]) -> None:
-        """Resume each partition after the oldest position of its views (Redis is the truth)."""
+        """Resume each partition after the oldest position of its views (Redis is the truth;
+        a state Redis lost is rebuilt from the log first, by `load_positions`)."""
         for topic in {tp.topic for tp in partitions}:
             for writer in self.views[topic]:
                 writer.load_positions()
+        self._count_rebuilds()
         for tp in partitions:
             stored = [
                 writer.positions.get(tp.partition, NO_POSITION).offset
                 for writer in self.views[tp.topic]
             ]
             tp.offset = min(stored) + 1 if min(stored) >= 0 else OFFSET_BEGINNING
+
+    def _after_poll(self, _got_messages: bool) -> None:
+        """Every `state_check_s`: has Redis lost a view's state while this worker waited for
+        events? Found here, it is rebuilt before the next batch rather than when it comes."""
+        if self.state_check_s is None or time.monotonic() - self._checked < self.state_check_s:
+            return
+        for writers in self.views.values():
+            for writer in writers:
+                writer.check_state()
+        self._checked = time.monotonic()
+        self._count_rebuilds()
+
+    def _count_rebuilds(self) -> None:
+        self.counters.state_rebuilds = sum(w.rebuilds for ws in self.views.values() for w in ws)
 
     def process(self, messages: list[Message]) -> None:
         began = time.perf_counter()
@@ -142,3 +171,4 @@ class Worker:
         self.counters.applied += done.applied
         self.counters.late += len(done.late)
         self.counters.conflicts += done.conflicts
+        self._count_rebuilds()

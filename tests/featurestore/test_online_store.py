@@ -23,7 +23,9 @@ from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSour
 from featurestore.online import (
     BUCKET_TILES,
     FeatureValue,
+    Merged,
     OnlineStore,
+    StateLost,
     ViewRead,
     ViewValues,
     read_features,
@@ -96,7 +98,7 @@ def write(store: OnlineStore, layout: TileLayout, batch: list[Event], at: Positi
         states = layout.reduce(group, len(groups), ts, partition, offset, columns)
         rows += [[key, field, *state] for (key, field), state in zip(groups, states, strict=True)]
     moved = Position(at.offset + len(batch), max(at.watermark, int(ts.max())))
-    conflict = store.merge_batch(
+    merged = store.merge_batch(
         VIEW.name,
         1,
         layout,
@@ -105,7 +107,7 @@ def write(store: OnlineStore, layout: TileLayout, batch: list[Event], at: Positi
         np.array(rows, dtype=np.float64),
         {0: (at, moved)},
     )
-    assert conflict is None
+    assert isinstance(merged, Merged)
     return moved
 
 
@@ -273,3 +275,78 @@ def test_a_batch_from_a_stale_position_changes_nothing(online: OnlineStore) -> N
     assert online.positions(VIEW.name, 1) == {0: at}
     assert online.client.hgetall(f"{prefix}:ann:{T0 // layout.tile_us // BUCKET_TILES}") == before
     assert not online.client.exists(f"{prefix}:ann:0")
+
+
+def nothing(
+    online: OnlineStore,
+    layout: TileLayout,
+    moves: dict[int, tuple[Position, Position]],
+    epoch: str | None = None,
+) -> Merged | PositionConflict | StateLost:
+    """A merge of no tile rows that moves `moves`: the positions and epoch checks alone."""
+    rows = np.zeros((0, layout.width + 2))
+    return online.merge_batch(VIEW.name, 1, layout, [], [], rows, moves, (), epoch)
+
+
+def test_the_first_merge_writes_an_epoch_marker_and_later_ones_keep_it(
+    online: OnlineStore,
+) -> None:
+    layout = TileLayout(VIEW)
+    assert online.state(VIEW.name, 1).epoch is None
+    first = nothing(online, layout, {0: (NO_POSITION, Position(4, T0))})
+    assert isinstance(first, Merged) and len(first.epoch) == 32
+    # A writer that has seen none yet (it loaded before the first merge) learns it.
+    second = nothing(online, layout, {1: (NO_POSITION, Position(0, T0))})
+    assert second == first
+    third = nothing(online, layout, {0: (Position(4, T0), Position(9, T0))}, first.epoch)
+    assert third == first
+    state = online.state(VIEW.name, 1)
+    assert state.epoch == first.epoch
+    assert state.positions == {0: Position(9, T0), 1: Position(0, T0)}
+    assert online.positions(VIEW.name, 1) == state.positions  # the other fields left out
+    assert state.rebuilding is None
+
+
+def test_a_merge_into_a_lost_state_changes_nothing_and_sets_the_rebuild_marker(
+    online: OnlineStore,
+) -> None:
+    """Redis flushed (the epoch gone), or a replica that lagged (a position behind the one the
+    writer merged): the merge says so, distinct from a conflict, and reads say `rebuilding` at
+    once. A conflict on one partition does not hide a position moved back on another."""
+    layout = TileLayout(VIEW)
+    prefix = online.view_prefix(VIEW.name, 1)
+    at = write(online, layout, [Event(T0, 0, 0, {"user_id": "ann", "amount": 2.0})], NO_POSITION)
+    epoch = online.state(VIEW.name, 1).epoch
+    assert epoch is not None
+
+    online.client.hdel(f"{prefix}:_pos", "epoch")
+    lost = nothing(online, layout, {0: (at, Position(at.offset + 1, T0))}, epoch)
+    assert isinstance(lost, StateLost) and "gone" in lost.reason
+    assert online.state(VIEW.name, 1).rebuilding is not None
+    assert online.state(VIEW.name, 1).positions == {0: at}  # unchanged
+    [[ann]] = read_features(online, [(VIEW.name, 1, layout, ["ann"])], T0 + MINUTE - 1)
+    assert {value.status for value in ann.values()} == {"rebuilding"}
+    assert ann["amount_sum_2m"].value == 2.0  # what is there, said to be unsure
+
+    online.set_rebuilding(VIEW.name, 1, None)
+    online.client.hset(f"{prefix}:_pos", "epoch", epoch)
+    [[ann]] = read_features(online, [(VIEW.name, 1, layout, ["ann"])], T0 + MINUTE - 1)
+    assert ann["amount_sum_2m"].status == "ok"
+
+    # Partition 1 is ahead of the writer (a conflict), partition 0 behind it (a loss).
+    online.client.hset(f"{prefix}:_pos", "1", f"5:{T0}")
+    behind = Position(at.offset + 3, T0)
+    moves = {1: (NO_POSITION, Position(7, T0)), 0: (behind, Position(behind.offset + 1, T0))}
+    lost = nothing(online, layout, moves, epoch)
+    assert lost == StateLost(
+        f"partition 0 stands at offset {at.offset}, behind the {behind.offset} this writer merged"
+    )
+    assert online.state(VIEW.name, 1).rebuilding == "position moved back"
+
+
+def test_announced_offsets_only_grow(online: OnlineStore) -> None:
+    online.announce(VIEW.name, 1, {0: 10, 2: 4})
+    online.announce(VIEW.name, 1, {0: 7, 2: 5})  # an older batch replayed: 0 stays at 10
+    state = online.state(VIEW.name, 1)
+    assert state.appending == {0: 10, 2: 5}
+    assert state.positions == {} and state.epoch is None
