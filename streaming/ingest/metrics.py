@@ -45,4 +45,25 @@ class WorkerCollector(Collector):
             "Batches redone after a position conflict",
             counters.conflicts,
         )
+        outbox = self.worker.loop.outbox
+        yield CounterMetricFamily(
+            "fstore_ingest_dead_letters_retried",
+            "Dead letters produced again after Kafka did not confirm them (outage, expiry)",
+            outbox.retried,
+        )
+        yield CounterMetricFamily(
+            "fstore_ingest_dead_letters_truncated",
+            "Dead letters cut to fit in Kafka (original.size and truncated headers)",
+            outbox.truncated,
+        )
+        yield GaugeMetricFamily(
+            "fstore_ingest_dead_letters_waiting",
+            "Dead letters waiting for Kafka to confirm them; the batch waits with them",
+            outbox.waiting,
+        )
+        yield GaugeMetricFamily(
+            "fstore_ingest_dead_letters_waiting_seconds",
+            "How long the dead letters in flight have waited for Kafka",
+            outbox.waiting_seconds(),
+        )
         yield consumer_lag_gauge("fstore_ingest_consumer_lag", self.worker.lag)

@@ -51,6 +51,27 @@ class MonitorCollector(Collector):
         yield CounterMetricFamily(
             "fstore_monitor_batch_seconds", "Time spent processing batches", counters.batch_seconds
         )
+        outbox = self.monitor.outbox  # drift records, alert events and dead letters
+        yield CounterMetricFamily(
+            "fstore_monitor_outputs_retried",
+            "Outputs produced again after Kafka did not confirm them (outage, expiry)",
+            outbox.retried,
+        )
+        yield CounterMetricFamily(
+            "fstore_monitor_outputs_truncated",
+            "Outputs cut to fit in Kafka (original.size and truncated headers)",
+            outbox.truncated,
+        )
+        yield GaugeMetricFamily(
+            "fstore_monitor_outputs_waiting",
+            "Outputs waiting for Kafka to confirm them; the batch waits with them",
+            outbox.waiting,
+        )
+        yield GaugeMetricFamily(
+            "fstore_monitor_outputs_waiting_seconds",
+            "How long the outputs in flight have waited for Kafka",
+            outbox.waiting_seconds(),
+        )
         latest = list(self.monitor.latest.values())
         for name, text in _STATISTICS.items():
             gauge = GaugeMetricFamily(f"fstore_drift_{name}", text, labels=_COLUMN)

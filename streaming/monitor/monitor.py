@@ -9,9 +9,10 @@ is counted twice in a window.
 
 A window closes when the stream's watermark (the lowest of its partitions') passes its end
 plus `allowed_lateness`; no record that is not late can land in it after that. Closing
-reports every column of every model version and role in it (`monitor_report.py`), sends the
-records and alert events to Kafka, and then commits the latest state, the episodes and the
-markers in one more atomic call. Outputs are at least once (a crash between the two resends
+reports every column of every model version and role in it (`report.py`), sends the records
+and alert events to Kafka and waits until Kafka has each one (`streaming.consume.Outbox`: a
+Kafka outage is waited out, never dropped), and then commits the latest state, the episodes
+and the markers in one more atomic call. Outputs are at least once (a crash between the two resends
 the same records); counts are exactly once.
 
 `watch` mode reads a feature view's source topic instead, and profiles its raw columns.
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from featurestore.config import Settings, WatchSettings
 from featurestore.drift.history import record_alerts, record_history
@@ -37,7 +38,7 @@ from featurestore.errors import OnlineStoreError
 from featurestore.models.registry import ModelRegistry
 from featurestore.positions import NO_POSITION, Position
 from featurestore.registry import RegisteredView
-from streaming.consume import ConsumerLoop, messages_by_topic
+from streaming.consume import ConsumerLoop, Outgoing, messages_by_topic
 from streaming.errors import StreamingError
 from streaming.ingest.decode import decode
 from streaming.monitor.alerts import AlertSink, Episodes
@@ -127,9 +128,9 @@ class Monitor:
             logger=log,
         )
         self.state = MonitorState(settings.redis, group)
-        self.producer: Producer = self.loop.producer  # dead letters, drift records, alerts
+        self.outbox = self.loop.outbox  # dead letters, drift records, alerts: all confirmed
         self.episodes = Episodes(self.state.client, settings.redis.namespace)
-        self.sink = AlertSink(self.config, self.producer)
+        self.sink = AlertSink(self.config, self.outbox)
         self.reporter = Reporter(
             self.config, self.references, self.episodes, self.state, settings.redis.namespace
         )
@@ -326,12 +327,16 @@ class Monitor:
                 ["del", self.state.bucket_key(bucket)],
                 ["zrem", f"{self.state.prefix}:buckets", str(bucket)],
             ]
-        for record in report.records:
-            key = "|".join(str(record[k]) for k in ("model", "version", "role", "kind", "column"))
-            self.producer.produce(self.config.drift_topic, orjson.dumps(record), key=key.encode())
+        drift = self.config.drift_topic
+        identity = ("model", "version", "role", "kind", "column")
+        self.outbox.send(
+            [
+                Outgoing(drift, orjson.dumps(r), "|".join(str(r[k]) for k in identity).encode())
+                for r in report.records
+            ],
+            f"drift records for {drift}",
+        )
         self.sink.publish(report.events)
-        while (waiting := self.producer.flush(10)) > 0:
-            log.warning("Kafka has not taken %d drift records yet; waiting", waiting)
         self.sink.notify(report.events)
         if not self.state.commit(seen, closing.rev, closed, performed, report.ops):
             self.counters.conflicts += 1
