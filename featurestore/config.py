@@ -189,8 +189,13 @@ class MonitorSettings(BaseModel):
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     command: list[str] | None = None  # run per alert event, the event's JSON on its stdin
     watch: dict[str, WatchSettings] = Field(default_factory=dict)  # view name -> settings
+    # A partition with no new record for this long (wall clock) stops holding the watermark
+    # back, so one idle partition does not stall every window; a record it brings later into a
+    # closed window counts as late. Keep it above the group's session timeout (45 s), or a dead
+    # worker's partitions count as idle before another worker takes them over.
+    idle_timeout: str = "1m"
 
-    @field_validator("window", "label_horizon")
+    @field_validator("window", "label_horizon", "idle_timeout")
     @classmethod
     def _duration(cls, text: str) -> str:
         duration_us(text)  # raises ValueError saying what a duration looks like
@@ -221,6 +226,10 @@ class MonitorSettings(BaseModel):
     @property
     def horizon_us(self) -> int:
         return duration_us(self.label_horizon)
+
+    @property
+    def idle_timeout_us(self) -> int:
+        return duration_us(self.idle_timeout)
 
     def thresholds_for(self, feature: str | None) -> DriftThresholds:
         """The thresholds of a model feature (None: the score), overrides over the defaults."""

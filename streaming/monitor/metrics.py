@@ -72,6 +72,12 @@ class MonitorCollector(Collector):
             "How long the outputs in flight have waited for Kafka",
             outbox.waiting_seconds(),
         )
+        yield GaugeMetricFamily(
+            "fstore_monitor_idle_partitions",
+            "Partitions of the prediction log idle past monitor.idle_timeout (not holding "
+            "the watermark back)",
+            len(self.monitor.idle),
+        )
         latest = list(self.monitor.latest.values())
         for name, text in _STATISTICS.items():
             gauge = GaugeMetricFamily(f"fstore_drift_{name}", text, labels=_COLUMN)

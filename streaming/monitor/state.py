@@ -127,10 +127,9 @@ class Snapshot:
     performed: int | None  # the same for live performance
     rev: str
 
-    def watermark(self, topic: str) -> int | None:
-        """The stream's watermark: the lowest of its partitions' (None before any record)."""
-        marks = [p.watermark for (t, _), p in self.positions.items() if t == topic]
-        return min(marks) if marks else None
+    def marks(self, topic: str) -> dict[int, Position]:
+        """The stored position of each partition of `topic` that has one."""
+        return {p: position for (t, p), position in self.positions.items() if t == topic}
 
 
 @dataclass(frozen=True)
