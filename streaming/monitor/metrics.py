@@ -78,6 +78,11 @@ class MonitorCollector(Collector):
             "the watermark back)",
             len(self.monitor.idle),
         )
+        yield CounterMetricFamily(
+            "fstore_monitor_state_expired",
+            "Closed windows and label pairs found expired when closing (state_grace exceeded)",
+            counters.expired,
+        )
         latest = list(self.monitor.latest.values())
         for name, text in _STATISTICS.items():
             gauge = GaugeMetricFamily(f"fstore_drift_{name}", text, labels=_COLUMN)

@@ -83,6 +83,7 @@ class MonitorCounters:
     labels_unmatched: int = 0
     labels_late: int = 0
     windows_closed: int = 0
+    expired: int = 0  # closed windows and pairs found expired when closing (see state.py)
     records: int = 0  # drift and performance records sent
     alerts: int = 0  # alert and resolved events sent
     batches: int = 0
@@ -138,7 +139,7 @@ class Monitor:
             after_poll=self._after_poll,
             logger=log,
         )
-        self.state = MonitorState(settings.redis, group)
+        self.state = MonitorState(settings.redis, group, self.config)
         self.outbox = self.loop.outbox  # dead letters, drift records, alerts: all confirmed
         self.episodes = Episodes(self.state.client, settings.redis.namespace)
         self.sink = AlertSink(self.config, self.outbox)
@@ -320,6 +321,14 @@ class Monitor:
             if seen.performed is not None:
                 performed = max(performed, seen.performed)
         closing = self.state.read_closing(closed, closed - 1, performed)
+        if closing.expired:
+            self.counters.expired += closing.expired
+            log.warning(
+                "%d closed windows or label pairs expired before this step (the monitor was "
+                "stopped longer than monitor.state_grace, %s): the reports miss them",
+                closing.expired,
+                self.config.state_grace,
+            )
         joined = None
         if self.labels_topic and performed is not None:
             joined = join_labels(

@@ -1,10 +1,11 @@
-"""An idle partition no longer stalls the monitor.
+"""An idle partition no longer stalls the monitor, and its finished state expires.
 
 The prediction log has two partitions; every record goes to partition 0 and partition 1 never
 gets one. Windows used to close only once every partition had advanced: never, here. Now
 partition 1 stops holding the watermark back after `monitor.idle_timeout`; the windows close
 then (not before), each reported with exactly the rows of the reference computation; a record
-partition 1 brings afterwards into a closed window counts as late.
+partition 1 brings afterwards into a closed window counts as late. The closed windows kept for
+the sliding statistics carry a TTL, the positions and the open window none.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import redis as redis_lib
 from confluent_kafka import Producer
 
 from featurestore.config import Settings
@@ -25,6 +27,7 @@ from featurestore.drift import accumulate, compare
 from featurestore.models import ModelRegistry
 from streaming.monitor.metrics import MonitorCollector
 from streaming.monitor.monitor import Monitor
+from streaming.monitor.state import finished_ttl_ms
 from streaming.topics import ensure_topic
 from tests.streaming.monitor.test_monitor import (
     FEATURES,
@@ -127,3 +130,16 @@ def test_an_idle_partition_stops_holding_windows_back_after_the_idle_timeout(
         assert record["n"] == PER_WINDOW, (column, window, record["n"])
         for name in ("psi", "js", "ks", "missing_rate", "mean", "min", "max"):
             assert record[name] == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), name
+
+    # Expiry: closed windows kept for the sliding statistics (3 x 10 s: windows 3 and 4) expire;
+    # what replay needs (positions, markers, the open window of the flush record) does not.
+    client = redis_lib.Redis.from_url(config.redis.url)
+    prefix = monitor.state.prefix
+    ttl_ms = finished_ttl_ms(config.monitor)
+    kept = [monitor.state.window_key(T0 + w * WINDOW_US) for w in (3, 4)]
+    for key in kept:
+        assert 0 < client.pttl(key) <= ttl_ms, key
+    assert not client.exists(*(monitor.state.window_key(T0 + w * WINDOW_US) for w in (0, 1, 2)))
+    assert client.pttl(monitor.state.window_key(end)) == -1  # open: never expires
+    assert client.pttl(monitor.state.state_key) == -1
+    assert client.pttl(f"{prefix}:windows") == -1
