@@ -189,8 +189,16 @@ class MonitorSettings(BaseModel):
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     command: list[str] | None = None  # run per alert event, the event's JSON on its stdin
     watch: dict[str, WatchSettings] = Field(default_factory=dict)  # view name -> settings
+    # A partition with no new record for this long (wall clock; nothing unread in Kafka) stops
+    # holding the watermark back, so one idle partition does not stall every window; a record
+    # it brings later into a window closed meanwhile counts as late.
+    idle_timeout: str = "1m"
+    # How long finished state (closed windows kept for the sliding statistics, the label join's
+    # index and joined pairs) outlives the span it serves in Redis: the margin for a monitor
+    # that stops. Positions, open windows and parked labels never expire.
+    state_grace: str = "1d"
 
-    @field_validator("window", "label_horizon")
+    @field_validator("window", "label_horizon", "idle_timeout", "state_grace")
     @classmethod
     def _duration(cls, text: str) -> str:
         duration_us(text)  # raises ValueError saying what a duration looks like
@@ -221,6 +229,14 @@ class MonitorSettings(BaseModel):
     @property
     def horizon_us(self) -> int:
         return duration_us(self.label_horizon)
+
+    @property
+    def idle_timeout_us(self) -> int:
+        return duration_us(self.idle_timeout)
+
+    @property
+    def state_grace_us(self) -> int:
+        return duration_us(self.state_grace)
 
     def thresholds_for(self, feature: str | None) -> DriftThresholds:
         """The thresholds of a model feature (None: the score), overrides over the defaults."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streaming.metrics import consumer_lag_gauge
+from streaming.metrics import consumer_lag_gauge, outbox_metrics
 
 __all__ = ["WorkerCollector"]
 
@@ -49,5 +49,8 @@ class WorkerCollector(Collector):
             "fstore_ingest_state_rebuilds",
             "View states Redis had lost, found and rebuilt from the offline log",
             counters.state_rebuilds,
+        )
+        yield from outbox_metrics(
+            "fstore_ingest_dead_letters", "Dead letters", self.worker.loop.outbox
         )
         yield consumer_lag_gauge("fstore_ingest_consumer_lag", self.worker.lag)

@@ -25,12 +25,12 @@ from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import Producer
 
 from featurestore.config import MonitorSettings
 from featurestore.drift.compare import ALERT, INSUFFICIENT
 from featurestore.drift.state import alerts_key
 from featurestore.redis_client import redis_errors
+from streaming.consume import Outbox, Outgoing
 
 __all__ = ["AlertSink", "Episodes"]
 
@@ -88,17 +88,19 @@ def _event(kind: str, record: dict[str, Any], since: str) -> dict[str, Any]:
 class AlertSink:
     """Sends alert events: Kafka always, the webhook and the command when configured."""
 
-    def __init__(self, config: MonitorSettings, producer: Producer) -> None:
+    def __init__(self, config: MonitorSettings, outbox: Outbox) -> None:
         self.config = config
-        self.producer = producer
+        self.outbox = outbox
         self.failures = 0  # webhook calls and commands that failed
         self._running: list[subprocess.Popen[bytes]] = []
 
     def publish(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self.producer.produce(
-                self.config.alerts_topic, orjson.dumps(event), key=event["episode"].encode()
-            )
+        """Send the events to the alerts topic; returns once Kafka has every one."""
+        topic = self.config.alerts_topic
+        self.outbox.send(
+            [Outgoing(topic, orjson.dumps(e), e["episode"].encode()) for e in events],
+            f"alert events for {topic}",
+        )
 
     def notify(self, events: list[dict[str, Any]]) -> None:
         """Call the webhook and start the command for each event (after Kafka has them)."""

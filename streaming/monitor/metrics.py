@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streaming.metrics import consumer_lag_gauge
+from streaming.metrics import consumer_lag_gauge, outbox_metrics
 
 __all__ = ["MonitorCollector"]
 
@@ -50,6 +50,19 @@ class MonitorCollector(Collector):
         )
         yield CounterMetricFamily(
             "fstore_monitor_batch_seconds", "Time spent processing batches", counters.batch_seconds
+        )
+        # drift records, alert events and dead letters
+        yield from outbox_metrics("fstore_monitor_outputs", "Outputs", self.monitor.outbox)
+        yield GaugeMetricFamily(
+            "fstore_monitor_idle_partitions",
+            "Partitions of the prediction log idle past monitor.idle_timeout (not holding "
+            "the watermark back)",
+            len(self.monitor.idle),
+        )
+        yield CounterMetricFamily(
+            "fstore_monitor_state_expired",
+            "Closed windows and label pairs found expired when closing (state_grace exceeded)",
+            counters.expired,
         )
         latest = list(self.monitor.latest.values())
         for name, text in _STATISTICS.items():

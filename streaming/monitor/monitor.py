@@ -8,11 +8,16 @@ crash replays at most the batch in flight, which that check then applies once: n
 is counted twice in a window.
 
 A window closes when the stream's watermark (the lowest of its partitions') passes its end
-plus `allowed_lateness`; no record that is not late can land in it after that. Closing
-reports every column of every model version and role in it (`monitor_report.py`), sends the
-records and alert events to Kafka, and then commits the latest state, the episodes and the
-markers in one more atomic call. Outputs are at least once (a crash between the two resends
-the same records); counts are exactly once.
+plus `allowed_lateness`; no record that is not late can land in it after that. A partition
+with no new record for `monitor.idle_timeout` (by the wall clock, and with nothing left for it
+in Kafka) stops holding the watermark back, so one idle partition does not stall every window.
+The trade-off: a record it brings later into a window closed meanwhile counts as late (as any
+record older than the watermark allows does); a longer timeout waits longer for a slow
+producer before reporting. Closing reports every column of every model version and role in it
+(`report.py`), sends the records and alert events to Kafka and waits until Kafka has each one
+(`streaming.consume.Outbox`: a Kafka outage is waited out, never dropped), and then commits
+the latest state, the episodes and the markers in one more atomic call. Outputs are at least
+once (a crash between the two resends the same records); counts are exactly once.
 
 `watch` mode reads a feature view's source topic instead, and profiles its raw columns.
 The consumer lifecycle is `streaming.consume.ConsumerLoop`'s, as the ingest worker's is.
@@ -29,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from featurestore.config import Settings, WatchSettings
 from featurestore.drift.history import record_alerts, record_history
@@ -37,7 +42,7 @@ from featurestore.errors import OnlineStoreError
 from featurestore.models.registry import ModelRegistry
 from featurestore.positions import NO_POSITION, Position
 from featurestore.registry import RegisteredView
-from streaming.consume import ConsumerLoop, messages_by_topic
+from streaming.consume import ConsumerLoop, Outgoing, messages_by_topic
 from streaming.errors import StreamingError
 from streaming.ingest.decode import decode
 from streaming.monitor.alerts import AlertSink, Episodes
@@ -50,8 +55,15 @@ from streaming.monitor.records import (
 )
 from streaming.monitor.references import ModelReferences, References, Watched, input_reference
 from streaming.monitor.report import Reporter
-from streaming.monitor.state import MonitorState
-from streaming.monitor.windows import Moves, accumulators, move_rejected, select
+from streaming.monitor.state import MonitorState, Snapshot
+from streaming.monitor.windows import (
+    Idleness,
+    Moves,
+    accumulators,
+    move_rejected,
+    select,
+    stream_watermark,
+)
 from streaming.topics import ensure_topic
 
 __all__ = ["Monitor", "MonitorCounters"]
@@ -71,6 +83,7 @@ class MonitorCounters:
     labels_unmatched: int = 0
     labels_late: int = 0
     windows_closed: int = 0
+    expired: int = 0  # closed windows and pairs found expired when closing (see state.py)
     records: int = 0  # drift and performance records sent
     alerts: int = 0  # alert and resolved events sent
     batches: int = 0
@@ -126,10 +139,10 @@ class Monitor:
             after_poll=self._after_poll,
             logger=log,
         )
-        self.state = MonitorState(settings.redis, group)
-        self.producer: Producer = self.loop.producer  # dead letters, drift records, alerts
+        self.state = MonitorState(settings.redis, group, self.config)
+        self.outbox = self.loop.outbox  # dead letters, drift records, alerts: all confirmed
         self.episodes = Episodes(self.state.client, settings.redis.namespace)
-        self.sink = AlertSink(self.config, self.producer)
+        self.sink = AlertSink(self.config, self.outbox)
         self.reporter = Reporter(
             self.config, self.references, self.episodes, self.state, settings.redis.namespace
         )
@@ -139,6 +152,9 @@ class Monitor:
         self.assignment: list[tuple[str, int]] = []  # (topic, partition) this worker consumes
         self.closed: int | None = None
         self.partitions = 0  # of the monitored topic: windows close once each has a record
+        self.idleness = Idleness(self.config.idle_timeout_us / 1e6)
+        self.idle: set[int] = set()  # partitions that no longer hold the watermark back
+        self._consumer: Consumer | None = None
         self._last_close = 0.0
         self._waiting_logged = 0.0
 
@@ -177,6 +193,7 @@ class Monitor:
                 "you want"
             )
         self.partitions = len(metadata.partitions)
+        self._consumer = consumer
 
     def _after_poll(self, got_messages: bool) -> None:
         # Closing needs the partitions other workers of the group moved too: look after every
@@ -292,16 +309,7 @@ class Monitor:
         """Report and commit every window the watermark has passed (nothing if none)."""
         self._last_close = time.monotonic()
         seen = self.state.snapshot()
-        missing = [p for p in range(self.partitions) if (self.topic, p) not in seen.positions]
-        if missing or not self.partitions:
-            # A partition without a record yet may still bring any event time: wait for it.
-            if missing and time.monotonic() - self._waiting_logged > 60:
-                self._waiting_logged = time.monotonic()
-                log.info(
-                    "windows close once partitions %s of %s have a record", missing, self.topic
-                )
-            return
-        watermark = seen.watermark(self.topic)
+        watermark = self._watermark(seen)
         if watermark is None:
             return
         closed = (watermark - self.lateness_us) // self.window_us * self.window_us
@@ -313,6 +321,14 @@ class Monitor:
             if seen.performed is not None:
                 performed = max(performed, seen.performed)
         closing = self.state.read_closing(closed, closed - 1, performed)
+        if closing.expired:
+            self.counters.expired += closing.expired
+            log.warning(
+                "%d closed windows or label pairs expired before this step (the monitor was "
+                "stopped longer than monitor.state_grace, %s): the reports miss them",
+                closing.expired,
+                self.config.state_grace,
+            )
         joined = None
         if self.labels_topic and performed is not None:
             joined = join_labels(
@@ -326,12 +342,16 @@ class Monitor:
                 ["del", self.state.bucket_key(bucket)],
                 ["zrem", f"{self.state.prefix}:buckets", str(bucket)],
             ]
-        for record in report.records:
-            key = "|".join(str(record[k]) for k in ("model", "version", "role", "kind", "column"))
-            self.producer.produce(self.config.drift_topic, orjson.dumps(record), key=key.encode())
+        drift = self.config.drift_topic
+        identity = ("model", "version", "role", "kind", "column")
+        self.outbox.send(
+            [
+                Outgoing(drift, orjson.dumps(r), "|".join(str(r[k]) for k in identity).encode())
+                for r in report.records
+            ],
+            f"drift records for {drift}",
+        )
         self.sink.publish(report.events)
-        while (waiting := self.producer.flush(10)) > 0:
-            log.warning("Kafka has not taken %d drift records yet; waiting", waiting)
         self.sink.notify(report.events)
         if not self.state.commit(seen, closing.rev, closed, performed, report.ops):
             self.counters.conflicts += 1
@@ -357,6 +377,62 @@ class Monitor:
                 event["kind"],
                 event["column"],
             )
+
+    def _watermark(self, seen: Snapshot) -> int | None:
+        """The stream's watermark as `seen`, without the partitions idle for the timeout."""
+        if not self.partitions:
+            return None
+        stored = seen.marks(self.topic)
+        offsets = {p: position.offset for p, position in stored.items()}
+        partitions = sorted(set(range(self.partitions)) | set(stored))
+        idle = {
+            p
+            for p in self.idleness.quiet(offsets, partitions)
+            if self._drained(p, offsets.get(p, -1))
+        }
+        if idle - self.idle:
+            log.info(
+                "partitions %s of %s idle for %s: windows close without them (a record they "
+                "bring into a closed window counts as late)",
+                sorted(idle - self.idle),
+                self.topic,
+                self.config.idle_timeout,
+            )
+        if self.idle - idle:
+            log.info("partitions %s of %s active again", sorted(self.idle - idle), self.topic)
+        self.idle = idle
+        marks = {p: position.watermark for p, position in stored.items()}
+        watermark = stream_watermark(marks, partitions, idle)
+        missing = [p for p in partitions if p not in marks and p not in idle]
+        if missing and time.monotonic() - self._waiting_logged > 60:
+            # A partition without a record yet may still bring any event time: wait for it.
+            self._waiting_logged = time.monotonic()
+            log.info(
+                "windows close once partitions %s of %s have a record (or idle for %s)",
+                missing,
+                self.topic,
+                self.config.idle_timeout,
+            )
+        return watermark
+
+    def _drained(self, partition: int, offset: int) -> bool:
+        """Whether Kafka holds no record of `partition` past `offset` (unknown: no): a quiet
+        partition that still has records is behind (a worker slow or gone), not idle. (A topic
+        written in transactions ends in a commit marker: its partitions never count as idle.)"""
+        if self._consumer is None:
+            return False
+        try:
+            # None on a timeout, whatever the stub says.
+            ends: tuple[int, int] | None = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=2.0
+            )
+        except KafkaException as exc:
+            log.debug("end offsets of %s[%d] unknown: %s", self.topic, partition, exc)
+            return False
+        if ends is None:
+            return False
+        low, high = ends
+        return high <= max(offset + 1, low)
 
     def _record_history(self, records: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
         """Append the committed windows and events to the capped lists the dashboard charts

@@ -71,14 +71,17 @@ class Reporter:
         for (model, name), record in out.latest.items():
             out.ops.append(["sadd", models_key(self.namespace), model])
             out.ops.append(["hset", latest_key(self.namespace, model), name, _json(record)])
-        # Tumbling windows stay while a later sliding window still reaches them.
+        # Tumbling windows stay while a later sliding window still reaches them; closed, they
+        # are finished state and expire (`state.finished_ttl_ms`) if no closing step frees them.
         keep_from = closed - (self.config.sliding_windows - 1) * self.window_us
-        for start in closing.windows:
-            if start < keep_from:
+        for start, fields in closing.windows.items():
+            if start < keep_from or not fields:  # (no fields: it expired; counted once)
                 out.ops += [
                     ["del", self.state.window_key(start)],
                     ["zrem", f"{self.state.prefix}:windows", str(start)],
                 ]
+            else:
+                out.ops.append(["pexpire", self.state.window_key(start), str(self.state.ttl_ms)])
         return out
 
     def _drift(self, out: Report, seen: Snapshot, closing: Closing, closed: int) -> None:
@@ -129,6 +132,7 @@ class Reporter:
             else:  # reported in a later step: kept until then
                 out.ops += [
                     ["happend", self.state.pairs_key(start), series, pairs_text(new)],
+                    ["pexpire", self.state.pairs_key(start), str(self.state.ttl_ms)],
                     ["zadd", f"{self.state.prefix}:paired", str(start), str(start)],
                 ]
         for start, series in sorted(pairs):

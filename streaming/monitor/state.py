@@ -15,6 +15,14 @@ Layout, under `{ns}:monitor:{group}` (P):
                        labels of the predictions made in that window
     P:paired           sorted set of the windows that have a P:pairs hash
 
+Expiry: what only a bounded span of the stream still needs gets a TTL (`finished_ttl_ms`): the
+P:idx buckets (each write), the closed windows kept for the sliding statistics and the P:pairs
+hashes (each closing step). The closing step deletes them once the watermark has passed that
+span; the TTL is what frees them when it never does (a monitor group stopped for good, or
+stopped longer than `monitor.state_grace`: then the next closing step logs what it misses).
+What replay needs never expires: P:state (positions and markers), the open windows (their
+records' positions have moved on) and the labels waiting to be joined.
+
 Exactly-once counting: one script call per batch checks that every partition's stored position
 is the one the batch started from (and that no window was closed meanwhile), merges the
 batch's accumulators, appends its index lines and pending labels, and moves the positions —
@@ -31,15 +39,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from featurestore.config import RedisSettings
+from featurestore.config import MonitorSettings, RedisSettings
 from featurestore.positions import NO_POSITION, Position, PositionConflict
 from featurestore.redis_client import STORE, make_client, redis_errors
 
-__all__ = ["Closing", "MonitorState", "Snapshot", "WindowClosed"]
+__all__ = ["Closing", "MonitorState", "Snapshot", "WindowClosed", "finished_ttl_ms"]
 
 # KEYS[1] = state hash. ARGV: prefix, json positions [[field, old offset, new offset, watermark]],
 # expected "closed" ("" if none), json accumulators [[window, field, floats]], their blob,
-# json index appends [[bucket, field, text]], json pending labels [[score, member]].
+# json index appends [[bucket, field, text]], json pending labels [[score, member]], the TTL of
+# index buckets (ms).
 _MERGE_SCRIPT = """
 local state, prefix = KEYS[1], ARGV[1]
 local positions = cjson.decode(ARGV[2])
@@ -76,11 +85,16 @@ for _, s in ipairs(cjson.decode(ARGV[4])) do
   windows[s[1]] = true
 end
 for w, _ in pairs(windows) do redis.call('ZADD', prefix .. ':windows', w, w) end
+local buckets = {}
 for _, e in ipairs(cjson.decode(ARGV[6])) do
   local key = prefix .. ':idx:' .. e[1]
   local cur = redis.call('HGET', key, e[2]) or ''
   redis.call('HSET', key, e[2], cur .. e[3])
-  redis.call('ZADD', prefix .. ':buckets', e[1], e[1])
+  buckets[e[1]] = key
+end
+for b, key in pairs(buckets) do
+  redis.call('PEXPIRE', key, ARGV[8])
+  redis.call('ZADD', prefix .. ':buckets', b, b)
 end
 for _, l in ipairs(cjson.decode(ARGV[7])) do
   redis.call('ZADD', prefix .. ':labels', l[1], l[2])
@@ -110,12 +124,33 @@ for _, op in ipairs(cjson.decode(ARGV[6])) do
   elseif c == 'zadd' then redis.call('ZADD', op[2], op[3], op[4])
   elseif c == 'zrem' then redis.call('ZREM', op[2], op[3])
   elseif c == 'sadd' then redis.call('SADD', op[2], op[3])
+  elseif c == 'pexpire' then redis.call('PEXPIRE', op[2], op[3])
   else return redis.error_reply('unknown op ' .. tostring(c)) end
 end
 if ARGV[4] ~= '' then redis.call('HSET', state, 'closed', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', state, 'performed', ARGV[5]) end
 return 1
 """
+
+
+def finished_ttl_ms(config: MonitorSettings) -> int:
+    """The TTL (ms) of the monitor's finished keys, from their last write.
+
+    The longest stretch of event time one serves: a closed window, the sliding windows that
+    end after it; an index bucket (one horizon of predictions), the labels up to two horizons
+    on, until their windows close; joined pairs, less. The closing step trails the stream by
+    the allowed lateness, and by the idle timeout when a partition idles; `state_grace` is the
+    margin for a monitor that stops. Event time that runs faster than the wall clock (a
+    backlog) only frees keys sooner, through the closing step.
+
+    >>> finished_ttl_ms(MonitorSettings(window="1m", sliding_windows=3, label_horizon="10m",
+    ...     allowed_lateness="0s", idle_timeout="1m", state_grace="1h")) // 60_000
+    82
+    """
+    serves = max(
+        config.sliding_windows * config.window_us, 2 * config.horizon_us + config.window_us
+    )
+    return (serves + config.lateness_us + config.idle_timeout_us + config.state_grace_us) // 1000
 
 
 @dataclass(frozen=True)
@@ -127,10 +162,9 @@ class Snapshot:
     performed: int | None  # the same for live performance
     rev: str
 
-    def watermark(self, topic: str) -> int | None:
-        """The stream's watermark: the lowest of its partitions' (None before any record)."""
-        marks = [p.watermark for (t, _), p in self.positions.items() if t == topic]
-        return min(marks) if marks else None
+    def marks(self, topic: str) -> dict[int, Position]:
+        """The stored position of each partition of `topic` that has one."""
+        return {p: position for (t, p), position in self.positions.items() if t == topic}
 
 
 @dataclass(frozen=True)
@@ -149,11 +183,15 @@ class Closing:
     windows: dict[int, dict[str, bytes]] = field(default_factory=dict)
     labels: list[tuple[bytes, int]] = field(default_factory=list)  # (member, time)
     pairs: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    expired: int = 0  # closed windows and pairs listed but gone (their TTL ran out)
 
 
 class MonitorState:
-    def __init__(self, config: RedisSettings, group: str) -> None:
+    def __init__(
+        self, config: RedisSettings, group: str, monitor: MonitorSettings | None = None
+    ) -> None:
         self.config = config
+        self.ttl_ms = finished_ttl_ms(monitor or MonitorSettings())
         self.prefix = f"{config.namespace}:monitor:{group}"
         self.state_key = f"{self.prefix}:state"
         self.client = make_client(config, STORE)
@@ -226,6 +264,7 @@ class MonitorState:
                     blob,
                     orjson.dumps(appends),
                     orjson.dumps(pending),
+                    str(self.ttl_ms),
                 ],
             )
         if int(result[0]) == 1:
@@ -261,6 +300,8 @@ class MonitorState:
             out.windows[int(start)] = {k.decode(): v for k, v in next(hashes).items()}
         for start in paired if pairs_until is not None else []:
             out.pairs[int(start)] = {k.decode(): v for k, v in next(hashes).items()}
+        # Listed yet empty: expired (a window or pairs hash is never written empty).
+        out.expired = sum(not v for v in (*out.windows.values(), *out.pairs.values()))
         out.labels = [(member, int(score)) for member, score in answers[-1]]
         return out
 

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+import redis as redis_lib
 from confluent_kafka import Producer
 
 from featurestore.config import Settings
 from featurestore.models import log_loss
 from featurestore.timestamps import from_us, parse_timestamp
 from streaming.monitor.monitor import Monitor
+from streaming.monitor.state import finished_ttl_ms
 from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
@@ -185,3 +187,13 @@ def test_live_auc_equals_the_definition_on_the_joined_rows(
         ("resolved", 2, "shadow", FLIPPED + 1),
     ]
     assert len(FEATURES) == 4
+
+    # Expiry: the index buckets left (the flush record's) expire; parked labels and the
+    # positions never do.
+    client = redis_lib.Redis.from_url(config.redis.url)
+    buckets = list(client.scan_iter(match=f"{monitor.state.prefix}:idx:*"))
+    assert buckets
+    for key in buckets:
+        assert 0 < client.pttl(key) <= finished_ttl_ms(config.monitor), key
+    assert client.pttl(monitor.state.labels_key) == -1
+    assert client.pttl(monitor.state.state_key) == -1
