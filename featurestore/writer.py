@@ -63,7 +63,6 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureStoreError
@@ -72,10 +71,9 @@ from featurestore.keys import entity_keys
 from featurestore.offline.log import (
     OFFSET,
     PARTITION,
-    TIMESTAMP,
     OfflineStore,
+    batch_from_log,
     batch_table,
-    sql_literal,
 )
 from featurestore.online import (
     BUCKET_FIELD,
@@ -143,7 +141,7 @@ class ViewWriter:
     def load_positions(self) -> dict[int, Position]:
         """Read where this version stands from Redis (the truth), e.g. on a partition
         assignment — after rebuilding its online state from the log if Redis lost it."""
-        logged = _logged_ends(self.offline, self.view.name, self.version)  # before Redis
+        logged = self.offline.max_offsets(self.view.name, self.version)  # before Redis
         state = self._stored()
         reason = self._loss(state, logged)
         self._adopt(state)
@@ -435,44 +433,20 @@ class ViewWriter:
         return keys, [int(t) for t in ttls], rows, distinct
 
 
-def _logged_ends(offline: OfflineStore, view: str, version: int) -> dict[int, int]:
-    """The newest logged offset of each Kafka partition of a view version (two columns read)."""
-    directory = offline.view_dir(view, version)
-    if not any(directory.glob("*/*.parquet")):
-        return {}
-    query = (
-        f"SELECT {PARTITION}, max({OFFSET}) "  # noqa: S608 - names are ours, the path is quoted
-        f"FROM read_parquet({sql_literal(directory / '*' / '*.parquet')}) "
-        f"WHERE {PARTITION} >= 0 GROUP BY {PARTITION}"
-    )
-    with offline.connect() as con:
-        return {int(p): int(o) for p, o in con.sql(query).fetchall()}
-
-
 def _log_batches(
     offline: OfflineStore, view: FeatureView, version: int, after: dict[int, int]
 ) -> Iterator[EventBatch]:
     """The version's logged events of Kafka partitions past `after` (partition -> offset), in
-    (partition, offset) order, as batches of at most `_LOG_BATCH`."""
-    events = offline.read_events(view.name, version)
-    if events.num_rows == 0:
-        return
-    partition = events[PARTITION].to_numpy().astype(np.int64)
-    offset = events[OFFSET].to_numpy().astype(np.int64)
-    floor = np.full(len(partition), -1, dtype=np.int64)
-    for p, at in after.items():
-        floor[partition == p] = at
-    events = events.filter(pa.array((partition >= 0) & (offset > floor)))
-    skip = {TIMESTAMP, PARTITION, OFFSET, view.source.timestamp_field}
-    for start in range(0, events.num_rows, _LOG_BATCH):
-        part = events.slice(start, _LOG_BATCH)
-        micros = pc.cast(part[TIMESTAMP], pa.timestamp("us", tz="UTC")).cast(pa.int64())
-        yield EventBatch(
-            {name: part[name].to_pylist() for name in part.column_names if name not in skip},
-            micros.to_numpy(),
-            part[PARTITION].to_numpy().astype(np.int64),
-            part[OFFSET].to_numpy().astype(np.int64),
-        )
+    (partition, offset) order, in batches of at most `_LOG_BATCH` (bounded memory)."""
+    for chunk in offline.scan_events(view.name, version, _LOG_BATCH):
+        partition = chunk[PARTITION].to_numpy().astype(np.int64)
+        offset = chunk[OFFSET].to_numpy().astype(np.int64)
+        floor = np.full(len(partition), -1, dtype=np.int64)
+        for p, at in after.items():
+            floor[partition == p] = at
+        keep = (partition >= 0) & (offset > floor)
+        if keep.any():
+            yield batch_from_log(chunk.filter(pa.array(keep)), view.source.timestamp_field)
 
 
 def _union(a: I64, b: I64) -> I64:

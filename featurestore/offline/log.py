@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurestore.config import OfflineSettings
@@ -40,6 +41,7 @@ __all__ = [
     "SCAN_ROWS",
     "TIMESTAMP",
     "OfflineStore",
+    "batch_from_log",
     "batch_table",
     "event_table",
     "sql_ident",
@@ -100,6 +102,20 @@ def batch_table(
         for name, values in batch.columns.items()
     }
     return event_table(columns, batch.ts[rows], batch.partition[rows], batch.offset[rows])
+
+
+def batch_from_log(table: pa.Table, timestamp_field: str) -> EventBatch:
+    """Log rows (as `scan_events` yields them) back as the batch the writer applies: the
+    inverse of `batch_table`, for a backfill or a rebuild from the log."""
+    skip = {TIMESTAMP, PARTITION, OFFSET, timestamp_field}
+    columns = {name: table[name].to_pylist() for name in table.column_names if name not in skip}
+    micros = pc.cast(table[TIMESTAMP], pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    return EventBatch(
+        columns,
+        micros.to_numpy(),
+        table[PARTITION].to_numpy().astype(np.int64),
+        table[OFFSET].to_numpy().astype(np.int64),
+    )
 
 
 class OfflineStore:
@@ -221,6 +237,19 @@ class OfflineStore:
         )
         value = None if found is None else found.column("m")[0].as_py()
         return None if value is None else int(value)
+
+    def max_offsets(self, view: str, version: int) -> dict[int, int]:
+        """The highest offset of each Kafka partition (not the import pseudo-partition) in a
+        view version's log; empty when it has none."""
+        found = self.read_sql(
+            view,
+            version,
+            f"SELECT {PARTITION} AS p, max({OFFSET}) AS m FROM log "  # noqa: S608 - constants
+            f"WHERE {PARTITION} >= 0 GROUP BY {PARTITION}",
+        )
+        if found is None:
+            return {}
+        return dict(zip(found["p"].to_pylist(), found["m"].to_pylist(), strict=True))
 
     def read_sql(self, view: str, version: int, sql: str) -> pa.Table | None:
         """The result of `sql` over a view version's log, where `log` names its rows as stored

@@ -15,20 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, TopicPartition
 
 from featurestore.config import Settings
-from featurestore.events import EventBatch
-from featurestore.offline.log import OFFSET, PARTITION, TIMESTAMP, OfflineStore
+from featurestore.offline.log import OfflineStore, batch_from_log
 from featurestore.online import OnlineStore
 from featurestore.registry import RegisteredView
 from featurestore.writer import ViewWriter
 from streaming.errors import StreamingError
 from streaming.ingest.worker import Worker
 
-__all__ = ["LOG_BATCH", "Backfilled", "backfill_from_log", "backfill_from_topic", "batch_from_log"]
+__all__ = ["LOG_BATCH", "Backfilled", "backfill_from_log", "backfill_from_topic"]
 
 LOG_BATCH = 50_000
 
@@ -89,19 +86,6 @@ def backfill_from_log(
     if read == 0:
         raise empty
     return done
-
-
-def batch_from_log(table: pa.Table, timestamp_field: str) -> EventBatch:
-    """Offline-log rows (sorted by partition, offset) as the batch the writer applies."""
-    skip = {TIMESTAMP, PARTITION, OFFSET, timestamp_field}
-    columns = {name: table[name].to_pylist() for name in table.column_names if name not in skip}
-    micros = pc.cast(table[TIMESTAMP], pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    return EventBatch(
-        columns,
-        micros.to_numpy(),
-        table[PARTITION].to_numpy().astype("int64"),
-        table[OFFSET].to_numpy().astype("int64"),
-    )
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:

@@ -25,7 +25,7 @@ import redis as redis_lib
 from featurestore.config import OfflineSettings, RedisSettings
 from featurestore.events import EventBatch
 from featurestore.keys import entity_key
-from featurestore.offline.log import OfflineStore, event_table
+from featurestore.offline.log import SCAN_ROWS, OfflineStore, event_table
 from featurestore.online import OnlineStore, read_features
 from featurestore.positions import Position
 from featurestore.tiles import TileLayout
@@ -297,10 +297,12 @@ def test_reads_during_a_rebuild_say_rebuilding_and_an_unfinished_one_is_done_aga
         class Watched(OfflineStore):
             """The log, read by the rebuild: what would a read see at that moment?"""
 
-            def read_events(self, view: str, version: int) -> pa.Table:
+            def scan_events(
+                self, view: str, version: int, batch_rows: int = SCAN_ROWS
+            ) -> Iterator[pa.Table]:
                 [got] = read_features(online, [(VIEW.name, 1, LAYOUT, KEYS)], events[-1].ts)
                 seen.append({value.status for entity in got for value in entity.values()})
-                return super().read_events(view, version)
+                yield from super().scan_events(view, version, batch_rows)
 
         watched = Watched(offline.config)
         writer = ViewWriter(online, watched, VIEW, 1)
