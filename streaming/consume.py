@@ -32,13 +32,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from featurestore.config import KafkaSettings
 from featurestore.retry import retry_online
-from streaming.errors import StreamingError
+from streaming.errors import DeliveryInterrupted, StreamingError
 from streaming.topics import ensure_topic
 
 __all__ = [
     "TRUNCATED_BODY_BYTES",
     "ConsumerLoop",
-    "DeliveryInterrupted",
     "Outbox",
     "Outgoing",
     "Rejected",
@@ -77,11 +76,6 @@ class Outgoing:
     value: bytes | None
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
-
-
-class DeliveryInterrupted(StreamingError):
-    """Told to stop while messages still waited for Kafka: the caller must not move past them
-    (the batch is replayed on restart and sends them again)."""
 
 
 class ConsumerLoop:

@@ -17,7 +17,8 @@ import pytest
 
 from featurestore.config import KafkaSettings
 from featurestore.services import free_port
-from streaming.consume import DeliveryInterrupted, Outbox, Outgoing
+from streaming.consume import Outbox, Outgoing
+from streaming.errors import DeliveryInterrupted
 
 
 def test_a_send_outlasting_the_message_timeout_retries_until_stopped_and_never_returns(
