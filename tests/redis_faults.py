@@ -41,7 +41,9 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **options: Any) -> redis_lib.Redis:
-        return redis_lib.Redis(host="127.0.0.1", port=self.port, **{"socket_timeout": 10, **options})
+        return redis_lib.Redis(
+            host="127.0.0.1", port=self.port, **{"socket_timeout": 10, **options}
+        )
 
     def start(self, *args: str, wait: bool = True) -> None:
         binary = shutil.which("redis-server")
