@@ -80,6 +80,10 @@ class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     # Prefix of every key the feature store writes, so several stores can share one Redis.
     namespace: str = "fs"
+    # Accept a server whose maxmemory-policy evicts keys (allkeys-*, volatile-*): an evicted tile
+    # silently loses window history, so processes refuse to start on one unless this is true
+    # (`featurestore.redis_client.check_eviction_policy`).
+    allow_eviction: bool = False
 
     @property
     def shown_url(self) -> str:
@@ -132,6 +136,10 @@ class ServingSettings(BaseModel):
     reload_interval_s: float = 1.0  # how often a server looks for alias/traffic changes
     prediction_log_topic: str = "fstore.predictions"  # "" turns the prediction log off
     prediction_log_queue: int = 100_000  # queued records before new ones are dropped (counted)
+    # Load shedding (serving/shedding.py): past either bound a request answers 503 at once, with
+    # Retry-After, rather than queueing behind a slow or hung Redis.
+    max_in_flight: Annotated[int, Field(ge=1)] = 256  # requests in flight in one process
+    redis_deadline_ms: Annotated[float, Field(gt=0)] = 250.0  # a request's online-store read
 
 
 _NO_LATENESS = "0s"  # durations are otherwise longer than zero

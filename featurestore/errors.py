@@ -10,6 +10,7 @@ __all__ = [
     "DefinitionError",
     "FeatureStoreError",
     "OnlineStoreError",
+    "RedisUnavailable",
     "RegistryError",
     "RequestError",
     "ServiceError",
@@ -30,6 +31,21 @@ class ServiceError(FeatureStoreError):
 
 class OnlineStoreError(FeatureStoreError):
     """Redis (the online store) could not be reached or answered unexpectedly."""
+
+
+class RedisUnavailable(OnlineStoreError):
+    """Redis cannot serve now, and will again: it is unreachable or silent, or it answered an
+    error reply that says "not now" (LOADING, BUSY, READONLY, OOM, MASTERDOWN, ...). Workers
+    wait it out with backoff (`featurestore.retry`); the API answers 503 with `Retry-After`.
+
+    `reply` is the error reply's code (None: no answer at all); `retry_after_s` is how long a
+    client is told to wait before trying again.
+    """
+
+    def __init__(self, message: str, reply: str | None = None, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.reply = reply
+        self.retry_after_s = retry_after_s
 
 
 class DefinitionError(FeatureStoreError):

@@ -5,21 +5,34 @@ through (`redis_pipe.py`), so both take the same URL the same way: redis://, red
 redis-py's `ssl_*` query parameters: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ...)
 or unix://. How long a client waits is a named `Profile`, chosen by who is waiting.
 
-And one wrapper, `redis_errors`, for "Redis is unreachable": the error names the server by its
-URL without the password, because its text reaches API clients (a 503's detail), logs and the
-command line, and never carries the password anywhere.
+And one wrapper, `redis_errors`, for "Redis cannot serve now": a server that is unreachable or
+silent, or that answers an error reply saying "not now" (LOADING, BUSY, READONLY, OOM,
+MASTERDOWN, ...: `UNAVAILABLE_REPLIES`), becomes a `RedisUnavailable` — retried by workers, a 503
+with Retry-After on the API. The error names the server by its URL without the password, because
+its text reaches API clients (a 503's detail), logs and the command line, and never carries the
+password anywhere. Any other error reply (WRONGTYPE, ERR ...) is a bug, and passes through.
 
 >>> settings = RedisSettings(url="redis://:s3cret@127.0.0.1:1/0")
 >>> with redis_errors(settings):  # doctest: +ELLIPSIS
 ...     raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
 Traceback (most recent call last):
 ...
-featurestore.errors.OnlineStoreError: Redis at redis://:***@127.0.0.1:1/0 is unreachable: ...
+featurestore.errors.RedisUnavailable: Redis at redis://:***@127.0.0.1:1/0 is unreachable: ...
+>>> with redis_errors(settings, "reading positions"):  # doctest: +ELLIPSIS
+...     raise redis.ResponseError("LOADING Redis is loading the dataset in memory")
+Traceback (most recent call last):
+...
+featurestore.errors.RedisUnavailable: Redis at redis://:***@127.0.0.1:1/0 answered LOADING ...
+
+`check_eviction_policy` is the other rule kept here: a Redis that may evict our keys is refused
+at the start of every process that writes or serves them.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import re
 import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,22 +44,27 @@ import redis
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
 from featurestore.config import RedisSettings, url_without_password
-from featurestore.errors import ConfigError, OnlineStoreError
+from featurestore.errors import ConfigError, RedisUnavailable
 from featurestore.redis_pipe import Endpoint, RedisPipe, pack
 
 __all__ = [
     "PROBE",
     "REQUEST",
     "STORE",
+    "UNAVAILABLE_REPLIES",
     "Profile",
     "answers",
+    "check_eviction_policy",
     "endpoint",
     "make_client",
     "make_pipe",
     "redis_errors",
+    "reply_code",
     "shared_client",
     "tls_context",
 ]
+
+_log = logging.getLogger("fstore.redis")
 
 
 @dataclass(frozen=True)
@@ -203,27 +221,150 @@ def tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     return context
 
 
+# Error replies that say "not now" rather than "wrong": the server is loading its data set
+# (LOADING), running a long script (BUSY), a read-only replica — a failover under way or done
+# (READONLY) —, full under `noeviction` (OOM), cut off from its master (MASTERDOWN), unable to
+# persist (MISCONF) or short of the replicas `min-replicas-to-write` asks for (NOREPLICAS); in a
+# cluster, resharding or down (TRYAGAIN, CLUSTERDOWN). Each clears by itself or by an operator's
+# hand, so a writer waits it out and a request answers 503. Any other error reply is a bug.
+UNAVAILABLE_REPLIES = frozenset(
+    {
+        "LOADING",
+        "BUSY",
+        "READONLY",
+        "OOM",
+        "MASTERDOWN",
+        "MISCONF",
+        "NOREPLICAS",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+    }
+)
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def reply_code(exc: redis.RedisError) -> str | None:
+    """The code an error reply starts with (`LOADING`, `WRONGTYPE`, ...), or None.
+
+    redis-py keeps it as `status_code` (and strips it from the message of the errors it has a
+    class for); an error built from a raw reply (the asyncio pipe's) holds it as its first word.
+
+    >>> reply_code(redis.ResponseError("BUSY Redis is busy running a script."))
+    'BUSY'
+    >>> reply_code(redis.ResponseError("something odd")) is None
+    True
+    """
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, str) and code:
+        return code
+    first = str(exc).split(" ", 1)[0]
+    return first if _CODE.fullmatch(first) else None
+
+
 @contextmanager
 def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterator[None]:
-    """Turn "Redis cannot be reached" (a connection that fails or times out, in redis-py or in
-    the pipe) into an `OnlineStoreError` naming the server without its password. `where` is
-    the settings, or a client when that is all the caller holds; `doing` says what failed.
+    """Turn "Redis cannot serve now" into a `RedisUnavailable` naming the server without its
+    password: a connection that fails or times out (in redis-py or in the pipe), or an error
+    reply in `UNAVAILABLE_REPLIES`, from redis-py or raised from a pipe's answer as a
+    `redis.ResponseError`. `where` is the settings, or a client when that is all the caller
+    holds; `doing` says what failed.
 
-    Other Redis errors (an error reply) pass through: they are bugs, not outages.
+    Other error replies pass through as they are: they are bugs, not outages.
     """
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+        code = reply_code(exc)
+        if code in UNAVAILABLE_REPLIES:
+            text = str(exc)
+            if text.startswith(f"{code} "):
+                text = text[len(code) + 1 :]
+            what = f"answered {code}"
+        elif isinstance(exc, redis.ResponseError):
+            raise
+        else:
+            code, text, what = None, str(exc), "is unreachable"
         shown, secrets = _described(where)
         while_ = f" while {doing}" if doing else ""
-        reason = _scrubbed(str(exc), secrets)
-        error = OnlineStoreError(
-            _scrubbed(f"Redis at {shown} is unreachable{while_}: {reason}", secrets)
+        reason = _scrubbed(text, secrets)
+        error = RedisUnavailable(
+            _scrubbed(f"Redis at {shown} {what}{while_}: {reason}", secrets), reply=code
         )
-        if reason != str(exc):
+        if reason != text:
             # The cause's own text holds the password: it must not reach a traceback either.
             raise error from None
         raise error from exc
+
+
+# Policies under which Redis, at `maxmemory`, deletes keys to make room. Every key we write has
+# a TTL, so the volatile-* policies take ours as readily as the allkeys-* ones.
+_EVICTING = ("allkeys-", "volatile-")
+
+
+def check_eviction_policy(settings: RedisSettings) -> str | None:
+    """Refuse a Redis that may evict our keys, unless `redis.allow_eviction` accepts it.
+
+    An evicted tile is a piece of a window's history gone without a trace: its features are
+    served as if those events never happened, with status `ok`. Under `noeviction` a full Redis
+    refuses writes instead (OOM), which workers wait out and the API answers with 503. Called at
+    the start of `fstore ingest`, `fstore monitor` and `fstore serve`.
+
+    Returns the policy; None when it could not be read (a warning says why: Redis is down, or
+    CONFIG is disabled or renamed, as on managed Redis or under an ACL, and the check is then
+    the operator's). Raises `ConfigError` for an evicting policy that is not accepted.
+    """
+    client = make_client(settings, PROBE)
+    try:
+        with redis_errors(settings, "reading its maxmemory-policy"):
+            answer = client.config_get("maxmemory*")
+    except RedisUnavailable as exc:
+        _log.warning(
+            "%s; could not check that it evicts no keys: make sure its maxmemory-policy is "
+            "noeviction",
+            exc,
+        )
+        return None
+    except redis.ResponseError as exc:  # CONFIG renamed, disabled or not allowed by an ACL
+        _log.warning(
+            "Redis at %s refused CONFIG GET maxmemory-policy (%s), so this process cannot check "
+            "that it evicts no keys: make sure its maxmemory-policy is noeviction (an evicted "
+            "tile silently loses part of a window's history)",
+            settings.shown_url,
+            exc,
+        )
+        return None
+    finally:
+        client.close()
+    config = {_text(k): _text(v) for k, v in answer.items() if k is not None and v is not None}
+    policy = config.get("maxmemory-policy")
+    if policy is None:
+        _log.warning(
+            "Redis at %s did not say its maxmemory-policy: make sure it is noeviction",
+            settings.shown_url,
+        )
+        return None
+    if not policy.startswith(_EVICTING):
+        return policy
+    limit = config.get("maxmemory", "")
+    unlimited = " (maxmemory is 0: nothing is evicted until a limit is set)" if limit == "0" else ""
+    why = (
+        f"Redis at {settings.shown_url} has maxmemory-policy {policy}{unlimited}: at its memory "
+        "limit it deletes keys, and an evicted tile silently loses part of a window's history "
+        "(its features are served as if those events never happened; every key of ours has a "
+        "TTL, so volatile-* policies evict them too)"
+    )
+    if settings.allow_eviction:
+        _log.warning("%s; accepted by redis.allow_eviction", why)
+        return policy
+    raise ConfigError(
+        f"{why}. Set `maxmemory-policy noeviction` on that server (a full Redis then refuses "
+        "writes, which workers retry and the API answers with 503), or accept the loss with "
+        "redis.allow_eviction: true (FSTORE_REDIS_ALLOW_EVICTION=true)"
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _described(where: RedisSettings | redis.Redis) -> tuple[str, list[str]]:

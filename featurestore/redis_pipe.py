@@ -13,6 +13,13 @@ and the connection stays in step. A connection that fails, or whose oldest call 
 every call still waiting on it with `redis.ConnectionError` or `redis.TimeoutError` and is
 closed (answers can no longer be matched to callers); the next call connects again.
 
+A caller may give up at any await — a request's deadline (`asyncio.timeout`) cancels it. Its
+call stays queued: the commands are on the wire and their answers will come, in their place,
+and are dropped when they do; only then do the answers behind them reach their callers. Taking
+the call out of the queue instead would hand its answers to the next caller. Nor does giving up
+cancel a connection that other callers wait for. A call nobody waits for any more still times
+the connection out: a server silent for `timeout_s` is not trusted with the next call.
+
 Where it connects (host, TLS, AUTH, timeouts) comes as an `Endpoint`, which
 `featurestore.redis_client.make_pipe` builds from the URL with the same rules as every other
 client of ours.
@@ -137,7 +144,9 @@ class _Connection(asyncio.Protocol):
         self.fail(redis.ConnectionError(f"lost the connection to {self.where}{why}"))
 
     def _expire(self, call: _Call) -> None:
-        if call.future.done() or call not in self.pending:
+        # Even if its caller gave up (its future is done): no answer for so long is a server
+        # or a link that is stuck, and the calls behind it would wait just as long.
+        if call not in self.pending:
             return
         self.fail(redis.TimeoutError(f"{self.where} did not answer within {self.timeout_s:g} s"))
 
@@ -187,10 +196,13 @@ class RedisPipe:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         task = self._connecting
-        if task is None or task.get_loop() is not loop:
+        # A done task is stale: its connection was taken (and has failed since), or its failure
+        # was already told to the callers that waited.
+        if task is None or task.get_loop() is not loop or task.done():
             task = self._connecting = loop.create_task(self._open(loop))
         try:
-            return await task
+            # Shielded: a caller that gives up must not cancel the connection others wait for.
+            return await asyncio.shield(task)
         finally:
             if self._connecting is task and task.done():
                 self._connecting = None

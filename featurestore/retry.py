@@ -1,9 +1,13 @@
 """Waiting out an online-store outage.
 
 Every writer of state (the feature writer, the drift monitor) must not lose or skip a batch
-because Redis is briefly down: a call failing with `OnlineStoreError` is tried again, with
-exponential backoff capped at 5 s, until it succeeds or the caller is stopping. Retrying is
-safe because each such call is atomic and checked against stored positions.
+because Redis is briefly down or refusing: a call failing with `OnlineStoreError` — Redis
+unreachable or silent, or answering an error reply that says "not now" (LOADING, BUSY,
+READONLY, OOM, MASTERDOWN, ...: a `RedisUnavailable`, classified by
+`featurestore.redis_client.redis_errors`) — is tried again, with exponential backoff capped at
+5 s, until it succeeds or the caller is stopping. Retrying is safe because each such call is
+atomic and checked against stored positions. Any other error reply (WRONGTYPE, a script error)
+is a bug that no wait will cure: it is raised at once, as it is.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The scoring API: `create_app(settings)` builds a FastAPI app (OpenAPI docs at /docs).
 
-Its lifespan loads the models and starts the model poller, the shadow scorer and the
-prediction log; shutdown stops them in reverse, flushing the log to Kafka. `POST
-/v1/predict/{model}` is answered in front of FastAPI by the fast path (fastpath.py); every other
-request goes through FastAPI.
+Its lifespan checks that Redis evicts no keys (`check_eviction_policy`), loads the models and
+starts the model poller, the shadow scorer and the prediction log; shutdown stops them in
+reverse, flushing the log to Kafka. `POST /v1/predict/{model}` is answered in front of FastAPI
+by the fast path (fastpath.py); every other request goes through FastAPI. In front of both,
+requests past `serving.max_in_flight` are refused at once (shedding.py).
 
 >>> app = create_app(Settings())  # doctest: +SKIP
 >>> uvicorn.run(app)  # doctest: +SKIP
@@ -26,6 +27,7 @@ from serving.error_responses import ANSWERED, error_response
 from serving.fastpath import PredictFastPath
 from serving.metrics import LatencyMiddleware
 from serving.routes import admin, drift, features, health, models, predict, ui
+from serving.shedding import LoadShedder
 from serving.state import ServingState
 
 __all__ = ["ScoringApp", "create_app", "load_app"]
@@ -33,17 +35,32 @@ __all__ = ["ScoringApp", "create_app", "load_app"]
 
 class ScoringApp(FastAPI):
     """FastAPI with the predict fast path in front: routing, dependencies and middlewares cost
-    more than scoring one entity, so predict requests skip them (the route stays, for /docs)."""
+    more than scoring one entity, so predict requests skip them (the route stays, for /docs).
 
-    def __init__(self, fast_path: PredictFastPath, **kwargs: Any) -> None:
+    In front of both, the bound on requests in flight (shedding.py): a request past it is
+    refused at once, whichever way it would have gone in."""
+
+    def __init__(self, fast_path: PredictFastPath, shedder: LoadShedder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fast_path = fast_path
+        self.shedder = shedder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path.takes(scope):
-            await self.fast_path(scope, receive, send)
-        else:
+        shedder = self.shedder
+        if not shedder.counts(scope):  # the lifespan, health probes, /metrics
             await super().__call__(scope, receive, send)
+            return
+        if shedder.in_flight >= shedder.limit:
+            await shedder.refuse(scope, receive, send)
+            return
+        shedder.in_flight += 1
+        try:
+            if self.fast_path.takes(scope):
+                await self.fast_path(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
+        finally:
+            shedder.in_flight -= 1
 
 
 def create_app(settings: Settings) -> ScoringApp:
@@ -65,6 +82,7 @@ def create_app(settings: Settings) -> ScoringApp:
 
     app = ScoringApp(
         PredictFastPath(state),
+        state.shedder,
         title="fstore scoring API",
         version=__version__,
         description="Online features and LightGBM scores, with canary, shadow and hot reload.",

@@ -8,6 +8,7 @@ app.py's exception handlers and the predict fast path (fastpath.py) both answer 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -18,11 +19,12 @@ from featurestore.errors import (
     DefinitionError,
     FeatureStoreError,
     OnlineStoreError,
+    RedisUnavailable,
     RegistryError,
     RequestError,
 )
 from featurestore.models.registry import PromotionRefused
-from serving.errors import ServingError
+from serving.errors import ServingError, Unavailable
 from serving.metrics import ServingMetrics
 
 __all__ = ["ANSWERED", "error_response"]
@@ -43,6 +45,7 @@ _STATUS: tuple[tuple[type[FeatureStoreError], int], ...] = (
 
 
 def error_response(exc: FeatureStoreError | HTTPException, metrics: ServingMetrics) -> Response:
+    """The answer to `exc`; a 503 always says when to come back (`Retry-After`)."""
     status, detail, headers = _answer(exc)
     metrics.errors.labels(type(exc).__name__, str(status)).inc()
     response = Response(
@@ -57,12 +60,22 @@ def _answer(exc: FeatureStoreError | HTTPException) -> tuple[int, str, Mapping[s
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail), exc.headers
     if isinstance(exc, ServingError):
+        if isinstance(exc, Unavailable):
+            return exc.status_code, str(exc), _retry_after(exc.retry_after_s)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return exc.status_code, str(exc), headers
     for kind, status in _STATUS:
         if isinstance(exc, kind):
             if status == 503:
-                return status, f"{exc}; the online store is down or unreachable: retry later", None
+                wait = exc.retry_after_s if isinstance(exc, RedisUnavailable) else 1.0
+                detail = f"{exc}; the online store cannot serve now: retry later"
+                return status, detail, _retry_after(wait)
             return status, str(exc), None
     log.error("unexpected error answering a request: %s", exc, exc_info=exc)
     return 500, f"internal error: {exc}", None
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    """`Retry-After` in whole seconds, as HTTP has it, and never 0 (a client would come back at
+    once, to the same refusal)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}

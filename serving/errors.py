@@ -12,6 +12,7 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "NotFound",
+    "Overloaded",
     "ServingError",
     "TooLarge",
     "Unauthorized",
@@ -56,6 +57,13 @@ class Forbidden(ServingError):
 
 
 class Unavailable(ServingError):
-    """A dependency is down (Redis) or a model could not be loaded: retry later."""
+    """A dependency is down (Redis) or a model could not be loaded: retry later (answered with
+    `Retry-After: retry_after_s`)."""
 
     status_code = 503
+    retry_after_s = 1.0
+
+
+class Overloaded(Unavailable):
+    """This process already has `serving.max_in_flight` requests in flight: refused at once,
+    rather than queued behind them (serving/shedding.py)."""

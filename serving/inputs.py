@@ -21,7 +21,7 @@ from serving.errors import BadRequest, TooLarge
 
 __all__ = ["FeaturesInput", "PredictInput", "parse_features", "parse_predict"]
 
-_PREDICT_FIELDS = ("entities", "request_features", "return_features")
+_PREDICT_FIELDS = ("entities", "request_features", "return_features", "score_missing")
 _FEATURES_FIELDS = ("features", "feature_service", "entities")
 _PREDICT_EXAMPLE = '{"entities": {"user_id": ["u1", "u2"]}}'
 
@@ -32,6 +32,7 @@ class PredictInput:
     rows: int
     request_features: dict[str, npt.NDArray[np.float64]]  # model feature name -> value per row
     return_features: bool
+    score_missing: bool = False  # score a row whose every feature is missing (scoring.py)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,10 @@ def parse_predict(body: bytes, max_batch: int) -> PredictInput:
     return_features = data.get("return_features", False)
     if not isinstance(return_features, bool):
         raise BadRequest(f"return_features must be true or false, not {_kind(return_features)}")
-    return PredictInput(entities, rows, request_features, return_features)
+    score_missing = data.get("score_missing", False)
+    if not isinstance(score_missing, bool):
+        raise BadRequest(f"score_missing must be true or false, not {_kind(score_missing)}")
+    return PredictInput(entities, rows, request_features, return_features, score_missing)
 
 
 def parse_features(body: bytes, max_batch: int) -> FeaturesInput:

@@ -82,6 +82,26 @@ class ServingMetrics:
             "Model versions loaded in this server.",
             registry=r,
         )
+        self.shed = Counter(
+            "fstore_shed_requests",
+            "Requests answered 503 at once by load shedding: serving.max_in_flight requests were "
+            "already in flight (reason=in_flight), or the online store did not answer within "
+            "serving.redis_deadline_ms (reason=redis_deadline).",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "fstore_requests_in_flight",
+            "Requests this process is answering now (health probes and /metrics aside).",
+            registry=r,
+        )
+        self.unscored = Counter(
+            "fstore_unscored_rows",
+            "Predict rows answered without a score, by model and reason (all_missing: every "
+            "feature was missing and the request did not ask for score_missing).",
+            ["model", "reason"],
+            registry=r,
+        )
 
 
 class LatencyMiddleware:

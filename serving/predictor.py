@@ -1,11 +1,12 @@
 """Answering a predict request: raw body in, JSON bytes out, with its metrics, the prediction
 log and the shadow hand-off.
 
-The hot path: raw body -> orjson -> checks -> one Redis round trip, awaited on the event loop ->
-one `Booster.predict` per version -> orjson response. Metrics, the prediction log and the
-shadow alias come after the response is sent, and only count and append to queues. The FastAPI
-route (routes/predict.py, kept for /docs and schemathesis) and the fast path in front of FastAPI
-(fastpath.py) both call `Predictor.predict`: one logic, two ways in.
+The hot path: raw body -> orjson -> checks -> one Redis round trip, awaited on the event loop
+within the Redis deadline (shedding.py) -> one `Booster.predict` per version -> orjson
+response. Metrics, the prediction log and the shadow alias come after the response is sent, and
+only count and append to queues. The FastAPI route (routes/predict.py, kept for /docs and
+schemathesis) and the fast path in front of FastAPI (fastpath.py) both call
+`Predictor.predict`: one logic, two ways in.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from featurestore.models.registry import SHADOW
@@ -29,10 +31,19 @@ from serving.inputs import PredictInput, parse_predict
 from serving.metrics import Children, ServingMetrics
 from serving.model_cache import LoadedModel, ModelCache
 from serving.prediction_log import PredictionLog
-from serving.scoring import Group, missing_names, plan_groups, score_groups_async
+from serving.scoring import (
+    UNSCORED_REASON,
+    Group,
+    missing_names,
+    plan_groups,
+    score_groups_async,
+)
 from serving.shadow import ShadowJob, ShadowScorer
+from serving.shedding import LoadShedder
 
-__all__ = ["Predictor", "RequestIds", "Scored"]
+__all__ = ["SCORED", "UNSCORED", "Predictor", "RequestIds", "Scored"]
+
+SCORED, UNSCORED = "scored", "unscored"  # a row's status in the answer
 
 
 class RequestIds:
@@ -74,17 +85,20 @@ class Predictor:
         metrics: ServingMetrics,
         prediction_log: PredictionLog,
         shadow: ShadowScorer,
+        shedder: LoadShedder,
         max_batch: int,
     ) -> None:
         self.models = models
         self.online = online
         self.prediction_log = prediction_log
         self.shadow = shadow
+        self.shedder = shedder
         self.max_batch = max_batch
         self.ids = RequestIds()
         self._latency = Children(metrics.model_latency)
         self._predictions = Children(metrics.predictions)
         self._missing = Children(metrics.missing_features)
+        self._unscored = Children(metrics.unscored)
 
     async def predict(self, model: str, body: bytes, alias: str | None) -> Scored:
         """The JSON response to `POST /v1/predict/{model}[?alias=]` with this body, and what is
@@ -96,8 +110,8 @@ class Predictor:
         groups = plan_groups(loaded, parsed, alias)
         as_of_us = time.time_ns() // 1_000
         # On the event loop: while Redis answers, the loop serves other requests (the read is
-        # pipelined with theirs); scoring itself is a few µs a row.
-        await score_groups_async(self.online, groups, parsed, as_of_us)
+        # pipelined with theirs); scoring itself is a few µs a row. Within the Redis deadline.
+        await self.shedder.read(score_groups_async(self.online, groups, parsed, as_of_us))
         request_id = self.ids.next()
         answer = _response(loaded.name, request_id, groups, parsed)
         elapsed = time.perf_counter() - start
@@ -122,10 +136,14 @@ class Predictor:
         for group in groups:
             self._latency(loaded.name, group.version.version).observe(elapsed)
             assert group.missing is not None  # noqa: S101 - scored
-            self._predictions(loaded.name, group.version.version, group.alias, SERVED_ROLE).inc(
-                len(group.rows)
-            )
-            if group.missing.any():
+            scored = group.scored_rows
+            if scored:
+                self._predictions(loaded.name, group.version.version, group.alias, SERVED_ROLE).inc(
+                    scored
+                )
+            if scored < len(group.rows):
+                self._unscored(loaded.name, "all_missing").inc(len(group.rows) - scored)
+            if group.any_missing:
                 missing = group.missing.sum(axis=0)
                 for column in np.flatnonzero(missing):
                     self._missing(loaded.name, group.version.names[column]).inc(
@@ -136,17 +154,19 @@ class Predictor:
             return
         at = from_us(as_of_us)
         if self.prediction_log.enabled:
-            self.prediction_log.submit(
-                LogBatch(
-                    request_id,
-                    at,
-                    loaded.name,
-                    SERVED_ROLE,
-                    parsed.entities,
-                    loaded.route_keys or groups[0].version.entity_keys,
-                    tuple(group.logged() for group in groups),
+            logged = tuple(g for g in (group.logged() for group in groups) if g is not None)
+            if logged:  # a request whose every row went unscored served no score to log
+                self.prediction_log.submit(
+                    LogBatch(
+                        request_id,
+                        at,
+                        loaded.name,
+                        SERVED_ROLE,
+                        parsed.entities,
+                        loaded.route_keys or groups[0].version.entity_keys,
+                        logged,
+                    )
                 )
-            )
         if shadow is not None:
             self.shadow.submit(
                 ShadowJob(request_id, at, loaded.name, SHADOW, shadow, parsed, as_of_us)
@@ -155,19 +175,25 @@ class Predictor:
 
 def _response(model: str, request_id: str, groups: list[Group], parsed: PredictInput) -> bytes:
     rows = parsed.rows
+    unscored: npt.NDArray[np.bool_] | None = None
     if len(groups) == 1:
         group = groups[0]
         assert group.scores is not None  # noqa: S101 - scored
-        scores: list[float] = group.scores.tolist()
+        scores: list[Any] = group.scores.tolist()  # floats, None where unscored (below)
         versions = [group.version.version] * rows
         aliases = [group.alias] * rows
         missing = missing_names(group)
+        unscored = group.unscored
     else:
         merged = np.empty(rows, dtype=np.float64)
         versions, aliases, missing = [0] * rows, [""] * rows, [[] for _ in range(rows)]
         for group in groups:
             assert group.scores is not None  # noqa: S101 - scored
             merged[group.rows] = group.scores
+            if group.unscored is not None:
+                if unscored is None:
+                    unscored = np.zeros(rows, dtype=bool)
+                unscored[group.rows] = group.unscored
             for row, names in zip(group.rows.tolist(), missing_names(group), strict=True):
                 versions[row], aliases[row], missing[row] = (
                     group.version.version,
@@ -175,10 +201,20 @@ def _response(model: str, request_id: str, groups: list[Group], parsed: PredictI
                     names,
                 )
         scores = merged.tolist()
+    reasons: list[str | None]
+    if unscored is None:
+        statuses, reasons = [SCORED] * rows, [None] * rows
+    else:
+        flags = unscored.tolist()
+        scores = [None if flag else score for score, flag in zip(scores, flags, strict=True)]
+        statuses = [UNSCORED if flag else SCORED for flag in flags]
+        reasons = [UNSCORED_REASON if flag else None for flag in flags]
     payload: dict[str, Any] = {
         "model": model,
         "request_id": request_id,
         "scores": scores,
+        "statuses": statuses,
+        "reasons": reasons,
         "versions": versions,
         "aliases": aliases,
         "missing": missing,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,12 +49,23 @@ class PredictRequest(BaseModel):
     return_features: bool = Field(
         default=False, description="Also return the feature vectors that were scored."
     )
+    score_missing: bool = Field(
+        default=False,
+        description="Score rows whose every feature is missing too (no event in any window of "
+        "the online store, no request feature). By default such a row is answered without a "
+        "score (status unscored): its score would say nothing of the entity.",
+    )
 
 
 class PredictResponse(BaseModel):
     model: str
     request_id: str
-    scores: list[float]
+    scores: list[float | None] = Field(description="Per row, its score; null when unscored.")
+    statuses: list[Literal["scored", "unscored"]] = Field(
+        description="Per row: scored, or unscored (every feature missing, and score_missing "
+        "not asked for: see reasons)."
+    )
+    reasons: list[str | None] = Field(description="Per row, why it is unscored; null if scored.")
     versions: list[int] = Field(description="The model version that scored each row.")
     aliases: list[str] = Field(description="The alias (production, canary, ...) of each row.")
     missing: list[list[str]] = Field(description="Per row, the features scored as missing.")

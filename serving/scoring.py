@@ -5,12 +5,20 @@ round trip, build one float64 matrix per model version, and call `Booster.predic
 A feature Redis does not have (no event in its window) is NaN in the matrix — LightGBM's
 missing value, as in training — and reported per row. Request-time values given by model
 feature name replace what Redis would give; a view whose every feature is given is not read.
+
+A row whose every feature is missing — no event in any window of the views it reads, and no
+request feature — is not answered a score unless the request asks for one (`score_missing`):
+a model scores such a row as readily as any other (its counts and sums read 0), but the score
+says nothing of the entity, and an empty or wiped Redis would make every answer one of those,
+served as fine. Its answer says it is unscored and why (`UNSCORED_REASON`), and the prediction
+log, which records served scores, leaves it out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -22,10 +30,20 @@ from serving.errors import BadRequest, NotFound
 from serving.inputs import PredictInput
 from serving.model_cache import FeatureRead, LoadedModel, LoadedVersion
 
-__all__ = ["Group", "missing_names", "plan_groups", "score_groups", "score_groups_async"]
+__all__ = [
+    "UNSCORED_REASON",
+    "Group",
+    "missing_names",
+    "plan_groups",
+    "score_groups",
+    "score_groups_async",
+]
+
+UNSCORED_REASON = "every feature is missing (no event in any window, no request feature)"
 
 F64 = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.intp]
+Mask = npt.NDArray[np.bool_]
 
 # One thread per predict: on a small batch OpenMP's start-up costs more than it saves (measured
 # 37 us vs 57 us for 1 row, 165 us vs 460 us for 100), and requests run side by side anyway.
@@ -42,14 +60,29 @@ class Group:
     matrix: F64 | None = None  # rows x model features, filled by `score_groups`
     scores: F64 | None = None
     missing: npt.NDArray[np.bool_] | None = None  # where `matrix` is NaN, by `score_groups`
+    any_missing: bool = False  # whether `missing` holds any
+    # Rows with nothing to be scored on: no event in any window of the views read, and no
+    # request feature (a count or sum of nothing reads 0, so this is not `missing.all(1)`).
+    empty: npt.NDArray[np.bool_] | None = None
+    # Rows answered without a score (empty, and the request did not ask to score them); None:
+    # every row has its score.
+    unscored: npt.NDArray[np.bool_] | None = None
 
-    def logged(self) -> LogGroup:
-        """The scored rows, as the prediction log records them."""
+    @property
+    def scored_rows(self) -> int:
+        return len(self.rows) - (0 if self.unscored is None else int(self.unscored.sum()))
+
+    def logged(self) -> LogGroup | None:
+        """The rows answered a score, as the prediction log records them (None: none was)."""
         assert self.matrix is not None and self.scores is not None  # noqa: S101 - scored
         version = self.version
-        return LogGroup(
-            version.version, self.alias, version.names, self.rows, self.matrix, self.scores
-        )
+        rows, matrix, scores = self.rows, self.matrix, self.scores
+        if self.unscored is not None:
+            kept = ~self.unscored
+            if not kept.any():
+                return None
+            rows, matrix, scores = rows[kept], matrix[kept], scores[kept]
+        return LogGroup(version.version, self.alias, version.names, rows, matrix, scores)
 
 
 def plan_groups(model: LoadedModel, request: PredictInput, alias: str | None) -> list[Group]:
@@ -97,7 +130,7 @@ def score_groups(
     """Fill each group's feature matrix (one Redis round trip for all) and scores."""
     reads = _FeatureReads(groups, request)
     reads.fill(read_views(online, reads.views, as_of_us) if reads.views else [])
-    _score(groups)
+    _score(groups, request.score_missing)
 
 
 async def score_groups_async(
@@ -106,13 +139,16 @@ async def score_groups_async(
     """`score_groups` on the event loop: it serves other requests while Redis answers."""
     reads = _FeatureReads(groups, request)
     reads.fill(await read_views_async(online, reads.views, as_of_us) if reads.views else [])
-    _score(groups)
+    _score(groups, request.score_missing)
 
 
-def _score(groups: Sequence[Group]) -> None:
+def _score(groups: Sequence[Group], score_missing: bool) -> None:
     for group in groups:
         assert group.matrix is not None  # noqa: S101 - filled just before
-        group.missing = np.isnan(group.matrix)
+        group.missing = missing = np.isnan(group.matrix)
+        group.any_missing = bool(missing.any())
+        if not score_missing and group.empty is not None and group.empty.any():
+            group.unscored = group.empty
         version = group.version
         if len(group.matrix) == 1 and version.single_row is not None:
             group.scores = np.array([version.single_row(group.matrix[0])])
@@ -158,37 +194,47 @@ class _FeatureReads:
                 self.positions[key] = where
 
     def fill(self, view_values: Sequence[ViewValues]) -> None:
-        """Each group's matrix from what was read for `views`, in their order."""
+        """Each group's matrix from what was read for `views`, in their order, and which of its
+        rows have nothing to be scored on (`Group.empty`)."""
         results = dict(zip(self.positions, view_values, strict=True))
         given = self.request.request_features
+        # Per read, the entities without an event in any window of the view. A count or a sum
+        # of such a window reads 0, not NaN: only the event times tell "nothing" from "0".
+        no_event = {
+            key: cast(Mask, np.isnan(values.event_times).all(axis=1))
+            for key, values in results.items()
+        }
         for group in self.groups:
             version = group.version
             matrix = np.full((len(group.rows), len(version.names)), np.nan)
+            empty: Mask | None = None
             for read in version.reads:
                 key = (read.view, read.version)
                 if key not in results:
                     continue
                 # (entities, view features); NaN where a window holds no value: LightGBM's
                 # missing.
-                block = results[key].values
+                block, nothing = results[key].values, no_event[key]
                 position = self.positions[key]
                 if position is not None:
-                    block = block[position[group.rows]]
+                    block, nothing = block[position[group.rows]], nothing[position[group.rows]]
                 matrix[:, read.targets] = block[:, read.sources]
+                empty = nothing if empty is None else empty & nothing
             # Request-time values go over what Redis gave (a view read only for other columns).
             for name, values in given.items():
                 if name in version.index:
-                    matrix[:, version.index[name]] = (
-                        values if self.everything else values[group.rows]
-                    )
+                    column = values if self.everything else values[group.rows]
+                    matrix[:, version.index[name]] = column
+                    empty = np.isnan(column) if empty is None else empty & np.isnan(column)
             group.matrix = matrix
+            group.empty = np.ones(len(group.rows), dtype=bool) if empty is None else empty
 
 
 def missing_names(group: Group) -> list[list[str]]:
     """Per row of the group, the features that were missing (NaN) when it was scored."""
     mask = group.missing
     assert mask is not None  # noqa: S101 - called after scoring
-    if not mask.any():
+    if not group.any_missing:
         return [[] for _ in range(len(group.rows))]
     names = group.version.names
     return [[names[j] for j in np.flatnonzero(row)] if row.any() else [] for row in mask]

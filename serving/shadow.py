@@ -84,9 +84,12 @@ class ShadowScorer:
         rows = np.arange(job.request.rows, dtype=np.intp)
         group = Group(job.alias, job.version, rows)
         score_groups(self.online, [group], job.request, job.as_of_us)
+        logged = group.logged()  # the rows it scored: not those whose every feature is missing
+        if logged is None:
+            return
         self.metrics.predictions.labels(
             job.model, str(job.version.version), job.alias, SHADOW_ROLE
-        ).inc(job.request.rows)
+        ).inc(group.scored_rows)
         self.prediction_log.submit(
             LogBatch(
                 request_id=job.request_id,
@@ -95,6 +98,6 @@ class ShadowScorer:
                 role=SHADOW_ROLE,
                 entities=job.request.entities,
                 key_columns=job.version.entity_keys,
-                groups=(group.logged(),),
+                groups=(logged,),
             )
         )

@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from featurestore.config import Settings
 from featurestore.models.registry import ModelRegistry
-from featurestore.redis_client import PROBE, make_client
+from featurestore.redis_client import PROBE, check_eviction_policy, make_client
 from featurestore.store import FeatureStore
 from serving.errors import Forbidden, Unauthorized
 from serving.metrics import ServingMetrics
@@ -25,6 +25,7 @@ from serving.model_cache import ModelCache
 from serving.prediction_log import PredictionLog
 from serving.predictor import Predictor
 from serving.shadow import ShadowScorer
+from serving.shedding import LoadShedder
 
 __all__ = ["ServingState", "require_admin", "require_read", "require_read_scope", "serving_state"]
 
@@ -42,6 +43,7 @@ class ServingState:
         self.models = ModelCache(
             self.registry, self.store.registry, self.config.reload_interval_s, self.metrics
         )
+        self.shedder = LoadShedder(self.config, settings.redis, self.metrics)
         self.prediction_log = PredictionLog(
             settings.kafka,
             self.config.prediction_log_topic,
@@ -58,10 +60,14 @@ class ServingState:
             self.metrics,
             self.prediction_log,
             self.shadow,
+            self.shedder,
             self.config.max_batch,
         )
 
     def start(self) -> None:
+        # Before anything starts: a Redis that may evict our keys is refused (ConfigError), one
+        # that cannot be asked is a warning (it may be down now; requests then answer 503).
+        check_eviction_policy(self.settings.redis)
         self.prediction_log.start()
         self.shadow.start()
         self.models.start()

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from featurestore.config import load_settings
+from featurestore.redis_client import check_eviction_policy
 from featurestore.registry import Registry
 from streaming.errors import StreamingError
 from streaming.ingest.backfill import backfill_from_log, backfill_from_topic
@@ -60,6 +61,7 @@ def ingest(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
+    check_eviction_policy(settings.redis)  # a Redis that may evict tiles is refused
     registry = Registry(settings.registry)
     registered = registry.list_views()
     if view:
@@ -96,6 +98,7 @@ def backfill(
 ) -> None:
     """Build a view version's online state from history: the topic from its start, or a log."""
     settings = load_settings()
+    check_eviction_policy(settings.redis)
     target = Registry(settings.registry).get_view(view, version)
     if from_log is None:
         console.print(f"Replaying {target.view.source.topic} into {target.name}@{target.version}")
@@ -120,6 +123,8 @@ def import_file(
 ) -> None:
     """Load historical events that never went through Kafka into a view's offline log."""
     settings = load_settings()
+    if online:
+        check_eviction_policy(settings.redis)
     target = Registry(settings.registry).get_view(view, version)
     report = import_events(settings, target, path, online=online)
     console.print(
@@ -157,6 +162,7 @@ def monitor(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
+    check_eviction_policy(settings.redis)  # its windows' state lives in Redis too
     watched = Registry(settings.registry).get_view(watch) if watch else None
     worker = Monitor(
         settings,

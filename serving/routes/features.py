@@ -19,7 +19,11 @@ _RESPONSES = documented_errors(
         401: "A read token is configured and was not sent.",
         413: "Too many rows or too large a body.",
         422: "Unknown refs or service, bad entities.",
-        503: "The online store (Redis) is unreachable.",
+        503: (
+            "The online store (Redis) cannot serve now (unreachable, silent past "
+            "serving.redis_deadline_ms, or answering LOADING, BUSY, MASTERDOWN...), or "
+            "serving.max_in_flight requests are in flight: retry after Retry-After seconds."
+        ),
     }
 )
 _RESPONSES[200] = {
@@ -39,11 +43,15 @@ _RESPONSES[200] = {
 async def features(request: Request) -> Response:
     state: ServingState = request.app.state.serving
     parsed = parse_features(await request.body(), state.config.max_batch)
-    # Registry lookups (SQLite) and the Redis round trip block: off the event loop.
-    online = await run_in_threadpool(
-        state.store.get_online_features,
-        parsed.entities,
-        features=parsed.features,
-        service=parsed.service,
+    # Registry lookups (SQLite) and the Redis round trip block: off the event loop. The answer
+    # waits no longer than the Redis deadline; past it, the thread finishes (or times out) on
+    # its own, unwaited.
+    online = await state.shedder.read(
+        run_in_threadpool(
+            state.store.get_online_features,
+            parsed.entities,
+            features=parsed.features,
+            service=parsed.service,
+        )
     )
     return Response(orjson.dumps(online.to_dict()), media_type="application/json")

@@ -26,7 +26,12 @@ _ERRORS = documented_errors(
         404: "Unknown model or alias, or the model serves no traffic.",
         413: "Too many rows (serving.max_batch) or too large a body (serving.max_body_bytes).",
         422: "Malformed body: wrong types or lengths, unknown features, missing entity keys.",
-        503: "The online store (Redis) is unreachable, or the model could not be loaded.",
+        503: (
+            "The online store (Redis) cannot serve now (unreachable, silent past "
+            "serving.redis_deadline_ms, or answering LOADING, BUSY, MASTERDOWN...), "
+            "serving.max_in_flight requests are in flight, or the model could not be loaded: "
+            "retry after Retry-After seconds."
+        ),
     }
 )
 _ERRORS[200] = {"model": PredictResponse, "description": "A score per row."}

@@ -1,13 +1,15 @@
 """The pipelined asyncio Redis connection (featurestore/redis_pipe.py, built by
 featurestore/redis_client.py) on a real Redis: many concurrent callers each get their own
 answers, error replies stay in step, a lost or silent server fails the calls waiting on it with
-a clear error and the next call connects again."""
+a clear error and the next call connects again; callers that give up (a deadline) leave the
+connection in step, on a Redis of the test's own that is stopped (SIGSTOP) and resumed."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import uuid
+from pathlib import Path
 
 import hiredis
 import pytest
@@ -17,6 +19,7 @@ from featurestore.config import RedisSettings
 from featurestore.redis_client import STORE, Profile, make_pipe
 from featurestore.redis_pipe import RedisPipe, pack
 from featurestore.services import free_port
+from tests.redis_faults import own_redis
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +174,90 @@ def test_closing_after_the_loop_that_used_it_is_gone(redis: str) -> None:
         return await pipe.execute(pack(b"PING"), 1)
 
     assert asyncio.run(later()) == [b"PONG"]
+
+
+# --- callers that give up (a request's deadline) -------------------------------------------
+
+
+def test_callers_that_give_up_leave_the_connection_in_step(tmp_path: Path) -> None:
+    """Calls given up while Redis is stopped stay queued: when it answers again, their answers
+    are dropped in their place and every later caller gets its own, on the same connection."""
+    with own_redis(tmp_path) as server:
+        client = server.client()
+        client.mset({f"k{i}": f"v{i}" for i in range(60)})
+
+        def get(*numbers: int) -> bytes:
+            return b"".join(pack(b"GET", b"k%d" % i) for i in numbers)
+
+        async def main() -> None:
+            pipe = pipe_to(server.url)
+            [before] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
+            server.pause()
+
+            async def give_up(i: int) -> None:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        await pipe.execute(get(i, i + 1), 2)
+
+            await asyncio.gather(*(give_up(i) for i in range(0, 20, 2)))
+            patient = [asyncio.ensure_future(pipe.execute(get(i), 1)) for i in range(20, 40)]
+            await asyncio.sleep(0.3)
+            assert not any(call.done() for call in patient)
+            server.resume()
+            assert await asyncio.gather(*patient) == [[b"v%d" % i] for i in range(20, 40)]
+            for i in range(40, 58, 3):
+                assert await pipe.execute(get(i, i + 1, i + 2), 3) == [
+                    b"v%d" % i,
+                    b"v%d" % (i + 1),
+                    b"v%d" % (i + 2),
+                ]
+            [after] = await pipe.execute(pack(b"CLIENT", b"ID"), 1)
+            assert after == before  # the same connection, never out of step
+            pipe.close()
+
+        asyncio.run(main())
+        client.close()
+
+
+def test_a_caller_giving_up_does_not_cancel_the_connection_others_wait_for(
+    tmp_path: Path,
+) -> None:
+    with own_redis(tmp_path) as server:
+        server.pause()  # the kernel accepts the connection; SELECT waits for an answer
+
+        async def main() -> None:
+            pipe = pipe_to(server.url.rsplit("/", 1)[0] + "/3")
+            impatient = asyncio.ensure_future(asyncio.wait_for(pipe.execute(pack(b"PING"), 1), 0.1))
+            patient = asyncio.ensure_future(pipe.execute(pack(b"PING"), 1))
+            with pytest.raises(TimeoutError):
+                await impatient
+            await asyncio.sleep(0.2)
+            server.resume()
+            assert await patient == [b"PONG"]
+            pipe.close()
+
+        asyncio.run(main())
+
+
+def test_a_call_nobody_waits_for_still_times_the_connection_out() -> None:
+    async def main() -> None:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.read(65_536):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pipe = pipe_to(f"redis://127.0.0.1:{port}/0", Profile("test", 0.3, 5.0))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pipe.execute(pack(b"PING"), 1)
+        connection = pipe._connection
+        assert connection is not None and connection.failed is None
+        await asyncio.sleep(0.5)
+        assert isinstance(connection.failed, redis_lib.TimeoutError)  # and closed: not reused
+        pipe.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())

@@ -40,6 +40,7 @@ from featurestore.services import free_port
 from serving import create_app
 from streaming.ingest.importer import import_events
 from streaming.topics import ensure_topic
+from tests.redis_faults import OwnRedis, copy_keys, own_redis
 
 REPO = """
 from featurestore import Aggregation, Entity, FeatureView, KafkaSource
@@ -174,6 +175,20 @@ def redis_down(settings: Settings) -> Settings:
     """The settings pointed at a port where no Redis listens."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     return settings.model_copy(update={"redis": RedisSettings(url=url, namespace="x")})
+
+
+@pytest.fixture
+def own_redis_world(
+    world: World, serving_settings: Settings, tmp_path: Path
+) -> Iterator[tuple[OwnRedis, Settings]]:
+    """A redis-server of this test's own holding a copy of the world's keys (read from the
+    shared server with DUMP), and the serving settings pointed at it: a server the test may
+    stop, make a replica, fill up or keep busy. Its scripts answer BUSY after 100 ms."""
+    with own_redis(tmp_path / "own-redis", "--busy-reply-threshold", "100") as server:
+        namespace = world.settings.redis.namespace
+        assert copy_keys(world.settings.redis.url, f"{namespace}:*", server) > 0
+        redis = RedisSettings(url=server.url, namespace=namespace)
+        yield server, serving_settings.model_copy(update={"redis": redis})
 
 
 @pytest.fixture

@@ -159,10 +159,11 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     client.post("/v1/predict/nope", json={"entities": {"user_id": "u1"}})
     text = client.get("/metrics").text
     assert 'fstore_predict_seconds_count{model="fraud",version="1"} 1.0' in text
-    assert (
-        'fstore_predictions_total{alias="production",model="fraud",role="served",version="1"} 2.0'
+    assert (  # "nobody" has no event at all: answered unscored, not counted as a prediction
+        'fstore_predictions_total{alias="production",model="fraud",role="served",version="1"} 1.0'
         in text
     )
+    assert 'fstore_unscored_rows_total{model="fraud",reason="all_missing"} 1.0' in text
     assert (
         'fstore_missing_features_total{feature="user_txn__amount_max_10m",model="fraud"} 2.0'
         in text
