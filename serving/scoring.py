@@ -26,7 +26,7 @@ import numpy.typing as npt
 from featurestore.keys import entity_keys
 from featurestore.online import OnlineStore, ViewRead, ViewValues, read_views, read_views_async
 from featurestore.prediction_records import LogGroup
-from serving.errors import BadRequest, NotFound
+from serving.errors import BadRequest, NotFound, Unavailable
 from serving.inputs import PredictInput
 from serving.model_cache import FeatureRead, LoadedModel, LoadedVersion
 
@@ -197,6 +197,15 @@ class _FeatureReads:
         """Each group's matrix from what was read for `views`, in their order, and which of its
         rows have nothing to be scored on (`Group.empty`)."""
         results = dict(zip(self.positions, view_values, strict=True))
+        rebuilding = sorted(
+            f"{view} v{version}" for (view, version), values in results.items() if values.rebuilding
+        )
+        if rebuilding:
+            # Its values may be short of the truth until the rebuild ends: never scored as ok.
+            raise Unavailable(
+                f"the online state of {', '.join(rebuilding)} is being rebuilt from the offline "
+                "log after Redis lost it; retry shortly"
+            )
         given = self.request.request_features
         # Per read, the entities without an event in any window of the view. A count or a sum
         # of such a window reads 0, not NaN: only the event times tell "nothing" from "0".

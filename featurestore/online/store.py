@@ -195,9 +195,9 @@ class OnlineStore(TileStore):
             if any(_no_script(answer) for answer in answers):  # a restarted or flushed server
                 await self._pipe.execute(pack(b"SCRIPT", b"LOAD", FOLD_SCRIPT.encode()), 1)
                 answers = await self._pipe.execute(packed, len(commands))
-        for answer in answers:
-            if isinstance(answer, hiredis.ReplyError):
-                raise redis.ResponseError(str(answer))
+            for answer in answers:
+                if isinstance(answer, hiredis.ReplyError):  # classified by redis_errors
+                    raise redis.ResponseError(str(answer))
         return self._read_answers(reads, answers, len(distinct))
 
     def _read_commands(

@@ -55,7 +55,9 @@ class ViewValues:
         says."""
         if self.rebuilding:
             return [["rebuilding"] * len(self.features) for _ in range(len(self.values))]
-        codes = np.where(np.isnan(self.values), 2, np.where(self.stale, 1, 0))
+        # From the event times, not the values: a count or sum of an empty window reads 0,
+        # and an entity Redis knows nothing of (a wiped state) must not read `ok`.
+        codes = np.where(np.isnan(self.event_times), 2, np.where(self.stale, 1, 0))
         names = np.array(["ok", "stale", "missing"])
         listed: list[list[str]] = names[codes].tolist()
         return listed
