@@ -15,9 +15,9 @@ reasons a value fails are the dead-letter reasons `wrong_type`, `out_of_range` a
 
 from __future__ import annotations
 
-from math import isfinite
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 import numpy as np

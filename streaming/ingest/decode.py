@@ -110,8 +110,9 @@ def decode(
         if event_ts > newest:
             rejected.append(Rejected(message, "future", future_detail(event_ts, now_us, source)))
             continue
-        for name in stamps:
-            event[name] = str(event[name])
+        if stamps:
+            for name in stamps:
+                event[name] = str(event[name])
         for name, _ in schema:
             columns[name].append(event[name])
         ts.append(event_ts)

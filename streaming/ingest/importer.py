@@ -175,7 +175,7 @@ def _values(column: pa.ChunkedArray, kind: ValueType, text: bool) -> list[Any]:
     if pa.types.is_temporal(kind_of_column):  # dates and times without a zone: not our types
         return _unusable_rows(column)
     try:
-        values = column.to_pylist()
+        values: list[Any] = column.to_pylist()
     except (ValueError, OverflowError, pa.ArrowException):  # e.g. nested out-of-range dates
         return _unusable_rows(column)
     if not text or kind is ValueType.STRING:

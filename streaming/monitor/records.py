@@ -26,6 +26,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Message
 
+from featurestore.definitions import ValueType
+from featurestore.events import check_value
 from featurestore.keys import entity_key
 from featurestore.prediction_records import (
     MalformedRecord,
@@ -33,8 +35,6 @@ from featurestore.prediction_records import (
     feature_row,
     read_record,
 )
-from featurestore.definitions import ValueType
-from featurestore.events import check_value
 from featurestore.tiles import I64
 from featurestore.timestamps import TimestampOutOfRange, parse_timestamp, show
 from streaming.consume import Rejected
@@ -114,7 +114,9 @@ def _needs_escape(text: str) -> bool:
 _SCALARS = (str, int, float, bool)
 # What str.splitlines() splits on, and the tab that separates a line's fields.
 _LINES_TEXT = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_LINES = str.maketrans({c: f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in _LINES_TEXT})
+_LINES = str.maketrans(
+    {c: f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in _LINES_TEXT}
+)
 
 
 def decode_predictions(
@@ -143,11 +145,11 @@ def decode_predictions(
             continue
         micros = times.get(at) if type(at) is str else None
         if micros is None:
-            problem = _micros(at)
-            if type(problem) is not int:
-                rejected.append(Rejected(message, *problem))
+            parsed = _micros(at)
+            if isinstance(parsed, tuple):
+                rejected.append(Rejected(message, *parsed))
                 continue
-            micros = times[at] = problem
+            micros = times[at] = parsed
         key = (model, version, role)
         index = keys.get(key)
         if index is None:
@@ -239,17 +241,17 @@ def decode_labels(messages: list[Message], max_bytes: int = MAX_MESSAGE_BYTES) -
             shown = f"{show(label)} is not a number" if reason == "wrong_type" else detail
             rejected.append(Rejected(message, reason, f"label {shown}"))
             continue
-        micros = _micros(record.get("at"))
-        if type(micros) is not int:
-            rejected.append(Rejected(message, *micros))
+        at = _micros(record.get("at"))
+        if isinstance(at, tuple):
+            rejected.append(Rejected(message, *at))
             continue
         try:
             entity = join_key(entities) if isinstance(entities, dict) and entities else ""
         except ValueError as exc:
             rejected.append(Rejected(message, "wrong_type", str(exc)))
             continue
-        records.append((_request_id(request), entity, float(label)))
-        ts.append(micros)
+        records.append((_request_id(request), entity, float(cast(float, label))))
+        ts.append(at)
         partitions.append(message.partition() or 0)
         offsets.append(message.offset() or 0)
     return Labels(
