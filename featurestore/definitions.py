@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "DEFAULT_MAX_FUTURE",
     "Aggregation",
     "Entity",
     "FeatureService",
@@ -115,8 +116,21 @@ class Entity(_Definition):
         return self
 
 
+DEFAULT_MAX_FUTURE = "5m"
+
+
 class KafkaSource(_Definition):
-    """A Kafka topic of events. `schema` maps field names to types; JSON for now."""
+    """A Kafka topic of events. `schema` maps field names to types; JSON for now.
+
+    `max_future` bounds event time: an event dated further ahead of the wall clock (read once
+    per batch) is dead-lettered as `future` instead of raising its partition's watermark, which
+    would make every current event after it late. Unset means `DEFAULT_MAX_FUTURE`; it is left
+    out of stored definitions and fingerprints, so views registered before it existed keep
+    their version.
+
+    >>> KafkaSource(name="s", topic="t", timestamp_field="ts", schema={}).max_future_us
+    300000000
+    """
 
     name: str
     topic: str
@@ -124,8 +138,20 @@ class KafkaSource(_Definition):
     schema_: dict[str, ValueType] = Field(alias="schema")
     format: Literal["json"] = "json"  # avro / protobuf fit here later
     description: str = ""
+    max_future: str | None = None  # a duration; None: DEFAULT_MAX_FUTURE
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("max_future")
+    @classmethod
+    def _duration(cls, text: str | None) -> str | None:
+        if text is not None:
+            duration_us(text)
+        return text
+
+    @property
+    def max_future_us(self) -> int:
+        return duration_us(self.max_future or DEFAULT_MAX_FUTURE)
 
     @model_validator(mode="after")
     def _timestamp_in_schema(self) -> KafkaSource:
@@ -271,10 +297,13 @@ class FeatureView(_Definition):
         """A hash of everything that changes the stored state: a new one means a new version.
 
         Descriptions and tags (here or in the entities and source) and the ttl, which only
-        changes the status reads report, keep the version and so its online state.
+        changes the status reads report, keep the version and so its online state. So does the
+        source's `max_future`: it decides against the wall clock which new events are turned
+        away, and changes nothing already applied.
         """
         body = _without(self.model_dump(mode="json", by_alias=True), {"description", "tags"})
         body.pop("ttl", None)
+        body["source"].pop("max_future", None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

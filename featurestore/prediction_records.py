@@ -31,7 +31,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from featurestore.definitions import ValueType
+from featurestore.events import INT64_MAX, INT64_MIN, check_value
 from featurestore.keys import entity_key
+from featurestore.timestamps import show
 
 __all__ = [
     "ROLES",
@@ -130,8 +133,9 @@ class LogBatch:
 
 
 class MalformedRecord(ValueError):
-    """A decoded message that is not a prediction-log record: `reason` is "missing_field" or
-    "wrong_type", the message says what is wrong (a reader dead-letters it with both)."""
+    """A decoded message that is not a prediction-log record: `reason` is "missing_field",
+    "wrong_type" or "out_of_range" (a number a float64 or int64 cannot hold), the message says
+    what is wrong (a reader dead-letters it with both)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -145,7 +149,8 @@ RecordHead = tuple[str, int, str, dict[str, Any], float, Any]
 
 def read_record(record: Mapping[str, Any]) -> RecordHead:
     """The head of a decoded JSON object that is a record; raises `MalformedRecord` when it is
-    not one. Cheap: the monitor calls it for every message.
+    not one, whatever JSON it is. Cheap: the monitor calls it for every message. The score
+    follows the float64 rule of event values (`featurestore.events.check_value`).
 
     >>> try:
     ...     read_record({"model": "fraud"})
@@ -161,16 +166,23 @@ def read_record(record: Mapping[str, Any]) -> RecordHead:
     # type(), not isinstance: a bool is no version, score or feature value.
     if type(model) is not str or type(version) is not int:
         raise MalformedRecord(
-            "wrong_type", f"model {model!r} / version {version!r} must be a string and an integer"
+            "wrong_type",
+            f"model {show(model)} / version {show(version)} must be a string and an integer",
         )
+    if not INT64_MIN <= version <= INT64_MAX:
+        raise MalformedRecord("out_of_range", f"version {show(version)} is outside int64")
     if role not in ROLES:
-        raise MalformedRecord("wrong_type", f"role {role!r} is not one of {', '.join(ROLES)}")
-    if not isinstance(features, dict):
+        raise MalformedRecord("wrong_type", f"role {show(role)} is not one of {', '.join(ROLES)}")
+    if type(features) is not dict:
         raise MalformedRecord(
             "wrong_type", "`features` must be an object of feature name -> number or null"
         )
-    if type(score) is not float and type(score) is not int:
-        raise MalformedRecord("wrong_type", f"score {score!r} is not a number")
+    if type(score) is not float:
+        problem = check_value(ValueType.FLOAT64, score)
+        if problem is not None:
+            reason, detail = problem
+            shown = f"{show(score)} is not a number" if reason == "wrong_type" else detail
+            raise MalformedRecord(reason, f"score {shown}")
     return model, version, role, features, score, at
 
 
@@ -182,11 +194,13 @@ def feature_row(features: Mapping[str, Any], names: Sequence[str]) -> list[float
     [None, 1.5, None]
     """
     row = [features.get(name) for name in names]
-    if all(v is None or type(v) is float or type(v) is int for v in row):
+    if all(v is None or type(v) is float for v in row):
         return row
-    bad = next(
-        n
-        for n, v in zip(names, row, strict=True)
-        if v is not None and type(v) is not float and type(v) is not int
-    )
-    raise MalformedRecord("wrong_type", f"feature {bad!r} is not a number or null")
+    for name, value in zip(names, row, strict=True):
+        problem = None if value is None else check_value(ValueType.FLOAT64, value)
+        if problem is not None:
+            reason, detail = problem
+            if reason == "wrong_type":
+                raise MalformedRecord(reason, f"feature {name!r} is not a number or null")
+            raise MalformedRecord(reason, f"feature {name!r} {detail}")
+    return row

@@ -2,12 +2,20 @@
 
 This is the one per-message Python loop of the worker: JSON parsing and type checks. Everything
 after it works on whole columns (`featurestore.events.EventBatch`, what the writer applies).
+
+Decoding is total: whatever bytes a producer sends, a message ends as an event whose every
+value converts without error into tile states and the offline log's Arrow columns, or as a
+`Rejected` with its reason — `malformed_json`, `oversized`, `missing_field`, `wrong_type`,
+`out_of_range` (a number or time the column cannot hold, `featurestore.events.check_value`),
+`bad_timestamp`, or `future` (an event time more than the source's `max_future` ahead of the
+wall clock, read once per batch). Nothing raises out of `decode`; a rejected event never
+reaches the writer, so it never moves a watermark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -15,8 +23,8 @@ import orjson
 from confluent_kafka import Message
 
 from featurestore.definitions import KafkaSource, ValueType
-from featurestore.events import EventBatch
-from featurestore.timestamps import parse_timestamp
+from featurestore.events import VALUE_RULES, EventBatch, ValueRule, future_detail
+from featurestore.timestamps import TimestampOutOfRange, parse_timestamp, to_us
 from streaming.consume import Rejected
 
 __all__ = ["MAX_MESSAGE_BYTES", "Decoded", "Rejected", "decode"]
@@ -37,15 +45,31 @@ class Decoded:
 
 
 def decode(
-    messages: list[Message], source: KafkaSource, max_bytes: int = MAX_MESSAGE_BYTES
+    messages: list[Message],
+    source: KafkaSource,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    now_us: int | None = None,
 ) -> Decoded:
-    """The events of `messages` per `source`'s schema; every other message with its reason."""
+    """The events of `messages` per `source`'s schema; every other message with its reason.
+
+    `now_us` is the wall clock the `future` rule measures from (default: now, read once).
+    """
     schema = [
-        (name, kind, _ACCEPTS[kind])
+        (name, VALUE_RULES[kind])
         for name, kind in source.schema_.items()
         if name != source.timestamp_field
     ]
-    columns: dict[str, list[Any]] = {name: [] for name, _, _ in schema}
+    # A timestamp column other than the event time keeps the text the producer sent: an epoch
+    # ms integer becomes its digits (the log's column is a string).
+    stamps = [
+        name
+        for name, kind in source.schema_.items()
+        if kind is ValueType.TIMESTAMP and name != source.timestamp_field
+    ]
+    if now_us is None:
+        now_us = to_us(datetime.now(UTC))
+    newest = now_us + source.max_future_us
+    columns: dict[str, list[Any]] = {name: [] for name, _ in schema}
     ts: list[int] = []
     partitions: list[int] = []
     offsets: list[int] = []
@@ -68,7 +92,7 @@ def decode(
         except orjson.JSONDecodeError as exc:
             rejected.append(Rejected(message, "malformed_json", str(exc)))
             continue
-        if not isinstance(event, dict):
+        if type(event) is not dict:
             rejected.append(Rejected(message, "malformed_json", "not a JSON object"))
             continue
         problem = _check(event, schema)
@@ -77,10 +101,19 @@ def decode(
             continue
         try:
             event_ts = parse_timestamp(event.get(source.timestamp_field))
+        except TimestampOutOfRange as exc:
+            rejected.append(Rejected(message, "out_of_range", str(exc)))
+            continue
         except ValueError as exc:
             rejected.append(Rejected(message, "bad_timestamp", str(exc)))
             continue
-        for name, _, _ in schema:
+        if event_ts > newest:
+            rejected.append(Rejected(message, "future", future_detail(event_ts, now_us, source)))
+            continue
+        if stamps:
+            for name in stamps:
+                event[name] = str(event[name])
+        for name, _ in schema:
             columns[name].append(event[name])
         ts.append(event_ts)
         partitions.append(message.partition() or 0)
@@ -95,24 +128,12 @@ def decode(
     return Decoded(events, kept, rejected)
 
 
-# One type test per declared type, chosen once per field rather than per event: this runs for
-# every field of every message, the hottest Python in the worker.
-_ACCEPTS: dict[ValueType, Callable[[object], bool]] = {
-    ValueType.STRING: lambda v: type(v) is str,
-    ValueType.INT64: lambda v: type(v) is int,
-    ValueType.FLOAT64: lambda v: type(v) is float or type(v) is int,
-    ValueType.BOOL: lambda v: type(v) is bool,
-    ValueType.TIMESTAMP: lambda v: type(v) is str or type(v) is int,
-}
-
-
-def _check(
-    event: dict[str, Any], schema: list[tuple[str, ValueType, Callable[[object], bool]]]
-) -> tuple[str, str] | None:
-    for name, kind, accepts in schema:
+def _check(event: dict[str, Any], schema: list[tuple[str, ValueRule]]) -> tuple[str, str] | None:
+    for name, rule in schema:
         value = event.get(name)
         if value is None:
             return "missing_field", f"field {name!r} is missing or null"
-        if not accepts(value):
-            return "wrong_type", f"field {name!r} should be {kind}, got {type(value).__name__}"
+        problem = rule(value)
+        if problem is not None:
+            return problem[0], f"field {name!r} {problem[1]}"
     return None

@@ -7,6 +7,12 @@ The one per-message Python loop of the monitor: JSON parsing and a few type chec
 record's features are read in its model version's profile order; a null feature is missing
 (NaN). Records of a model version with no reference profile are counted and skipped: there
 is nothing to compare them with (`fstore train` profiles every model it registers).
+
+Decoding is total, as the ingest worker's is: whatever a producer sends, a message ends as a
+record or as a `Rejected` (`malformed_json`, `oversized`, `missing_field`, `wrong_type`,
+`out_of_range` for a number or a time outside what the monitor can hold — times follow
+`featurestore.timestamps`' range —, `bad_timestamp`). Request ids and entity keys go into the
+label index's tab- and line-separated text (labels.py), so their separators are escaped here.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import numpy as np
 import orjson
 from confluent_kafka import Message
 
+from featurestore.definitions import ValueType
+from featurestore.events import check_value
 from featurestore.keys import entity_key
 from featurestore.prediction_records import (
     MalformedRecord,
@@ -28,7 +36,7 @@ from featurestore.prediction_records import (
     read_record,
 )
 from featurestore.tiles import I64
-from featurestore.timestamps import parse_iso, parse_timestamp
+from featurestore.timestamps import TimestampOutOfRange, parse_timestamp, show
 from streaming.consume import Rejected
 from streaming.ingest.decode import MAX_MESSAGE_BYTES
 
@@ -74,12 +82,41 @@ def join_key(entities: dict[str, Any]) -> str:
     meet. Rows without `|` or `\\` keep the key they had before that escaping (stored indexes
     still match).
 
+    Tabs and line breaks are escaped too (after the backslashes, so keys stay distinct): the
+    key is a field of the label index's lines. A value that is not a scalar has no key
+    (`ValueError`): the record is dead-lettered as `wrong_type`.
+
     >>> join_key({"user_id": "u1", "card": 7})
     'card=7|user_id=u1'
     >>> join_key({"user_id": "u1|card=7"}) != join_key({"user_id": "u1", "card": 7})
     True
+    >>> join_key({"user_id": "a" + chr(9) + "b"})
+    'user_id=a\\\\x09b'
     """
-    return entity_key([f"{key}={entities[key]}" for key in sorted(entities)])
+    for value in entities.values():
+        if value is not None and type(value) not in _SCALARS:
+            raise ValueError(f"entity values must be strings or numbers, got {show(value)}")
+    return entity_key([f"{key}={entities[key]}" for key in sorted(entities)]).translate(_LINES)
+
+
+def _request_id(value: object) -> str:
+    """A request id as the label index spells it: backslashes, tabs and line breaks escaped;
+    anything but a string is no id ("")."""
+    if type(value) is not str:
+        return ""
+    return value.replace("\\", "\\\\").translate(_LINES) if _needs_escape(value) else value
+
+
+def _needs_escape(text: str) -> bool:
+    return "\\" in text or any(c in text for c in _LINES_TEXT)
+
+
+_SCALARS = (str, int, float, bool)
+# What str.splitlines() splits on, and the tab that separates a line's fields.
+_LINES_TEXT = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_LINES = str.maketrans(
+    {c: f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in _LINES_TEXT}
+)
 
 
 def decode_predictions(
@@ -108,12 +145,11 @@ def decode_predictions(
             continue
         micros = times.get(at) if type(at) is str else None
         if micros is None:
-            try:
-                micros = _micros(at)
-            except ValueError as exc:
-                rejected.append(Rejected(message, "bad_timestamp", str(exc)))
+            parsed = _micros(at)
+            if isinstance(parsed, tuple):
+                rejected.append(Rejected(message, *parsed))
                 continue
-            times[at] = micros
+            micros = times[at] = parsed
         key = (model, version, role)
         index = keys.get(key)
         if index is None:
@@ -129,6 +165,16 @@ def decode_predictions(
         except MalformedRecord as exc:
             rejected.append(Rejected(message, exc.reason, str(exc)))
             continue
+        request: tuple[str, str, float] | None = None
+        if keep_requests:
+            record = cast(PredictionRecord, value)  # the label join takes what it finds
+            entities = record.get("entities")
+            try:
+                entity = join_key(entities) if type(entities) is dict else ""
+            except ValueError as exc:
+                rejected.append(Rejected(message, "wrong_type", str(exc)))
+                continue
+            request = (_request_id(record.get("request_id")), entity, float(score))
         row.append(score)
         series.append(index)
         position.append(len(rows[index]))
@@ -136,16 +182,8 @@ def decode_predictions(
         ts.append(micros)
         partitions.append(message.partition() or 0)
         offsets.append(message.offset() or 0)
-        if keep_requests:
-            record = cast(PredictionRecord, value)  # the label join takes what it finds
-            entities = record.get("entities")
-            requests.append(
-                (
-                    str(record.get("request_id", "")),
-                    join_key(entities) if isinstance(entities, dict) else "",
-                    float(score),
-                )
-            )
+        if request is not None:
+            requests.append(request)
     return Predictions(
         np.array(ts, dtype=np.int64),
         np.array(partitions, dtype=np.int64),
@@ -197,22 +235,23 @@ def decode_labels(messages: list[Message], max_bytes: int = MAX_MESSAGE_BYTES) -
                 )
             )
             continue
-        if not isinstance(label, int | float) or isinstance(label, bool) or label != label:
-            rejected.append(Rejected(message, "wrong_type", f"label {label!r} is not a number"))
+        problem = check_value(ValueType.FLOAT64, label)
+        if problem is not None:
+            reason, detail = problem
+            shown = f"{show(label)} is not a number" if reason == "wrong_type" else detail
+            rejected.append(Rejected(message, reason, f"label {shown}"))
+            continue
+        at = _micros(record.get("at"))
+        if isinstance(at, tuple):
+            rejected.append(Rejected(message, *at))
             continue
         try:
-            micros = _micros(record.get("at"))
+            entity = join_key(entities) if isinstance(entities, dict) and entities else ""
         except ValueError as exc:
-            rejected.append(Rejected(message, "bad_timestamp", str(exc)))
+            rejected.append(Rejected(message, "wrong_type", str(exc)))
             continue
-        records.append(
-            (
-                request if isinstance(request, str) else "",
-                join_key(entities) if isinstance(entities, dict) and entities else "",
-                float(label),
-            )
-        )
-        ts.append(micros)
+        records.append((_request_id(request), entity, float(cast(float, label))))
+        ts.append(at)
         partitions.append(message.partition() or 0)
         offsets.append(message.offset() or 0)
     return Labels(
@@ -242,8 +281,12 @@ def _json(message: Message, max_bytes: int, rejected: list[Rejected]) -> dict[st
     return record
 
 
-def _micros(value: object) -> int:
-    if isinstance(value, str):
-        # The serving app writes `datetime.isoformat()`; no "before 1970" check here.
-        return parse_iso(value)
-    return parse_timestamp(value)
+def _micros(value: object) -> int | tuple[str, str]:
+    """A record's `at` as microseconds, or the reason and detail it is not a usable time. The
+    serving app writes `datetime.isoformat()`; the range is every event time's."""
+    try:
+        return parse_timestamp(value)
+    except TimestampOutOfRange as exc:
+        return "out_of_range", str(exc)
+    except ValueError as exc:
+        return "bad_timestamp", str(exc)
