@@ -64,7 +64,9 @@ class Rejected:
     """A message that is not a usable record, and why: what its dead letter says."""
 
     message: Message
-    reason: str  # malformed_json | missing_field | wrong_type | bad_timestamp | oversized | late
+    # malformed_json | missing_field | wrong_type | bad_timestamp | out_of_range | future |
+    # oversized | late (docs/semantics.md says what each means)
+    reason: str
     detail: str
 
 

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from featurestore.config import Settings
 from featurestore.definitions import ValueType
 from featurestore.events import VALUE_RULES, EventBatch, Problem, future_detail
-from featurestore.offline.log import OFFSET, PARTITION, OfflineStore, batch_table
+from featurestore.offline.log import OfflineStore, batch_table
 from featurestore.online import OnlineStore
 from featurestore.registry import RegisteredView
 from featurestore.timestamps import (
@@ -278,8 +278,5 @@ def _arrow_micros(column: pa.ChunkedArray) -> list[int | None]:
 
 
 def _next_import_offset(offline: OfflineStore, target: RegisteredView) -> int:
-    events = offline.read_events(target.view.name, target.version)
-    if events.num_rows == 0:
-        return 0
-    imported = pc.filter(events[OFFSET], pc.equal(events[PARTITION], IMPORT_PARTITION))
-    return 0 if len(imported) == 0 else int(pc.max(imported).as_py()) + 1
+    last = offline.max_offset(target.view.name, target.version, IMPORT_PARTITION)
+    return 0 if last is None else last + 1
