@@ -203,16 +203,14 @@ class HistoricalQuery:
                 value = f"__f{i}"
             outer.append(f"{value} AS {sql_ident(feature.name)}")
             if self.statuses:
-                # As online reads report it: missing without a value, stale when the newest
-                # event in the window is older than the view's ttl.
-                stale = (
-                    "FALSE"
-                    if view.ttl_us is None
-                    else f"__last_ts >= {start} AND __last_ts < __ts - {view.ttl_us}"
-                )
+                # As online reads report it: missing when the window holds no event (a count
+                # or sum of nothing reads 0, yet it is missing), stale when the newest event in
+                # the window is older than the view's ttl.
+                stale = "FALSE" if view.ttl_us is None else f"__last_ts < __ts - {view.ttl_us}"
                 outer.append(
-                    f"CASE WHEN {value} IS NULL THEN 'missing' WHEN {stale} THEN 'stale' "
-                    f"ELSE 'ok' END AS {sql_ident(feature.name + '__status')}"
+                    f"CASE WHEN __last_ts IS NULL OR __last_ts < {start} THEN 'missing' "
+                    f"WHEN {stale} THEN 'stale' ELSE 'ok' END "
+                    f"AS {sql_ident(feature.name + '__status')}"
                 )
         return (
             f"SELECT {ROW}, {', '.join(outer)} FROM ("

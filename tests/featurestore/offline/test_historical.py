@@ -195,7 +195,7 @@ def test_training_rows_equal_brute_force(
             newest = reference.newest_event(mine, duration_us(windows[feature]), view.tile_us, t)
             ttl = view.ttl_us
             stale = ttl is not None and newest is not None and newest < t - ttl
-            status = "missing" if value is None else "stale" if stale else "ok"
+            status = "missing" if newest is None else "stale" if stale else "ok"
             assert got[f"{feature}__status"] == status, (feature, got, status)
 
 
