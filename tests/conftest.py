@@ -6,7 +6,8 @@ Where they come from, first match wins:
 3. otherwise the project's own services module starts a broker from Maven jars and
    Debian's redis-server, on free loopback ports, in a temporary directory.
 Each test isolates itself with its own topic names (`topic_name`) and Redis key prefix
-(`key_prefix`); nothing here is a mock.
+(`key_prefix`); nothing here is a mock. A test that needs a tool this machine lacks calls
+`unavailable(why)`: a skip here, a failure under CI.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import pytest
 import redis as redis_lib
@@ -26,6 +28,17 @@ from featurestore.config import KafkaSettings, ServicesSettings, load_settings
 from featurestore.services import KafkaServer, RedisServer, free_port
 
 KAFKA_IMAGE_VERSION = "4.1.1"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A tool the test needs (a browser, a server build) cannot be had on this machine: the
+    test skips, saying why - but under CI (`CI=true`, as .ci/run and CI services set it) it
+    fails, since there a skip would pass a run in which the test proved nothing."""
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(
+            f"{reason}\n(CI is set: a missing tool fails the run, it does not skip)", pytrace=False
+        )
+    pytest.skip(reason)
 
 
 @dataclass
