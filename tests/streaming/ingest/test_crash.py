@@ -356,6 +356,8 @@ def group_assignment(kafka: KafkaSettings, group: str) -> dict[str, set[int]]:
     return {m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in members}
 
 
+# ~60 s; up to MAX_KILLS lives of a few seconds each before it gives up and says why.
+@pytest.mark.timeout(600)
 def test_ingest_killed_at_random_moments_applies_every_event_exactly_once(
     cli: Cli, topic_name: Callable[[str], str]
 ) -> None:
