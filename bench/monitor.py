@@ -395,7 +395,7 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         )
         try:
             served = measure_serving(args, services, serving_settings, work, children)
-        except Exception as exc:  # noqa: BLE001 - reported as a reason, the rest still stands
+        except Exception as exc:  # noqa: BLE001 - the figures so far still print; exit 1
             log(f"the serving measurement failed: {exc}")
             served = {
                 "serving_rps_log_on": None,
@@ -458,6 +458,10 @@ def main(argv: list[str]) -> None:
         f"({show(result['log_on_vs_off'], 'x')}, goal {GOALS['log_on_vs_off']}x)"
     )
     print(json.dumps(result), flush=True)
+    # The figures that were measured are printed, but a run with a part that failed is a failed
+    # run (and fails the --quick test that runs it): never a success with a reason attached.
+    if reason := result["serving"].get("reason"):
+        sys.exit(f"monitor: {reason}")
 
 
 if __name__ == "__main__":

@@ -6,18 +6,25 @@ Where they come from, first match wins:
 3. otherwise the project's own services module starts a broker from Maven jars and
    Debian's redis-server, on free loopback ports, in a temporary directory.
 Each test isolates itself with its own topic names (`topic_name`) and Redis key prefix
-(`key_prefix`); nothing here is a mock.
+(`key_prefix`); nothing here is a mock. A test that needs a tool this machine lacks calls
+`unavailable(why)`: a skip here, a failure under CI. A test stuck past its timeout fails, and
+one stuck where no signal reaches it ends the run (`pytest_timeout_set_timer`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, NoReturn
 
 import pytest
 import redis as redis_lib
@@ -26,6 +33,17 @@ from featurestore.config import KafkaSettings, ServicesSettings, load_settings
 from featurestore.services import KafkaServer, RedisServer, free_port
 
 KAFKA_IMAGE_VERSION = "4.1.1"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A tool the test needs (a browser, a server build) cannot be had on this machine: the
+    test skips, saying why - but under CI (`CI=true`, as .ci/run and CI services set it) it
+    fails, since there a skip would pass a run in which the test proved nothing."""
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(
+            f"{reason}\n(CI is set: a missing tool fails the run, it does not skip)", pytrace=False
+        )
+    pytest.skip(reason)
 
 
 @dataclass
@@ -149,3 +167,48 @@ def pytest_terminal_summary(
         terminalreporter.write_line(
             f"{name} {endpoint.version} at {endpoint.address} ({endpoint.origin})"
         )
+
+
+# How long after its timeout a test that the timeout's signal could not stop ends the run.
+TIMEOUT_BACKSTOP_S = 30
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's two methods together, so that a stuck test never hangs the run.
+
+    At the timeout, SIGALRM fails the test and the run goes on: that frees a test waiting in
+    Python or on a socket (a Redis read). A call blocked inside C (librdkafka's `consume()` or
+    `flush()` without a timeout) never sees the signal, so `TIMEOUT_BACKSTOP_S` later a thread
+    dumps every stack, stops the servers this session started, and ends the run with status 1
+    (pytest-timeout's `thread` method, which alone would end the run at the first timeout).
+    """
+    import pytest_timeout
+
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None  # pytest-timeout's own way
+
+    def fail(_signum: int, _frame: FrameType | None) -> None:
+        __tracebackhide__ = True
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def end_run() -> None:
+        for _name, endpoint in item.config.stash[_ENDPOINTS]:
+            with contextlib.suppress(Exception):
+                endpoint.stop()
+        pytest_timeout.timeout_timer(item, settings)  # dumps the stacks, then os._exit(1)
+
+    backstop = threading.Timer(settings.timeout + TIMEOUT_BACKSTOP_S, end_run)
+    backstop.name = f"timeout backstop {item.nodeid}"
+    backstop.daemon = True
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        backstop.cancel()
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]  # what pytest-timeout cancels
+    signal.signal(signal.SIGALRM, fail)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    backstop.start()
+    return True

@@ -17,6 +17,7 @@ An event is a mapping (`{"ts": ..., "partition": ..., "offset": ..., "amount": .
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -146,6 +147,31 @@ def aggregate(events: Sequence[EventLike], function: str, column: str | None) ->
         variance = math.fsum((float(x) - mean) ** 2 for x in xs) / (len(xs) - 1)
         return variance if function == "variance" else math.sqrt(variance)
     raise ValueError(f"unknown function {function!r}; expected one of {FUNCTIONS}")
+
+
+EPSILON = sys.float_info.epsilon
+
+
+def variance_tolerance(xs: Sequence[float]) -> float:
+    """How far a float computation of the sample variance of `xs` may be from `aggregate`'s.
+
+    1e-9 of the variance itself, widened only by what the data's conditioning forces on any
+    method that starts from rounded means (a two-pass state per tile, Chan et al.'s merge of
+    (n, mean, M2)): an error of about n·ε·κ of the variance, κ² = Σx² / Σ(x - x̄)² (Chan, Golub
+    and LeVeque, 1983), plus (n·ε)² of Σx²/(n-1) from the mean's own rounding. For 10000.1,
+    10000.2 and 10000.3 that is 1.7e-9 of the variance; a sum of squares (Σx² - n·x̄²) errs there
+    by ~1e-5 of it, which is why a tolerance of 1e-9·Σx²/(n-1) (15 variances) proved nothing.
+
+    >>> round(variance_tolerance([10_000.1, 10_000.2, 10_000.3]) / 0.01, 10)
+    1.7e-09
+    """
+    n = len(xs)
+    variance = aggregate([{"x": x} for x in xs], "variance", "x")
+    if variance is None:
+        raise ValueError("a sample variance needs two values")
+    power = math.fsum(x * x for x in xs) / (n - 1)
+    fuzz = 8 * n * EPSILON
+    return float(1e-9 * variance + fuzz * math.sqrt(power * variance) + fuzz**2 * power)
 
 
 def feature_value(

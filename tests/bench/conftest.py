@@ -36,7 +36,7 @@ def run_quick() -> Callable[..., dict[str, Any]]:
             capture_output=True,
             text=True,
             env=env,
-            timeout=300,
+            timeout=240,  # under the suite's 300 s per test: this says which script hung
             check=False,
         )
         assert result.returncode == 0, result.stderr[-4000:]

@@ -36,13 +36,13 @@ def test_quick_run_prints_the_figures_as_json(
     assert throughput["drift_topic_records"] == throughput["drift_records"]
     assert throughput["alerts"] == 0  # the stream is drawn from the training population
 
+    # The serving part ran: a failure there exits non-zero (run_quick fails), and no reason
+    # for one is ever an answer here.
     serving = figures["serving"]
-    if figures["serving_rps_log_on"] is None:  # the serving app could not run: said why
-        assert serving["reason"], serving
-    else:
-        assert figures["serving_rps_log_on"] > 0 and figures["serving_rps_log_off"] > 0
-        assert serving["non_200"] == 0
-        assert serving["log_records"] > 0  # the server with the log on did log
-        assert {r["log"] for r in serving["rounds"]} == {"on", "off"}
+    assert "reason" not in serving, serving
+    assert figures["serving_rps_log_on"] > 0 and figures["serving_rps_log_off"] > 0
+    assert serving["non_200"] == 0
+    assert serving["log_records"] > 0  # the server with the log on did log
+    assert {r["log"] for r in serving["rounds"]} == {"on", "off"}
     assert set(figures["goals_met"]) == {"predictions_per_s", "log_on_vs_off"}
     assert list(tmp_path.iterdir()) == []  # the working folder is removed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import numpy as np
@@ -82,11 +82,10 @@ def test_threads_scoring_side_by_side_each_get_their_own_row_s_score() -> None:
                 if scorer(rows[i]) != expected[i]:
                     wrong.append(i)
 
-    threads = [threading.Thread(target=score, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # `result()` re-raises in the test whatever a scoring thread raised.
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(score, k) for k in range(4)]:
+            done.result(timeout=120)
     assert wrong == []
 
 

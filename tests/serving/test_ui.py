@@ -44,6 +44,7 @@ from serving import create_app
 from serving.ui.lag import LagProbe, lag
 from serving.ui.traffic import PREDICT_ROUTE, TrafficSampler, quantile
 from streaming.topics import ensure_topic
+from tests.conftest import unavailable
 from tests.serving.conftest import USERS, World
 
 pytestmark = pytest.mark.integration
@@ -387,11 +388,12 @@ def test_the_page_is_served_and_kafka_down_shows_as_unknown_lag(serving_settings
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """Debian's chromium, installed with apt-get the way featurestore/services installs
-    redis-server (when missing, as root); the browser tests skip when it cannot be had."""
+    redis-server (when missing, as root); the browser tests skip when it cannot be had, and
+    fail under CI (`unavailable`)."""
     if Path(CHROMIUM).exists():
         return CHROMIUM
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(
+        unavailable(
             f"{CHROMIUM} is missing and this user cannot install it: `sudo apt-get install "
             "chromium` (Debian/Ubuntu) to run the dashboard's browser test"
         )
@@ -399,7 +401,7 @@ def chromium() -> str:
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if result.returncode != 0:
-            pytest.skip(
+            unavailable(
                 f"`{' '.join(argv)}` exited {result.returncode}; install chromium by hand:\n"
                 f"{result.stdout[-1000:]}{result.stderr[-1000:]}"
             )
@@ -439,7 +441,10 @@ def test_dashboard_renders_live_data_in_chromium(
     drift_state: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is needed")
+    try:
+        from playwright import sync_api
+    except ImportError as exc:
+        unavailable(f"playwright (the dev extra) is needed to drive chromium: {exc}")
     backlog = _source_backlog(world, 5)
     drifting = drift_state["drifting"]
     page_errors: list[str] = []

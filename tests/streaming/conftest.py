@@ -169,18 +169,56 @@ def topic(kafka: KafkaSettings, topic_name: Callable[[str], str]) -> str:
     return name
 
 
-@pytest.fixture
-def run_worker() -> Iterator[Callable[..., Worker]]:
-    """Start workers in threads; each stops when `done(worker)` holds (or at teardown)."""
-    threads: list[tuple[Worker, threading.Thread]] = []
+class WorkerThreads:
+    """Workers run in threads of the test: `run_worker(worker, done)` starts one, which stops
+    when `done(worker)` holds; `run_worker.join(worker)` waits for that. A worker that raises
+    fails the test with its own exception (at `join`, or at teardown): a worker thread must
+    never die quietly while the test goes on waiting for counters that will not move."""
 
-    def start(worker: Worker, done: Callable[[Worker], bool]) -> Worker:
-        thread = threading.Thread(target=worker.run, kwargs={"until": done}, daemon=True)
+    def __init__(self) -> None:
+        self.threads: dict[int, tuple[Worker, threading.Thread]] = {}
+        self.errors: dict[int, BaseException] = {}
+
+    def __call__(self, worker: Worker, done: Callable[[Worker], bool]) -> Worker:
+        def run() -> None:
+            try:
+                worker.run(until=done)
+            except BaseException as exc:  # re-raised in the test's thread
+                self.errors[id(worker)] = exc
+
+        thread = threading.Thread(target=run, name=f"worker {worker.group}", daemon=True)
+        self.threads[id(worker)] = (worker, thread)
         thread.start()
-        threads.append((worker, thread))
         return worker
 
-    yield start
-    for worker, thread in threads:
-        worker.stop()
-        thread.join(30)
+    def join(self, worker: Worker, timeout_s: float = 60) -> None:
+        """Wait until `worker` has stopped by itself (its `done` held); raise what it raised."""
+        _worker, thread = self.threads[id(worker)]
+        thread.join(timeout_s)
+        self.raise_error(worker)
+        assert not thread.is_alive(), f"the worker did not finish within {timeout_s}s"
+
+    def raise_error(self, worker: Worker) -> None:
+        if (error := self.errors.pop(id(worker), None)) is not None:
+            raise error
+
+    def stop_all(self) -> None:
+        for worker, _thread in self.threads.values():
+            worker.stop()
+        stuck = []
+        for worker, thread in self.threads.values():
+            thread.join(30)
+            if thread.is_alive():
+                stuck.append(worker.group)
+        for worker, _thread in self.threads.values():
+            self.raise_error(worker)
+        assert not stuck, f"workers of {stuck} did not stop within 30 s of stop()"
+
+
+@pytest.fixture
+def run_worker() -> Iterator[WorkerThreads]:
+    """Start workers in threads; each stops when `done(worker)` holds (or at teardown), and an
+    exception in one fails the test (see `WorkerThreads`)."""
+    threads = WorkerThreads()
+    yield threads
+    threads.stop_all()

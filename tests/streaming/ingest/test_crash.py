@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from featurestore.config import KafkaSettings, RegistrySettings, Settings
@@ -52,6 +52,8 @@ pytestmark = pytest.mark.integration
 
 FSTORE = Path(sys.executable).with_name("fstore")
 MIN_KILLS = 10
+MIN_MID_BATCH = 3  # kills shown to have landed between a batch's first effect and its merge
+MAX_KILLS = 100  # enough for the above many times over; a bound, so a test that fails says so
 
 # The view of `make_view` in conftest.py (plus a variance), as a user writes it in a feature repo.
 FEATURE_REPO = """\
@@ -204,12 +206,12 @@ def last_offsets(published: list[Published]) -> dict[int, int]:
     return ends
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(poll_s)
     return True
 
 
@@ -297,6 +299,52 @@ def dead_letters(kafka: KafkaSettings, topic: str) -> list[tuple[str, int, int]]
         consumer.close()
 
 
+class DeadLetterWatch:
+    """Follows `<topic>.dlq` while workers run and die: the source (partition, offset) of each
+    dead letter, and how many the topic holds.
+
+    A worker dead-letters a batch's late events and waits until Kafka has them before it writes
+    the batch's log and merges it (moving the positions). So once a worker is dead, a dead letter
+    beyond the stored position of its partition marks a kill that landed mid-batch: after the
+    batch's first effect, before its merge. Every batch of these streams holds late events.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.dlq = f"{topic}.dlq"
+        ensure_topic(kafka, self.dlq)  # one partition, as the worker makes it
+        self.partition = TopicPartition(self.dlq, 0)
+        self.consumer = Consumer(
+            kafka.client_config(**{"group.id": f"{self.dlq}.watch", "enable.auto.commit": False})
+        )
+        self.consumer.assign([TopicPartition(self.dlq, 0, OFFSET_BEGINNING)])
+        self.next_offset = 0
+
+    def stored(self) -> int:
+        """The topic's high watermark, asked of the broker (about a millisecond)."""
+        return int(self.consumer.get_watermark_offsets(self.partition, 10, cached=False)[1])
+
+    def grown(self) -> Callable[[], bool]:
+        """Whether a dead letter has been stored since this call."""
+        before = self.stored()
+        return lambda: self.stored() > before
+
+    def read_new(self) -> list[tuple[int, int]]:
+        """The source (partition, offset) of every dead letter stored since the last call."""
+        end, found = self.stored(), []
+        deadline = time.monotonic() + 30
+        while self.next_offset < end:
+            assert time.monotonic() < deadline, f"could not read {self.dlq} up to {end}"
+            for message in self.consumer.consume(1000, timeout=0.5):
+                assert message.error() is None, message.error()
+                headers = {k: (v or b"").decode() for k, v in message.headers() or []}
+                found.append((int(headers["source.partition"]), int(headers["source.offset"])))
+                self.next_offset = (message.offset() or 0) + 1
+        return found
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def group_assignment(kafka: KafkaSettings, group: str) -> dict[str, set[int]]:
     """The partitions each member of a consumer group holds, by client id, as the broker says."""
     admin = AdminClient(kafka.client_config())
@@ -308,13 +356,17 @@ def group_assignment(kafka: KafkaSettings, group: str) -> dict[str, set[int]]:
     return {m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in members}
 
 
+# ~60 s; up to MAX_KILLS lives of a few seconds each before it gives up and says why.
+@pytest.mark.timeout(600)
 def test_ingest_killed_at_random_moments_applies_every_event_exactly_once(
     cli: Cli, topic_name: Callable[[str], str]
 ) -> None:
     """SIGKILL at random moments, mostly amid batches; then the values of 2,000 users are exact.
 
     This holds the merge to its atomicity: tiles merged without their positions moved would be
-    merged again after the restart.
+    merged again after the restart. At least `MIN_MID_BATCH` kills are shown (by the dead-letter
+    topic, see `DeadLetterWatch`) to have landed inside a batch, after its dead letters were
+    stored and before its merge: the replay the exactly-once claim is about did happen.
     """
     began = time.monotonic()
     settings = cli.settings
@@ -326,6 +378,7 @@ def test_ingest_killed_at_random_moments_applies_every_event_exactly_once(
     # ~5.5 hours of event time: 2,000 users with a few events in every 10 minutes.
     events = random_events(rng, 200_000, users=2_000, spacing_s=0.1)
     publisher = Publisher(settings.kafka, topic, events, chunk=5_000, pause_s=0.2)
+    watch = DeadLetterWatch(settings.kafka, topic)
 
     # A restarted worker takes its dead predecessor's place in the group at once (static
     # membership) rather than waiting out the session timeout of a member that never left.
@@ -341,18 +394,26 @@ def test_ingest_killed_at_random_moments_applies_every_event_exactly_once(
     publisher.start()
     name = "ingest-0"
     worker = cli.start(name, *args)
-    kills = kills_while_applying = 0
+    kills = kills_while_applying = kills_mid_batch = 0
     while (
         publisher.is_alive()
         or kills < MIN_KILLS
-        or (kills_while_applying < MIN_KILLS and applied_through(store, view) < publisher.delivered)
+        or (
+            (kills_while_applying < MIN_KILLS or kills_mid_batch < MIN_MID_BATCH)
+            and applied_through(store, view) < publisher.delivered
+            and kills < MAX_KILLS
+        )
     ):
         busy = applying(store, view, applied_through(store, view), publisher)
         time.sleep(rng.uniform(0.2, 1.5))
         # Most kills should land amid the worker's batches, at a random point of one: wait a
-        # little for this life to have applied some and to have more to go, then kill. The rest
-        # land wherever the sleep ended: in start-up, joining the group, waiting for events.
-        if rng.random() < 0.75:
+        # little for this life to have applied some and to have more to go, then kill. Some are
+        # aimed inside a batch: right after its dead letters are stored, before its merge. The
+        # rest land wherever the sleep ended: in start-up, joining the group, waiting for events.
+        aim = rng.random()
+        if aim < 0.3:
+            wait_for(watch.grown(), 3, poll_s=0.001)
+        elif aim < 0.8:
             wait_for(busy, 3)
             time.sleep(rng.uniform(0, 0.15))
         kills_while_applying += busy()
@@ -360,8 +421,18 @@ def test_ingest_killed_at_random_moments_applies_every_event_exactly_once(
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
         kills += 1
+        # Did this life die mid-batch? Its dead letters beyond the positions say so.
+        positions = store.positions(view.name, view.version)
+        kills_mid_batch += any(
+            offset > positions.get(partition, NO_POSITION).offset
+            for partition, offset in watch.read_new()
+        )
         name = f"ingest-{kills}"
         worker = cli.start(name, *args)
+    watch.close()
+    assert kills_mid_batch >= MIN_MID_BATCH, (
+        f"only {kills_mid_batch} of {kills} kills landed mid-batch: the test proved too little"
+    )
 
     published = publisher.published()
     ends = last_offsets(published)
@@ -387,7 +458,8 @@ def test_ingest_killed_at_random_moments_applies_every_event_exactly_once(
     assert {reason for reason, _, _ in dead} == {"late"}
     assert {(p, o) for _, p, o in dead} == {(e.partition, e.offset) for e in late}
     print(
-        f"\n{kills} kills ({kills_while_applying} while applying), {len(published):,} events "
+        f"\n{kills} kills ({kills_while_applying} while applying, {kills_mid_batch} mid-batch), "
+        f"{len(published):,} events "
         f"({len(late):,} late) ingested in {ingested - began:.0f}s; {compared:,} values equal "
         f"the reference; offline files hold {on_disk:,} rows for {len(applied):,} events; "
         f"{len(dead):,} dead letters for {len(late):,} late events; "
