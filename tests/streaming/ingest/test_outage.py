@@ -42,8 +42,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_worker_survives_a_redis_restart(
-    settings: Settings, topic: str, tmp_path: Path, run_worker: Callable[..., Worker]
+    settings: Settings,
+    topic: str,
+    tmp_path: Path,
+    run_worker: Callable[..., Worker],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING)
     server = RedisServer(
         ServicesSettings(state_dir=tmp_path / "redis", cache_dir=tmp_path, redis_port=free_port())
     )
@@ -59,6 +64,8 @@ def test_worker_survives_a_redis_restart(
         deadline = time.monotonic() + 30
         while worker.counters.consumed < 1000 and time.monotonic() < deadline:
             time.sleep(0.05)
+        before = worker.counters.consumed
+        assert before >= 1000, f"the worker applied only {before} events before the outage"
         # A real outage: the server goes away (saving its data, as a persistent Redis would) ...
         redis_lib.Redis.from_url(server.url).shutdown(save=True)
         where += publish(settings.kafka, topic, [event_payload(e) for e in events[3000:]])
@@ -71,6 +78,12 @@ def test_worker_survives_a_redis_restart(
             time.sleep(0.1)
 
         assert during < len(events), "the worker should have been held up by the outage"
+        # Mid-stream: what was published during the outage waited for Redis to come back ...
+        assert during <= 3000, f"{during} events applied with Redis down"
+        # ... and the worker met the outage and retried.
+        retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+        assert retries, "the worker made no retry during the outage"
+        assert all("is unreachable" in m for m in retries), retries
         assert worker.counters.consumed == len(events)
         published = [
             Published(int(datetime.fromisoformat(str(e["ts"])).timestamp() * US), p, o, e)
