@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from featurestore.offline import quarantined_total
 from streaming.metrics import consumer_lag_gauge, outbox_metrics
 
 __all__ = ["WorkerCollector"]
@@ -49,6 +50,16 @@ class WorkerCollector(Collector):
             "fstore_ingest_state_rebuilds",
             "View states Redis had lost, found and rebuilt from the offline log",
             counters.state_rebuilds,
+        )
+        yield CounterMetricFamily(
+            "fstore_ingest_log_files_compacted",
+            "Small offline-log files merged into bigger ones (dates before today)",
+            counters.log_files_compacted,
+        )
+        yield CounterMetricFamily(
+            "fstore_offline_quarantined_files",
+            "Unreadable offline-log files moved to the quarantine folder (queries go on without)",
+            quarantined_total(),
         )
         yield from outbox_metrics(
             "fstore_ingest_dead_letters", "Dead letters", self.worker.loop.outbox

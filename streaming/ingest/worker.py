@@ -25,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from featurestore.config import Settings
 from featurestore.definitions import FeatureView, KafkaSource
-from featurestore.offline.log import OfflineStore
+from featurestore.offline import OfflineStore, compact_due
 from featurestore.online import OnlineStore
 from featurestore.positions import NO_POSITION
 from featurestore.tiles import I64
@@ -34,11 +34,14 @@ from streaming.consume import ConsumerLoop, Rejected, messages_by_topic
 from streaming.errors import StreamingError
 from streaming.ingest.decode import MAX_MESSAGE_BYTES, Decoded, decode
 
-__all__ = ["STATE_CHECK_S", "Counters", "Worker"]
+__all__ = ["COMPACT_EVERY_S", "STATE_CHECK_S", "Counters", "Worker"]
 
 log = logging.getLogger("fstore.worker")
 
 STATE_CHECK_S = 5.0  # how often, between polls, the worker checks that Redis kept its state
+# How often, between polls, the worker merges the small log files of finished dates
+# (`featurestore.offline.compact_due`: a batch makes one file per date, thousands a day).
+COMPACT_EVERY_S = 3600.0
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Counters:
     batch_seconds: float = 0.0
     conflicts: int = 0
     state_rebuilds: int = 0  # view states found lost in Redis and rebuilt from the offline log
+    log_files_compacted: int = 0  # small offline-log files merged into bigger ones
 
 
 class Worker:
@@ -102,6 +106,8 @@ class Worker:
         # None: only assignments and merges find a lost state (tests of those paths).
         self.state_check_s: float | None = STATE_CHECK_S
         self._checked = time.monotonic()
+        self.compact_every_s: float | None = COMPACT_EVERY_S  # None: never (tests, benchmarks)
+        self._compacted = time.monotonic()
 
     @property
     def lag(self) -> dict[tuple[str, int], int]:
@@ -132,6 +138,7 @@ class Worker:
     def _after_poll(self, _got_messages: bool) -> None:
         """Every `state_check_s`: has Redis lost a view's state while this worker waited for
         events? Found here, it is rebuilt before the next batch rather than when it comes."""
+        self._compact()
         if self.state_check_s is None or time.monotonic() - self._checked < self.state_check_s:
             return
         for writers in self.views.values():
@@ -139,6 +146,26 @@ class Worker:
                 writer.check_state()
         self._checked = time.monotonic()
         self._count_rebuilds()
+
+    def _compact(self) -> None:
+        """Every `compact_every_s`: merge the small log files of the dates before today. Never in
+        place, and readers see each (partition, offset) once, so a crash or a concurrent worker
+        changes no result (featurestore/offline/compaction.py)."""
+        if (
+            self.compact_every_s is None
+            or time.monotonic() - self._compacted < self.compact_every_s
+        ):
+            return
+        for writers in self.views.values():
+            for writer in writers:
+                report = compact_due(self.offline, writer.view.name, writer.version)
+                merged = sum(c.files for c in report.compacted)
+                if merged:
+                    log.info(
+                        "%s v%d: %d log files merged", writer.view.name, writer.version, merged
+                    )
+                self.counters.log_files_compacted += merged
+        self._compacted = time.monotonic()
 
     def _count_rebuilds(self) -> None:
         self.counters.state_rebuilds = sum(w.rebuilds for ws in self.views.values() for w in ws)

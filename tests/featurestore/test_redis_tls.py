@@ -28,6 +28,7 @@ from featurestore.redis_client import PROBE, make_client, make_pipe, redis_error
 from featurestore.redis_pipe import pack
 from featurestore.services import free_port
 from featurestore.tiles import TileLayout
+from tests.conftest import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +85,7 @@ def _make_certs(folder: Path) -> None:
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
     if binary is None or openssl is None:
-        pytest.skip("needs redis-server and openssl on PATH")
+        unavailable("needs redis-server and openssl on PATH")
     certs = tmp_path_factory.mktemp("redis-tls")
     _make_certs(certs)
     port = free_port()
@@ -104,7 +105,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
             if process.poll() is not None:
                 text = log.read_text()
                 if "TLS" in text and "not" in text and "support" in text:
-                    pytest.skip(f"this redis-server has no TLS: {text[-300:]}")
+                    unavailable(f"this redis-server has no TLS: {text[-300:]}")
                 raise AssertionError(f"redis-server with TLS exited: {text[-2000:]}")
             try:
                 if make_client(RedisSettings(url=server.trusted()), PROBE).ping():
