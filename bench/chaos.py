@@ -212,8 +212,11 @@ def storm(
         time.sleep(0.5)
     storm_seconds = time.monotonic() - began
     worker_exit = worker.stop()
-    load_figures = summarize_load(
-        [background.finish(), *(load.result() for load in loads)], broken.stalls
+    answered = [background.finish(), *(load.result() for load in loads)]
+    load_figures = summarize_load(answered, broken.stalls)
+    # Every request's (sent, seconds, status), and the stalls, for a look with --keep.
+    (work / "requests.json").write_text(
+        json.dumps({"stalls": broken.stalls, "rows": [r for _, rows in answered for r in rows]})
     )
 
     log("checking the online values, the offline log and the dead letters")
@@ -242,7 +245,7 @@ def storm(
         **{k: v for k, v in offline.items() if k in ("lost", "duplicated")},
         "wrong_values": sum(o["wrong_values"] for o in online),
         "values_compared": sum(o["values_compared"] for o in online),
-        "values_not_ok": sum(o["values_not_ok"] for o in online),
+        "wrong_statuses": sum(o["wrong_statuses"] for o in online),
         "wrong_examples": [e for o in online for e in o["wrong_examples"]][:5],
         "log_wrong": offline["log_wrong"],
         "log_unexpected": offline["log_unexpected"],
@@ -447,6 +450,7 @@ GOALS = {
     "lost": 0,
     "duplicated": 0,
     "wrong_values": 0,
+    "wrong_statuses": 0,
     "consumer_crashes": 0,
     "responses_5xx": 0,
     "dead_letters_missing": 0,
