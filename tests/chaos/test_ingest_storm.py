@@ -111,7 +111,7 @@ def publish(
 
 
 class StreamPublisher(threading.Thread):
-    """Publishes chunks of good events with one poison message after every `every` of them,
+    """Publishes chunks of good events with one poison message after every 100 of them,
     pausing between chunks; where each landed, from the delivery reports."""
 
     def __init__(self, settings: Settings, topic: str, events: list[dict[str, object]]) -> None:
@@ -120,12 +120,16 @@ class StreamPublisher(threading.Thread):
         self.good: list[tuple[int, int]] = []
         self.poison: list[tuple[str, int, int]] = []  # (reason, partition, offset)
         self.error: BaseException | None = None
-        self.chunks = 0
+        self.faults_done = threading.Event()
 
     def run(self) -> None:
         try:
-            chunk, every = 500, 100
-            for start in range(0, len(self.events), chunk):
+            every, start = 100, 0
+            while start < len(self.events):
+                # The last fifth trickles until the faults are done: the stream outlasts them
+                # however slowly they come, so each lands mid-stream.
+                slow = not self.faults_done.is_set() and start >= len(self.events) * 4 // 5
+                chunk = 25 if slow else 500
                 payloads: list[tuple[bytes, bytes | None]] = []
                 reasons: list[str | None] = []
                 for i, event in enumerate(self.events[start : start + chunk], start):
@@ -136,12 +140,12 @@ class StreamPublisher(threading.Thread):
                         payloads.append((value, str(event["user_id"]).encode()))
                         reasons.append(reason)
                 where = publish(self.settings.kafka, self.topic, payloads)
-                self.chunks += 1
                 for reason, (p, o) in zip(reasons, where, strict=True):
                     if reason is None:
                         self.good.append((p, o))
                     else:
                         self.poison.append((reason, p, o))
+                start += chunk
                 time.sleep(0.5)
         except BaseException as exc:  # re-raised in the test's thread by `published`
             self.error = exc
@@ -217,6 +221,7 @@ def test_the_worker_loses_and_doubles_nothing_through_poison_redis_kafka_and_kil
     progress_then(own_kafka.restart)
     progress_then(lambda: persistent_redis.restart(wipe=True))
     progress_then(kill)
+    publisher.faults_done.set()
 
     published = publisher.published()
     ends = last_offsets(published)
