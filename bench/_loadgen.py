@@ -12,7 +12,7 @@ from typing import Any
 
 from _report import log
 
-__all__ = ["hey", "hey_binary", "percentile"]
+__all__ = ["hey", "hey_argv", "hey_binary", "percentile", "run_hey"]
 
 
 def hey_binary() -> str:
@@ -64,8 +64,7 @@ def hey(
     lists answered requests only; with `requests` given, those that got no answer (refused,
     timed out) are `requests - responses`; with `seconds` they are unknown (None).
     """
-    argv = [hey_binary(), "-m", "POST", "-T", "application/json", "-t", f"{timeout:g}"]
-    argv += ["-o", "csv", "-d", body.decode()]
+    argv = hey_argv(body, timeout)
     if requests is not None and requests % concurrency:
         raise ValueError(f"{requests} requests do not split evenly over {concurrency} workers")
     each = None if requests is None or not rate else requests // concurrency
@@ -77,35 +76,12 @@ def hey(
         runs = [[*argv, "-c", str(concurrency), *count]]
         each = requests
     budget = (seconds or 0) + (each or 0) / max(1.0, (rate or 1.0) / concurrency) + 120
-    began = time.perf_counter()
-    started: list[tuple[float, subprocess.Popen[str]]] = []
-    for i, run in enumerate(runs):
-        if rate:
-            time.sleep(max(0.0, began + i / rate - time.perf_counter()))
-        started.append(
-            (
-                time.perf_counter() - began,
-                subprocess.Popen(  # noqa: S603 - argv built here
-                    [*run, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-                ),
-            )
-        )
-    latencies: list[float] = []
-    ends: list[float] = []
+    rows = run_hey(url, runs, (1 / rate) if rate else 0.0, budget)
+    latencies = sorted(round(latency * 1000, 1) for _sent, latency, _status in rows)
+    ends = [sent + latency for sent, latency, _status in rows]
     statuses: dict[str, int] = {}
-    for offset, process in started:
-        out, err = process.communicate(timeout=budget)
-        if process.returncode != 0:
-            raise RuntimeError(f"hey failed ({process.returncode}): {err[-2000:]}")
-        for line in out.splitlines()[1:]:
-            fields = line.split(",")  # response-time,...,status-code,offset (seconds)
-            if len(fields) < 8:
-                continue
-            latency = float(fields[0])
-            latencies.append(round(latency * 1000, 1))  # hey prints 0.1 ms steps
-            ends.append(offset + float(fields[7]) + latency)
-            statuses[fields[6]] = statuses.get(fields[6], 0) + 1
-    latencies.sort()
+    for _sent, _latency, status in rows:
+        statuses[status] = statuses.get(status, 0) + 1
     span = max(ends, default=0.0)
     answered = len(latencies)
     return {
@@ -122,3 +98,40 @@ def hey(
         "concurrency": concurrency,
         "rate": rate,
     }
+
+
+def hey_argv(body: bytes, timeout: float) -> list[str]:
+    """hey's options for POSTing `body` as JSON, one CSV row per answered request."""
+    argv = [hey_binary(), "-m", "POST", "-T", "application/json", "-t", f"{timeout:g}"]
+    return [*argv, "-o", "csv", "-d", body.decode()]
+
+
+def run_hey(
+    url: str, runs: list[list[str]], stagger: float, budget: float
+) -> list[tuple[float, float, str]]:
+    """Start each hey command line of `runs` against `url`, `stagger` s after the one before,
+    and wait for all of them: per answered request, (when it was sent, in s since the first
+    start; its latency in s; its status code)."""
+    began = time.perf_counter()
+    started: list[tuple[float, subprocess.Popen[str]]] = []
+    for i, run in enumerate(runs):
+        time.sleep(max(0.0, began + i * stagger - time.perf_counter()))
+        started.append(
+            (
+                time.perf_counter() - began,
+                subprocess.Popen(  # noqa: S603 - argv built here
+                    [*run, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                ),
+            )
+        )
+    rows: list[tuple[float, float, str]] = []
+    for offset, process in started:
+        out, err = process.communicate(timeout=budget)
+        if process.returncode != 0:
+            raise RuntimeError(f"hey failed ({process.returncode}): {err[-2000:]}")
+        for line in out.splitlines()[1:]:
+            fields = line.split(",")  # response-time,...,status-code,offset (seconds)
+            if len(fields) < 8:
+                continue
+            rows.append((offset + float(fields[7]), float(fields[0]), fields[6]))
+    return rows

@@ -53,9 +53,12 @@ class Services:
     started: list[KafkaServer | RedisServer]
 
 
-def start_services(state_dir: Path, properties: dict[str, str] | None = None) -> Services:
+def start_services(
+    state_dir: Path, properties: dict[str, str] | None = None, borrow: bool = True
+) -> Services:
     """Kafka and Redis on free ports in `state_dir`, unless FSTORE_KAFKA_BOOTSTRAP /
-    FSTORE_REDIS_URL name running ones (which are then borrowed, never stopped)."""
+    FSTORE_REDIS_URL name running ones (which are then borrowed, never stopped). Without
+    `borrow`, always servers of the run's own (a run that restarts or wipes them)."""
     from featurestore.services import KafkaServer, RedisServer, free_port
 
     config = ServicesSettings(
@@ -65,8 +68,8 @@ def start_services(state_dir: Path, properties: dict[str, str] | None = None) ->
         redis_port=free_port(),
     )
     started: list[KafkaServer | RedisServer] = []
-    bootstrap = os.environ.get("FSTORE_KAFKA_BOOTSTRAP")
-    url = os.environ.get("FSTORE_REDIS_URL")
+    bootstrap = os.environ.get("FSTORE_KAFKA_BOOTSTRAP") if borrow else None
+    url = os.environ.get("FSTORE_REDIS_URL") if borrow else None
     version = "external"
     try:
         if not bootstrap:
