@@ -133,7 +133,13 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def ensure_port_free(name: str, host: str, port: int) -> None:
+def ensure_port_free(name: str, host: str, port: int, grace_s: float = 3.0) -> None:
+    """Refuse to start on a port something answers on. A server that was just killed keeps its
+    port for a moment after its process is gone (the kernel tears its sockets down after it), so
+    a restart waits up to `grace_s` for the port to close before calling it taken."""
+    deadline = time.monotonic() + grace_s
+    while port_open(host, port) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if port_open(host, port):
         raise ServiceError(
             f"cannot start {name}: {host}:{port} is already in use by another process. "
