@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from featurestore.config import KafkaSettings, ModelsSettings, MonitorSettings, Settings
-from featurestore.drift import latest_drift
+from featurestore.drift import accumulate, compare, latest_drift
 from featurestore.drift.history import drift_history, recent_alerts
 from featurestore.models import (
     DatasetRef,
@@ -405,3 +405,31 @@ def test_a_tripled_feature_alerts_for_it_alone_and_resolves_when_restored(
     assert sorted(e["episode"] for e in recent_alerts(config.redis)) == sorted(
         e["episode"] for e in events
     )
+
+
+def assert_drift_records(
+    config: Settings, model: Any, records: list[Any], windows: int, per_window: int
+) -> None:
+    """Every drift record on the topic (a window may be there twice if a monitor died between
+    sending and committing, never differently) equals the statistics computed here from the
+    published rows: `per_window` records in each of `windows` windows, in order."""
+    profile = ModelRegistry(config.models).get(model.name, model.version).profile
+    # (None, a missing feature, becomes NaN.)
+    values = np.array(
+        [[r["features"][f] for f in FEATURES] + [r["score"]] for r in records], dtype=np.float64
+    )
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in read_topic(config.kafka, config.monitor.drift_topic):
+        key = (record["column"], window_index(record))
+        assert seen.setdefault(key, record) == record, "a window was reported twice, differently"
+    assert len(seen) == windows * (len(FEATURES) + 1)
+    for (column, window), record in seen.items():
+        j = FEATURES.index(column) if column in FEATURES else len(FEATURES)
+        reference = profile["features"][column] if column in FEATURES else profile["score"]
+        rows = values[window * per_window : (window + 1) * per_window, j]
+        want = compare(
+            reference, accumulate(reference["edges"], rows), config.monitor.thresholds, 200
+        )
+        assert record["n"] == per_window, (column, window, record["n"])
+        for name in ("psi", "js", "ks", "missing_rate", "mean", "min", "max"):
+            assert record[name] == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), name

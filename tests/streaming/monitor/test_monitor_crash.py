@@ -26,20 +26,16 @@ import pytest
 import redis as redis_lib
 
 from featurestore.config import Settings
-from featurestore.drift import accumulate, compare
-from featurestore.models import ModelRegistry
 from tests.streaming.monitor.test_monitor import (
-    FEATURES,
     PARTITIONS,
     T0,
     US,
     WINDOW_US,
+    assert_drift_records,
     flush_window,
     monitor_settings,
     publish,
-    read_topic,
     register_model,
-    window_index,
     window_records,
 )
 
@@ -165,26 +161,5 @@ def test_monitor_killed_mid_stream_counts_every_prediction_once(
     assert counted() == len(records) + PARTITIONS
     assert kills_while_counting >= MIN_KILLS, f"{kills_while_counting} kills while counting"
 
-    # Every record of each (column, window) - the topic may hold one twice if a monitor died
-    # between sending and committing - describes exactly the published rows.
-    profile = ModelRegistry(config.models).get(model.name, model.version).profile
-    # (None, a missing feature, becomes NaN.)
-    values = np.array(
-        [[r["features"][f] for f in FEATURES] + [r["score"]] for r in records], dtype=np.float64
-    )
-    seen: dict[tuple[str, int], dict[str, Any]] = {}
-    for record in read_topic(config.kafka, config.monitor.drift_topic):
-        key = (record["column"], window_index(record))
-        assert seen.setdefault(key, record) == record, "a window was reported twice, differently"
-    assert len(seen) == WINDOWS * (len(FEATURES) + 1)
-    for (column, window), record in seen.items():
-        j = FEATURES.index(column) if column in FEATURES else len(FEATURES)
-        reference = profile["features"][column] if column in FEATURES else profile["score"]
-        rows = values[window * PER_WINDOW : (window + 1) * PER_WINDOW, j]
-        want = compare(
-            reference, accumulate(reference["edges"], rows), config.monitor.thresholds, 200
-        )
-        assert record["n"] == PER_WINDOW, (column, window, record["n"])
-        for name in ("psi", "js", "ks", "missing_rate", "mean", "min", "max"):
-            assert record[name] == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), name
+    assert_drift_records(config, model, records, WINDOWS, PER_WINDOW)
     print(f"\n{kills} kills ({kills_while_counting} while counting), {len(records):,} predictions")

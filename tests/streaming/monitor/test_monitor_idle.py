@@ -23,22 +23,18 @@ import redis as redis_lib
 from confluent_kafka import Producer
 
 from featurestore.config import Settings
-from featurestore.drift import accumulate, compare
-from featurestore.models import ModelRegistry
 from streaming.monitor.metrics import MonitorCollector
 from streaming.monitor.monitor import Monitor
 from streaming.monitor.state import finished_ttl_ms
 from streaming.topics import ensure_topic
 from tests.streaming.monitor.test_monitor import (
-    FEATURES,
     T0,
     US,
     WINDOW_US,
+    assert_drift_records,
     flush_window,
     monitor_settings,
-    read_topic,
     register_model,
-    window_index,
     window_records,
 )
 
@@ -111,25 +107,7 @@ def test_an_idle_partition_stops_holding_windows_back_after_the_idle_timeout(
 
     assert monitor.counters.late == 1
     assert monitor.counters.counted == len(records) + 1
-    profile = ModelRegistry(config.models).get(model.name, model.version).profile
-    values = np.array(
-        [[r["features"][f] for f in FEATURES] + [r["score"]] for r in records], dtype=np.float64
-    )
-    seen: dict[tuple[str, int], dict[str, Any]] = {}
-    for record in read_topic(config.kafka, config.monitor.drift_topic):
-        key = (record["column"], window_index(record))
-        assert seen.setdefault(key, record) == record, "a window was reported twice, differently"
-    assert len(seen) == WINDOWS * (len(FEATURES) + 1)
-    for (column, window), record in seen.items():
-        j = FEATURES.index(column) if column in FEATURES else len(FEATURES)
-        reference = profile["features"][column] if column in FEATURES else profile["score"]
-        rows = values[window * PER_WINDOW : (window + 1) * PER_WINDOW, j]
-        want = compare(
-            reference, accumulate(reference["edges"], rows), config.monitor.thresholds, 200
-        )
-        assert record["n"] == PER_WINDOW, (column, window, record["n"])
-        for name in ("psi", "js", "ks", "missing_rate", "mean", "min", "max"):
-            assert record[name] == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), name
+    assert_drift_records(config, model, records, WINDOWS, PER_WINDOW)
 
     # Expiry: closed windows kept for the sliding statistics (3 x 10 s: windows 3 and 4) expire;
     # what replay needs (positions, markers, the open window of the flush record) does not.
