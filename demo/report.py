@@ -16,13 +16,12 @@ __all__ = ["DriftResult", "Results", "ViewCheck", "print_summary", "summary_json
 
 @dataclass
 class ViewCheck:
-    """`fstore verify` of one view: exact functions must match; distinct counts are estimates."""
+    """`fstore verify` of one view: every value must match, distinct counts included."""
 
     view: str
     points: int
     compared: int
-    exact_mismatches: int
-    distinct_mismatches: int
+    mismatches: int
 
 
 @dataclass
@@ -102,13 +101,8 @@ def print_summary(console: Console, results: Results) -> None:
     table.add_row(
         "online = offline",
         "\n".join(
-            f"{check.view}: {check.exact_mismatches} mismatches in {check.compared:,} values at "
+            f"{check.view}: {check.mismatches} mismatches in {check.compared:,} values at "
             f"{check.points:,} points"
-            + (
-                f" ({check.distinct_mismatches} distinct-count estimates beyond tolerance)"
-                if check.distinct_mismatches
-                else ""
-            )
             for check in results.verify
         ),
     )

@@ -67,6 +67,7 @@ import pyarrow as pa
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
+from featurestore.hyperloglog import member
 from featurestore.keys import entity_keys
 from featurestore.offline.log import (
     OFFSET,
@@ -418,11 +419,11 @@ class ViewWriter:
         distinct: list[tuple[int, str, str, list[str]]] = []
         tile_fields = [str(int(f)) for f in rows[:n, 1]]
         for column in layout.distinct_columns:
-            values = batch.columns[column]
+            kind, values = view.source.schema_[column], batch.columns[column]
             per_tile: dict[int, set[str]] = {}
             per_bucket: dict[int, set[str]] = {}
             for row, event in enumerate(taken):
-                text = str(values[event])
+                text = member(kind, values[event])
                 per_tile.setdefault(int(tile_group[row]), set()).add(text)
                 per_bucket.setdefault(int(bucket_group[row]), set()).add(text)
             for group, members in per_tile.items():

@@ -34,6 +34,7 @@ from featurestore.offline.log import (
     sql_literal,
 )
 from featurestore.offline.quarantine import Quarantined
+from featurestore.offline.sketches import distinct_count_sql, register_sketches
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 
@@ -61,8 +62,6 @@ def _window_sql(function: Function, column: str | None, window: str) -> str:
         return f"count(__event) OVER {window}"
     if function is Function.SUM:
         return f"coalesce(sum({value}) OVER {window}, 0.0)"
-    if function is Function.APPROX_COUNT_DISTINCT:
-        return f"(approx_count_distinct({sql_ident(column or '')}) OVER {window})::DOUBLE"
     return {
         Function.MEAN: f"avg({value}) OVER {window}",
         Function.MIN: f"min({value}) OVER {window}",
@@ -89,6 +88,7 @@ class HistoricalQuery:
         self.resolved = resolved
         self.timestamp_column = timestamp_column
         self.con = offline.connect()
+        register_sketches(self.con)
         self.entity_columns = self._load_entities(entities)
         self.names = self._column_names(full_feature_names)
         self.quarantined: list[Quarantined] = []  # log files moved out while this query ran
@@ -196,10 +196,14 @@ class HistoricalQuery:
                 last = sql_ident(f"__last_{feature.column}")
                 value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
             else:
-                inner.append(
-                    _window_sql(feature.function, feature.column, f"w{feature.window_tiles}")
-                    + f" AS __f{i}"
-                )
+                window = f"w{feature.window_tiles}"
+                if feature.function is Function.APPROX_COUNT_DISTINCT:
+                    column = feature.column or ""
+                    kind = view.source.schema_[column]
+                    sql = f"{distinct_count_sql(sql_ident(column), kind, window)}::DOUBLE"
+                else:
+                    sql = _window_sql(feature.function, feature.column, window)
+                inner.append(f"{sql} AS __f{i}")
                 value = f"__f{i}"
             outer.append(f"{value} AS {sql_ident(feature.name)}")
             if self.statuses:

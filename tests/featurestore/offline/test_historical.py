@@ -92,7 +92,7 @@ def query(tmp: Path, view: FeatureView, rows: Any, **kwargs: Any) -> HistoricalQ
 
 def assert_equal(feature: str, got: Any, want: Any) -> None:
     if "approx_count_distinct" in feature:
-        # DuckDB's HyperLogLog; exact counts here are small.
+        # The HyperLogLog estimate (Redis's, reproduced offline) of a small exact count.
         assert abs(got - want) <= max(1, 0.05 * want), (feature, got, want)
     elif want is None:
         assert got is None, (feature, got)

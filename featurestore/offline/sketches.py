@@ -1,0 +1,87 @@
+"""The online store's sketches, computed offline: DuckDB functions that a training-set query
+calls so a distinct count equals what Redis answers for the same events (see hyperloglog.py).
+
+`fstore_hll_code_<type>(value)` is a value's HyperLogLog (register, rank) code, and
+`fstore_hll_estimate(codes)` the PFCOUNT of a sketch holding those codes; a window's count is
+`fstore_hll_estimate(list(DISTINCT fstore_hll_code_<type>(column)) OVER window)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR, DuckDBPyType
+
+from featurestore.definitions import ValueType
+from featurestore.hyperloglog import code, estimates, member
+
+__all__ = ["distinct_count_sql", "register_sketches"]
+
+_ESTIMATE = "fstore_hll_estimate"
+_INPUT_TYPES: dict[ValueType, DuckDBPyType] = {
+    ValueType.STRING: VARCHAR,
+    ValueType.INT64: BIGINT,
+    ValueType.FLOAT64: DOUBLE,
+    ValueType.BOOL: BOOLEAN,
+}
+
+
+def distinct_count_sql(column_sql: str, kind: ValueType, window: str) -> str:
+    """The SQL of an `approx_count_distinct` over `window`, as Redis would count it."""
+    return f"{_ESTIMATE}(list(DISTINCT {_code_function(kind)}({column_sql})) OVER {window})"
+
+
+def register_sketches(con: duckdb.DuckDBPyConnection) -> None:
+    """Make the sketch functions callable on `con` (once per connection)."""
+    for kind, sql_type in _INPUT_TYPES.items():
+        con.create_function(  # type: ignore[call-overload]  # an arrow UDF's Callable
+            _code_function(kind),
+            _codes_of(kind),
+            [sql_type],
+            BIGINT,
+            type="arrow",
+            null_handling="special",
+        )
+    con.create_function(  # type: ignore[call-overload]
+        _ESTIMATE,
+        _estimates,
+        [DuckDBPyType(list[int])],
+        BIGINT,
+        type="arrow",
+        null_handling="special",
+    )
+
+
+def _code_function(kind: ValueType) -> str:
+    return f"fstore_hll_code_{kind.value}"
+
+
+def _codes_of(kind: ValueType) -> Callable[[pa.Array], pa.Array]:
+    def codes(values: pa.Array) -> pa.Array:
+        seen: dict[object, int] = {}  # a column repeats its values: hash each once per call
+        out: list[int | None] = []
+        for value in values.to_pylist():
+            if value is None:
+                out.append(None)
+                continue
+            found = seen.get(value)
+            if found is None:
+                found = seen[value] = code(member(kind, value))
+            out.append(found)
+        return pa.array(out, pa.int64())
+
+    return codes
+
+
+def _estimates(lists: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    rows = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(lists)
+    present = pc.is_valid(flat).to_numpy(zero_copy_only=False)
+    codes = flat.fill_null(0).to_numpy().astype(np.int64)
+    return pa.array(estimates(rows[present], codes[present], len(lists)), pa.int64())
