@@ -6,7 +6,7 @@ same hash (MurmurHash64A, seed 0xadc83b19), the same 16,384 registers (the low 1
 register, the run of zeros in the other 50 bits plus one is its rank) and the same estimator
 (Ertl's, as Redis's `hllCount`). A union of sketches keeps each register's highest rank, so the
 estimate of a window depends only on its set of (register, rank) codes: offline, DuckDB gathers
-the window's distinct codes and `estimate` turns them into the number Redis answers.
+the window's codes and `estimate` turns them into the number Redis answers.
 
 The member a value adds is its `member` text, one rule for the writer and the offline query.
 
@@ -16,6 +16,7 @@ The member a value adds is its `member` text, one rule for the writer and the of
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from functools import lru_cache
 from math import inf, sqrt
@@ -59,15 +60,14 @@ def murmur64a(data: bytes, seed: int = _SEED) -> int:
     length = len(data)
     h = (seed ^ (length * _M)) & _MASK
     blocks = length - (length & 7)
-    for k in np.frombuffer(data[:blocks], dtype="<u8").tolist():
+    for (k,) in struct.iter_unpack("<Q", data[:blocks]):
         k = (k * _M) & _MASK
         k ^= k >> 47
         k = (k * _M) & _MASK
         h ^= k
         h = (h * _M) & _MASK
-    tail = data[blocks:]
-    if tail:
-        h ^= int.from_bytes(tail, "little")
+    if length & 7:
+        h ^= int.from_bytes(data[blocks:], "little")
         h = (h * _M) & _MASK
     h ^= h >> 47
     h = (h * _M) & _MASK
@@ -75,6 +75,7 @@ def murmur64a(data: bytes, seed: int = _SEED) -> int:
     return h
 
 
+@lru_cache(maxsize=1 << 16)  # a column repeats its values
 def code(text: str) -> int:
     """A member's register and rank as one number, `register * 64 + rank` (Redis's hllPatLen).
 
@@ -100,14 +101,15 @@ def estimates(
 ) -> npt.NDArray[np.int64]:
     """`estimate` of each row's codes at once: `rows[i]` is the row (0 to n_rows - 1) that
     `codes[i]` belongs to."""
-    registers, ranks = codes >> 6, codes & 63
-    # Each (row, register) keeps its highest rank: sort by both, the last of each run wins.
-    order = np.lexsort((ranks, registers, rows))
-    rows, registers, ranks = rows[order], registers[order], ranks[order]
-    last = np.ones(len(rows), dtype=bool)
-    last[:-1] = (rows[1:] != rows[:-1]) | (registers[1:] != registers[:-1])
-    histogram = np.zeros((n_rows, _Q + 2), dtype=np.int64)
-    np.add.at(histogram, (rows[last], ranks[last]), 1)
+    # Each (row, register) keeps its highest rank: sorted as one number (row, code), the last
+    # of each (row, register) run is it. Codes fit in 20 bits (register * 64 + rank).
+    keys = np.sort((rows << 20) | codes)
+    last = np.ones(len(keys), dtype=bool)
+    last[:-1] = (keys[1:] >> 6) != (keys[:-1] >> 6)
+    kept = keys[last]
+    width = _Q + 2
+    slots = (kept >> 20) * width + (kept & 63)
+    histogram = np.bincount(slots, minlength=n_rows * width).reshape(n_rows, width)
     histogram[:, 0] = REGISTERS - histogram[:, 1:].sum(axis=1)
     return _count(histogram)
 
