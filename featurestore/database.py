@@ -30,8 +30,10 @@ database without its password.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -322,20 +324,25 @@ class _Postgres(_Backend):
                 "pip install 'fstore[postgres]'"
             ) from None
 
-        try:
-            conn = psycopg.connect(
-                self.url, autocommit=True, row_factory=_pg_rows, connect_timeout=CONNECT_TIMEOUT_S
-            )
-        except psycopg.Error as exc:
-            raise RegistryError(
-                f"cannot reach the {self.what} database {self.shown}: {self._scrub(str(exc))}"
-            ) from None  # the cause's text may carry connection details: not chained
+        conn = _IDLE.take(self.url)
+        if conn is None:
+            try:
+                conn = psycopg.connect(
+                    self.url,
+                    autocommit=True,
+                    row_factory=_pg_rows,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                )
+            except psycopg.Error as exc:
+                raise RegistryError(
+                    f"cannot reach the {self.what} database {self.shown}: {self._scrub(str(exc))}"
+                ) from None  # the cause's text may carry connection details: not chained
         try:
             yield conn
         except psycopg.Error as exc:
             raise RegistryError(f"{self.what} {self.shown}: {self._scrub(str(exc))}") from None
         finally:
-            conn.close()
+            _IDLE.give(self.url, conn)
 
     @staticmethod
     def _wrap(conn: psycopg.Connection[Row]) -> Connection:
@@ -393,6 +400,65 @@ class _Postgres(_Backend):
             "SELECT version FROM fstore_schema WHERE name = ?", (self.schema.name,)
         ).fetchone()
         return _check_version(0 if row is None else int(row[0]), self.schema, self.shown)
+
+
+class _IdleConnections:
+    """Connections kept open between calls, per process: opening one costs ~20 ms (a server
+    process, scram authentication), a registry call ~1 ms. No pool library: a pool's background
+    reconnects turn a refused connect into a wait for its timeout, where a caller here must hear
+    at once that the server is unreachable or the password wrong."""
+
+    MAX_IDLE = 8  # in all, over every URL: the oldest idle one is closed past it
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[tuple[tuple[int, str], psycopg.Connection[Row]]] = []  # newest last
+        self._inherited: list[psycopg.Connection[Row]] = []
+
+    def take(self, url: str) -> psycopg.Connection[Row] | None:
+        """An idle connection to `url` that still answers, or None (the caller connects)."""
+        import psycopg
+
+        key = (os.getpid(), url)  # never a connection a parent process opened
+        while True:
+            with self._lock:
+                found = next(
+                    (i for i in range(len(self._idle) - 1, -1, -1) if self._idle[i][0] == key),
+                    None,
+                )
+                if found is None:
+                    return None
+                _key, conn = self._idle.pop(found)
+            try:
+                conn.execute("")  # the server may have closed it (a restart, an idle timeout)
+            except psycopg.Error:
+                conn.close()
+                continue
+            return conn
+
+    def forget(self) -> None:
+        """In a forked child: the parent's connections are not ours to use or close (closing
+        one would end the parent's session on the shared socket), so they are kept unused."""
+        self._inherited = [conn for _key, conn in self._idle]
+        self._idle = []
+        self._lock = threading.Lock()
+
+    def give(self, url: str, conn: psycopg.Connection[Row]) -> None:
+        """Back to the idle ones when it is healthy and outside any transaction."""
+        from psycopg.pq import TransactionStatus
+
+        if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(((os.getpid(), url), conn))
+            oldest = self._idle.pop(0)[1] if len(self._idle) > self.MAX_IDLE else None
+        if oldest is not None:
+            oldest.close()
+
+
+_IDLE = _IdleConnections()
+os.register_at_fork(after_in_child=_IDLE.forget)
 
 
 def _pg_rows(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:

@@ -147,3 +147,22 @@ def test_settings_take_a_postgres_url_for_both_registries(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="must be a postgresql:// URL") as caught:
         RegistrySettings(url="mysql://u:secretpw@db/x")
     assert "secretpw" not in str(caught.value).split("input_value")[0]
+
+
+def test_connections_the_server_closed_are_replaced(postgres_database: str, postgres: str) -> None:
+    """Idle connections are kept between calls; when the server ends them (a restart, an idle
+    timeout, an operator), the next call opens a new one instead of failing."""
+    import psycopg
+
+    db = Database(postgres_database, Schema("api keys", [KEYS_V1]))
+    with db.connect() as conn:
+        kept = conn.execute("SELECT pg_backend_pid()").one()[0]
+    with db.connect() as conn:
+        assert conn.execute("SELECT pg_backend_pid()").one()[0] == kept  # reused
+    with psycopg.connect(postgres, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (kept,))  # waits for it
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO keys (id, scope) VALUES (?, ?)", ("k1", "read"))
+        assert conn.execute("SELECT pg_backend_pid()").one()[0] != kept
+    with db.connect() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM keys").one()[0] == 1

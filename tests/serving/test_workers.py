@@ -1,5 +1,6 @@
-"""`fstore serve --workers 2`: two real worker processes behind one port share the model
-registry and Redis, and `/metrics` and the dashboard report the host, whichever worker answers."""
+"""`fstore serve --workers 2`: two real worker processes behind one port share the registries
+(SQLite files, or a PostgreSQL server) and Redis, and `/metrics` and the dashboard report the
+host, whichever worker answers."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import yaml
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from featurestore.config import Settings
+from featurestore.config import ModelsSettings, RegistrySettings, Settings
 from featurestore.models import ModelRegistry
+from featurestore.registry import Registry
+from featurestore.repo import load_repo
 from featurestore.services import free_port
 from serving.metrics import MULTIPROCESS_ENV, prepare_multiprocess_dir
-from tests.serving.conftest import USERS
+from tests.serving.conftest import USERS, World
 
 pytestmark = pytest.mark.integration
 
@@ -53,18 +56,53 @@ def scrape(url: str) -> dict[str, float]:
     return found
 
 
+def on_postgres(settings: Settings, world: World, url: str, folder: Path) -> Settings:
+    """The settings with both registries in the PostgreSQL database at `url`: the world's repo
+    applied and its model versions registered again (same numbers, same artifacts' text)."""
+    Registry(RegistrySettings(url=url)).apply(load_repo(world.root / "repo"))
+    source = ModelRegistry(settings.models)
+    models = ModelsSettings(path=folder, url=url)
+    target = ModelRegistry(models)
+    for v in source.versions("fraud"):
+        target.register(
+            "fraud",
+            source.load_text(v),
+            objective=v.objective,
+            signature=v.signature,
+            label=v.label,
+            dataset=v.dataset,
+            views=v.views,
+            params=v.params,
+            metrics=v.metrics,
+            primary_metric=v.primary_metric,
+            profile=v.profile,
+            who="tests",
+            libraries=v.libraries,
+        )
+    target.set_alias("fraud", "production", source.get("fraud").version, who="tests")
+    return settings.model_copy(
+        update={"registry": RegistrySettings(path=folder, url=url), "models": models}
+    )
+
+
 @pytest.fixture
-def two_workers(serving_settings: Settings, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def two_workers(
+    serving_settings: Settings, world: World, registry_url: str | None, tmp_path: Path
+) -> Iterator[tuple[str, Path, Settings]]:
+    """`fstore serve --workers 2` on the registries in SQLite files, then in PostgreSQL."""
+    settings = serving_settings
+    if registry_url is not None:
+        settings = on_postgres(settings, world, registry_url, tmp_path / "pg-models")
     port = free_port()
     config = tmp_path / "featurestore.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "kafka": {"bootstrap": serving_settings.kafka.bootstrap},
-                "redis": serving_settings.redis.model_dump(),
-                "offline": {"root": str(serving_settings.offline.root)},
-                "registry": {"path": str(serving_settings.registry.path)},
-                "models": {"path": str(serving_settings.models.path)},
+                "kafka": {"bootstrap": settings.kafka.bootstrap},
+                "redis": settings.redis.model_dump(),
+                "offline": {"root": str(settings.offline.root)},
+                "registry": {"path": str(settings.registry.path), "url": settings.registry.url},
+                "models": {"path": str(settings.models.path), "url": settings.models.url},
                 # A generous Redis deadline: this test is about workers, not load shedding
                 # on a busy machine.
                 "serving": {
@@ -99,16 +137,16 @@ def two_workers(serving_settings: Settings, tmp_path: Path) -> Iterator[tuple[st
             assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "fstore serve --workers 2 did not become ready"
             time.sleep(0.2)
-        yield url, shared
+        yield url, shared, settings
     finally:
         process.terminate()
         process.wait(60)
 
 
 def test_two_workers_share_the_registry_and_report_the_host(
-    two_workers: tuple[str, Path], serving_settings: Settings
+    two_workers: tuple[str, Path, Settings],
 ) -> None:
-    url, shared = two_workers
+    url, shared, settings = two_workers
     assert not (shared / "counter_1.db").exists()
     body = {"entities": {"user_id": USERS[:5]}}
     requests = 0
@@ -140,7 +178,7 @@ def test_two_workers_share_the_registry_and_report_the_host(
         assert first["rows_scored"] == 5 * requests
 
     # Another process moves production; both workers follow it through the shared registry.
-    ModelRegistry(serving_settings.models).set_alias(
+    ModelRegistry(settings.models).set_alias(
         "fraud", "production", 2, who="tests", force=True, reason="two workers"
     )
     deadline, streak = time.monotonic() + 60, 0
