@@ -3,6 +3,7 @@ the same tables from the same migrations, upgrades, refusals, and no password in
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -166,3 +167,28 @@ def test_connections_the_server_closed_are_replaced(postgres_database: str, post
         assert conn.execute("SELECT pg_backend_pid()").one()[0] != kept
     with db.connect() as conn:
         assert conn.execute("SELECT COUNT(*) FROM keys").one()[0] == 1
+
+
+def test_processes_opening_a_new_database_at_once_create_it_once(
+    tmp_path: Path, registry_url: str | None
+) -> None:
+    """Eight registries started at once on an empty database: one creates the schema, the
+    others wait for it and find it made (no "already exists", no half-made tables)."""
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_both() -> None:
+        barrier.wait()
+        try:
+            Database(target(tmp_path, registry_url, "models.db"), MODELS_SCHEMA)
+        except BaseException as exc:  # collected: a thread's exception would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_both) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Database(target(tmp_path, registry_url, "models.db"), MODELS_SCHEMA).connect() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM generation").one()[0] == 1
