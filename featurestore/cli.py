@@ -19,11 +19,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featurestore.config import load_settings
+from featurestore.config import load_settings, url_without_password
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
-from featurestore.services import KafkaServer, RedisServer
+from featurestore.services import (
+    KafkaServer,
+    KafkaStatus,
+    PostgresServer,
+    PostgresStatus,
+    RedisServer,
+    RedisStatus,
+)
 from featurestore.timestamps import to_us
 
 __all__ = [
@@ -43,9 +50,16 @@ console = Console()
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    postgres: Annotated[
+        bool,
+        typer.Option("--postgres", help="Also start PostgreSQL (Debian's), for `registry.url`."),
+    ] = False,
+) -> None:
     """Start a local Kafka broker (KRaft) and Redis; reuse them when already running."""
     config = load_settings().services
+    if postgres:
+        _postgres_up(PostgresServer(config))
     kafka, redis = KafkaServer(config), RedisServer(config)
     with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
         started = kafka.start()
@@ -57,11 +71,27 @@ def services_up() -> None:
     console.print(f"Redis {'started' if started else 'already running'} at {redis.url}")
 
 
+def _postgres_up(server: PostgresServer) -> None:
+    with console.status("Starting PostgreSQL (the first run creates its cluster)..."):
+        started = server.start()
+    console.print(
+        f"PostgreSQL {'started' if started else 'already running'} at {server.shown_url}; "
+        f"its password is in {server.password_file}: set FSTORE_REGISTRY_URL to the URL with it"
+    )
+
+
 @services_app.command("down")
 def services_down() -> None:
     """Stop the servers that `fstore services up` started (found by pid file only)."""
     config = load_settings().services
-    for name, server in (("Redis", RedisServer(config)), ("Kafka", KafkaServer(config))):
+    servers = (
+        ("PostgreSQL", PostgresServer(config)),
+        ("Redis", RedisServer(config)),
+        ("Kafka", KafkaServer(config)),
+    )
+    for name, server in servers:
+        if name == "PostgreSQL" and server.process.pid() is None:
+            continue  # started only on request (`up --postgres`): no line when it never ran
         with console.status(f"Stopping {name}..."):
             stopped = server.stop()
         console.print(f"{name} {'stopped' if stopped else 'was not running'}")
@@ -73,10 +103,14 @@ def services_status() -> None:
     config = load_settings().services
     kafka, redis = KafkaServer(config).status(), RedisServer(config).status()
     table = Table("service", "state", "pid", "address", "version", "data", "log")
-    for name, status, address, version in (
+    rows: list[tuple[str, KafkaStatus | RedisStatus | PostgresStatus, str, str]] = [
         ("kafka", kafka, kafka.bootstrap, kafka.version),
         ("redis", redis, redis.url, redis.version or "?"),
-    ):
+    ]
+    postgres = PostgresServer(config).status()
+    if postgres.data_dir.exists():  # a row once `up --postgres` made its cluster
+        rows.append(("postgres", postgres, postgres.url, postgres.version or "?"))
+    for name, status, address, version in rows:
         state = "[green]running[/]" if status.running else "[red]stopped[/]"
         pid = str(status.pid) if status.pid else "-"
         table.add_row(
@@ -88,7 +122,12 @@ def services_status() -> None:
 @app.command("config")
 def show_config() -> None:
     """Print the effective configuration (YAML file + FSTORE_* overrides)."""
-    console.print_json(load_settings().model_dump_json())
+    settings = load_settings()
+    shown = settings.model_dump(mode="json")
+    for section in ("registry", "models"):  # database URLs may hold a password
+        if shown[section].get("url"):
+            shown[section]["url"] = url_without_password(shown[section]["url"])
+    console.print_json(data=shown)
 
 
 _STATUS_STYLE = {
@@ -110,7 +149,7 @@ def apply(
     if not result.changes:
         console.print(f"No definitions found in {path}.")
         return
-    table = Table("kind", "name", "status", "version", "fingerprint", title=str(registry.path))
+    table = Table("kind", "name", "status", "version", "fingerprint", title=registry.db.shown)
     for change in result.changes:
         version = "" if change.version is None else f"v{change.version}"
         table.add_row(
@@ -128,7 +167,9 @@ def views(
     """List the registered feature views: version, fingerprint, source topic, features."""
     config = load_settings().registry
     registered = (
-        Registry(config).list_views(all_versions) if (config.path / DB_FILE_NAME).exists() else []
+        Registry(config).list_views(all_versions)
+        if config.url or (config.path / DB_FILE_NAME).exists()
+        else []
     )
     if not registered:
         console.print("No feature views registered: run `fstore apply` in a feature repo.")

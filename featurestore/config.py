@@ -13,12 +13,21 @@ JSON, e.g. `FSTORE_KAFKA_PROPERTIES='{"security.protocol": "SASL_SSL"}'`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -98,10 +107,14 @@ def url_without_password(url: str) -> str:
     'redis://user:***@cache:6379/2'
     """
     parts = urlsplit(url)
-    if parts.password is None:
+    # libpq also takes the password as a query parameter (`?password=`, `&sslpassword=`).
+    query = re.sub(r"(^|&)((?:ssl)?password)=[^&]*", r"\1\2=***", parts.query)
+    if parts.password is None and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class OfflineSettings(BaseModel):
@@ -114,7 +127,34 @@ class OfflineSettings(BaseModel):
 
 
 class RegistrySettings(BaseModel):
+    """The feature registry: a SQLite file under `path` (the default), or, for serving replicas
+    on several hosts, a PostgreSQL database at `url` (`postgresql://user:pw@host:5432/db`, env
+    `FSTORE_REGISTRY_URL`), which the model registry then uses too unless `models.url` says."""
+
     path: UserPath = Path("data/registry")
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        return _database_url(url)
+
+    @property
+    def shown_url(self) -> str:
+        """Where the registry lives, as messages show it: no password."""
+        return url_without_password(self.url) if self.url else str(self.path)
+
+
+def _database_url(url: str | None) -> str | None:
+    if url is None or url.strip() == "":
+        return None
+    scheme = urlsplit(url).scheme
+    if scheme not in ("postgresql", "postgres"):
+        # The URL itself is not repeated: it may hold a password.
+        raise ValueError(
+            f"must be a postgresql:// URL (got scheme {scheme!r}); leave it unset for SQLite"
+        )
+    return url
 
 
 class ModelsSettings(BaseModel):
@@ -122,6 +162,14 @@ class ModelsSettings(BaseModel):
     that share it (a shared volume) see the same versions, aliases and traffic."""
 
     path: UserPath = Path("data/models")
+    # The metadata's PostgreSQL database (None: `registry.url`, else `<path>/models.db`); the
+    # artifacts stay files under `path`, which replicas share (a shared volume).
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        return _database_url(url)
 
 
 class ServingSettings(BaseModel):
@@ -266,8 +314,9 @@ class ServicesSettings(BaseModel):
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
     redis_port: int = 6379
+    postgres_port: int = 5432
 
-    @field_validator("kafka_port", "kafka_controller_port", "redis_port")
+    @field_validator("kafka_port", "kafka_controller_port", "redis_port", "postgres_port")
     @classmethod
     def _port_in_range(cls, port: int) -> int:
         if not 0 < port < 65536:
@@ -303,6 +352,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file sits under the environment: an FSTORE_* variable overrides it.
         return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _models_follow_registry(self) -> Settings:
+        """One `registry.url` holds both registries, unless `models.url` names another."""
+        if self.models.url is None and self.registry.url is not None:
+            self.models = self.models.model_copy(update={"url": self.registry.url})
+        return self
 
 
 class _YamlSource(InitSettingsSource):

@@ -3,12 +3,12 @@
 A view's version changes only when its fingerprint does (what it computes), so online state and
 models keyed by `view@version` stay valid across applies that change only descriptions or tags.
 Old versions stay readable, for models pinned to them, until removed. The registry is one SQLite
-file in WAL mode: several processes (workers, the API, the CLI) read while one applies.
+file in WAL mode, or a PostgreSQL database (`registry.url`) that servers on several hosts share:
+several processes (workers, the API, the CLI) read while one applies (featurestore/database.py).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,8 +19,8 @@ from typing import TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from featurestore import sqlite
 from featurestore.config import RegistrySettings
+from featurestore.database import Connection, Database, Migration, Row, Schema
 from featurestore.definitions import (
     Entity,
     FeatureService,
@@ -37,6 +37,7 @@ __all__ = [
     "Change",
     "RegisteredView",
     "Registry",
+    "SCHEMA",
     "Status",
 ]
 
@@ -45,7 +46,7 @@ SCHEMA_VERSION = 1
 _Model = TypeVar("_Model", bound=BaseModel)
 _Unversioned = Entity | KafkaSource | FeatureService
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS feature_views (
     name TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -67,20 +68,30 @@ CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at TEXT NOT NULL
 );
 """
+_STATEMENTS = [statement for statement in _TABLES.split(";") if statement.strip()]
+# The same DDL reads the same on both backends.
+SCHEMA = Schema("registry", [Migration(sqlite=_STATEMENTS, postgresql=_STATEMENTS)])
+assert SCHEMA.version == SCHEMA_VERSION  # noqa: S101 - a new migration bumps both
 
 # Statements per unversioned kind; table names are not parameters in SQL, so each is spelled out.
 _UNVERSIONED = {
     "entity": (
         "SELECT definition FROM entities WHERE name = ?",
-        "INSERT OR REPLACE INTO entities (name, definition, updated_at) VALUES (?, ?, ?)",
+        "INSERT INTO entities (name, definition, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, "
+        "updated_at = excluded.updated_at",
     ),
     "source": (
         "SELECT definition FROM sources WHERE name = ?",
-        "INSERT OR REPLACE INTO sources (name, definition, updated_at) VALUES (?, ?, ?)",
+        "INSERT INTO sources (name, definition, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, "
+        "updated_at = excluded.updated_at",
     ),
     "feature service": (
         "SELECT definition FROM feature_services WHERE name = ?",
-        "INSERT OR REPLACE INTO feature_services (name, definition, updated_at) VALUES (?, ?, ?)",
+        "INSERT INTO feature_services (name, definition, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, "
+        "updated_at = excluded.updated_at",
     ),
 }
 
@@ -141,19 +152,22 @@ class RegisteredView:
 
 
 class Registry:
-    """Feature views (versioned), services, entities and sources in `<path>/registry.db`.
+    """Feature views (versioned), services, entities and sources in `<path>/registry.db`, or
+    in the PostgreSQL database at `config.url`.
 
     Every call opens its own short-lived connection, so one `Registry` may be shared by threads.
     """
 
     def __init__(self, config: RegistrySettings) -> None:
-        self.path = config.path / DB_FILE_NAME
-        try:
-            config.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryError(f"cannot create the registry folder {config.path}: {exc}") from exc
-        statements = [statement for statement in _SCHEMA.split(";") if statement.strip()]
-        sqlite.ensure_schema(self.path, "registry", statements, SCHEMA_VERSION)
+        self.path = config.path / DB_FILE_NAME  # unused when `config.url` is set
+        if config.url is None:
+            try:
+                config.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(
+                    f"cannot create the registry folder {config.path}: {exc}"
+                ) from exc
+        self.db = Database(config.url or self.path, SCHEMA)
 
     def apply(self, contents: RepoContents) -> ApplyResult:
         """Register a repo's definitions in one transaction: all of them, or none on an error.
@@ -224,9 +238,7 @@ class Registry:
         with self._connect() as conn:
             return self._resolve(conn, refs)
 
-    def _resolve(
-        self, conn: sqlite3.Connection, refs: Iterable[str]
-    ) -> list[tuple[RegisteredView, str]]:
+    def _resolve(self, conn: Connection, refs: Iterable[str]) -> list[tuple[RegisteredView, str]]:
         views: dict[tuple[str, int | None], RegisteredView] = {}
         resolved: list[tuple[RegisteredView, str]] = []
         for text in refs:
@@ -244,7 +256,7 @@ class Registry:
             resolved.append((registered, ref.feature))
         return resolved
 
-    def _get_view(self, conn: sqlite3.Connection, name: str, version: int | None) -> RegisteredView:
+    def _get_view(self, conn: Connection, name: str, version: int | None) -> RegisteredView:
         rows = conn.execute(
             f"{_VIEW_ROWS} WHERE name = ? ORDER BY version DESC",
             (name,),
@@ -270,7 +282,7 @@ class Registry:
             f"feature view {name!r} has no version {version} (readable versions: {versions})"
         )
 
-    def _put_view(self, conn: sqlite3.Connection, view: FeatureView, now: str) -> Change:
+    def _put_view(self, conn: Connection, view: FeatureView, now: str) -> Change:
         fingerprint, definition = view.fingerprint(), _dump(view)
         latest = conn.execute(
             "SELECT version, fingerprint, definition FROM feature_views "
@@ -290,7 +302,7 @@ class Registry:
         # Numbers of removed versions are not reused: they may still name online state or models.
         (top,) = conn.execute(
             "SELECT COALESCE(MAX(version), 0) FROM feature_views WHERE name = ?", (view.name,)
-        ).fetchone()
+        ).one()
         conn.execute(
             "INSERT INTO feature_views (name, version, fingerprint, topic, definition, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -299,7 +311,7 @@ class Registry:
         status = Status.CREATED if latest is None else Status.UPDATED
         return Change("feature view", view.name, status, top + 1, fingerprint)
 
-    def _put(self, conn: sqlite3.Connection, obj: _Unversioned, now: str) -> Change:
+    def _put(self, conn: Connection, obj: _Unversioned, now: str) -> Change:
         kind, name, definition = kind_of(obj), obj.name, _dump(obj)
         select, upsert = _UNVERSIONED[kind]
         row = conn.execute(select, (name,)).fetchone()
@@ -308,11 +320,11 @@ class Registry:
         conn.execute(upsert, (name, definition, now))
         return Change(kind, name, Status.CREATED if row is None else Status.UPDATED)
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return sqlite.connect(self.path, "registry")
+    def _connect(self) -> AbstractContextManager[Connection]:
+        return self.db.connect()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return sqlite.transaction(self.path, "registry")
+    def _transaction(self) -> AbstractContextManager[Connection]:
+        return self.db.transaction()
 
 
 def _dump(obj: BaseModel) -> str:
@@ -333,7 +345,7 @@ def _load(model: type[_Model], text: str) -> _Model:
         ) from exc
 
 
-def _registered(row: sqlite3.Row) -> RegisteredView:
+def _registered(row: Row) -> RegisteredView:
     return RegisteredView(
         view=_load(FeatureView, row["definition"]),
         version=row["version"],

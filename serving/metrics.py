@@ -1,15 +1,74 @@
 """Prometheus metrics of one app instance, in a registry of its own (several apps in one process,
-as in tests, must not collide in the global one)."""
+as in tests, must not collide in the global one).
+
+`fstore serve --workers N` runs N processes behind one port; a scrape or a dashboard poll reaches
+one of them at random, yet must see the host. So the serve command points prometheus-client's
+multiprocess mode at a folder of its own (`PROMETHEUS_MULTIPROC_DIR`, emptied at start): every
+worker writes its values there, and whatever reads the metrics (`/metrics`, the dashboard) reads
+`ServingMetrics.host()`, which sums counters and histograms over the host's workers, live or
+exited; gauges are per live worker, summed (requests in flight) or the highest (models loaded).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
-from typing import Generic, TypeVar
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Children", "LatencyMiddleware", "ServingMetrics"]
+__all__ = [
+    "MULTIPROCESS_ENV",
+    "Children",
+    "Collects",
+    "HostMetric",
+    "LatencyMiddleware",
+    "ServingMetrics",
+    "multiprocess_dir",
+    "prepare_multiprocess_dir",
+    "remove_multiprocess_dir",
+]
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for the folder
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder the host's workers share their metrics in, or None (one process)."""
+    value = os.environ.get(MULTIPROCESS_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def prepare_multiprocess_dir() -> tuple[Path, bool]:
+    """Before the workers start: the folder from `PROMETHEUS_MULTIPROC_DIR`, emptied (values
+    of an earlier run would count again), or a new temporary one, set in the environment that
+    the workers inherit. Returns the folder and whether it was made here (to remove after)."""
+    given = multiprocess_dir()
+    if given is None:
+        folder = Path(tempfile.mkdtemp(prefix="fstore-metrics-"))
+        os.environ[MULTIPROCESS_ENV] = str(folder)
+        return folder, True
+    given.mkdir(parents=True, exist_ok=True)
+    for stale in given.glob("*.db"):
+        stale.unlink()
+    return given, False
+
+
+def remove_multiprocess_dir(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    os.environ.pop(MULTIPROCESS_ENV, None)
+
+
+class Collects(Protocol):
+    """Anything whose `collect()` yields metric families: a metric, a registry, a `HostMetric`."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
 
 M = TypeVar("M", Counter, Histogram)
 
@@ -79,8 +138,9 @@ class ServingMetrics:
         )
         self.loaded_versions = Gauge(
             "fstore_loaded_model_versions",
-            "Model versions loaded in this server.",
+            "Model versions loaded in this server (the most any live worker holds).",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.shed = Counter(
             "fstore_shed_requests",
@@ -92,8 +152,10 @@ class ServingMetrics:
         )
         self.in_flight = Gauge(
             "fstore_requests_in_flight",
-            "Requests this process is answering now (health probes and /metrics aside).",
+            "Requests this server's live workers are answering now (health probes and /metrics "
+            "aside).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.unscored = Counter(
             "fstore_unscored_rows",
@@ -102,6 +164,31 @@ class ServingMetrics:
             ["model", "reason"],
             registry=r,
         )
+
+    def host(self) -> CollectorRegistry:
+        """What to read for the host: every worker's values merged (multiprocess mode), or
+        this process's own."""
+        if multiprocess_dir() is None:
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return merged
+
+    def close(self) -> None:
+        """At a worker's exit: its live gauges leave the host's figures."""
+        if multiprocess_dir() is not None:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class HostMetric:
+    """One metric's families as the host sees them (`ServingMetrics.host()`), by name."""
+
+    def __init__(self, metrics: ServingMetrics, metric: Counter | Histogram | Gauge) -> None:
+        self.metrics = metrics
+        self.name = next(iter(metric.collect())).name  # the family name, without _total
+
+    def collect(self) -> list[Metric]:
+        return [family for family in self.metrics.host().collect() if family.name == self.name]
 
 
 class LatencyMiddleware:

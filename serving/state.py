@@ -77,6 +77,7 @@ class ServingState:
         self.shadow.stop()  # its last results go to the log before the log flushes
         self.prediction_log.stop()
         self.online.close()
+        self.metrics.close()
 
     @property
     def reads_need_token(self) -> bool:

@@ -1,14 +1,16 @@
-"""Session fixtures for real Kafka and Redis servers.
+"""Session fixtures for real Kafka, Redis and PostgreSQL servers.
 
 Where they come from, first match wins:
 1. `FSTORE_KAFKA_BOOTSTRAP` / `FSTORE_REDIS_URL` point at running servers;
 2. a Docker engine answers: testcontainers starts `apache/kafka` and `redis` images;
 3. otherwise the project's own services module starts a broker from Maven jars and
    Debian's redis-server, on free loopback ports, in a temporary directory.
-Each test isolates itself with its own topic names (`topic_name`) and Redis key prefix
-(`key_prefix`); nothing here is a mock. A test that needs a tool this machine lacks calls
-`unavailable(why)`: a skip here, a failure under CI. A test stuck past its timeout fails, and
-one stuck where no signal reaches it ends the run (`pytest_timeout_set_timer`).
+PostgreSQL: `FSTORE_TEST_POSTGRES_URL`, else Debian's server started here (`PostgresServer`).
+Each test isolates itself with its own topic names (`topic_name`), Redis key prefix
+(`key_prefix`) and PostgreSQL schema (`postgres_database`); nothing here is a mock. A test that
+needs a tool this machine lacks calls `unavailable(why)`: a skip here, a failure under CI. A
+test stuck past its timeout fails, and one stuck where no signal reaches it ends the run
+(`pytest_timeout_set_timer`).
 """
 
 from __future__ import annotations
@@ -19,18 +21,26 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 import redis as redis_lib
 
-from featurestore.config import KafkaSettings, ServicesSettings, load_settings
-from featurestore.services import KafkaServer, RedisServer, free_port
+from featurestore.config import (
+    KafkaSettings,
+    ServicesSettings,
+    load_settings,
+    url_without_password,
+)
+from featurestore.services import KafkaServer, PostgresServer, RedisServer, free_port
 
 KAFKA_IMAGE_VERSION = "4.1.1"
 
@@ -153,6 +163,61 @@ def redis_client(redis: str) -> redis_lib.Redis:
     return redis_lib.Redis.from_url(redis)
 
 
+@pytest.fixture(scope="session")
+def postgres(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a real PostgreSQL server for this test session (it holds its password)."""
+    endpoint = _postgres_endpoint()
+    request.config.stash[_ENDPOINTS].append(("PostgreSQL", endpoint))
+    try:
+        yield endpoint.address
+    finally:
+        endpoint.stop()
+
+
+def _postgres_endpoint() -> Endpoint:
+    if url := os.environ.get("FSTORE_TEST_POSTGRES_URL"):
+        return Endpoint(url, "external", "FSTORE_TEST_POSTGRES_URL")
+    # Not under pytest's temp root: that is closed to other users (0700), and under root the
+    # server runs as the unprivileged `postgres` user, which must reach its data.
+    state = Path(tempfile.mkdtemp(prefix="fstore-postgres-"))
+    state.chmod(0o755)
+    server = PostgresServer(ServicesSettings(state_dir=state, postgres_port=free_port()))
+    if server.status().version is None and os.geteuid() != 0:
+        unavailable("PostgreSQL's server binaries are missing: apt-get install postgresql")
+    server.start()
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+    return Endpoint(server.url, server.status().version or "?", "local postgres", stop)
+
+
+@pytest.fixture
+def postgres_database(postgres: str) -> Iterator[str]:
+    """A URL whose tables land in a fresh schema of this test's own (dropped afterwards)."""
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    parts = urlsplit(postgres)
+    option = "options=" + quote(f"-csearch_path={schema}", safe="")
+    query = f"{parts.query}&{option}" if parts.query else option
+    yield urlunsplit(parts._replace(query=query))
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest) -> str | None:
+    """Each registry test runs on both backends: None (a SQLite file), then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_database")
+    return url
+
+
 _ENDPOINTS = pytest.StashKey[list[tuple[str, Endpoint]]]()
 
 
@@ -165,7 +230,8 @@ def pytest_terminal_summary(
 ) -> None:
     for name, endpoint in config.stash[_ENDPOINTS]:
         terminalreporter.write_line(
-            f"{name} {endpoint.version} at {endpoint.address} ({endpoint.origin})"
+            f"{name} {endpoint.version} at {url_without_password(endpoint.address)} "
+            f"({endpoint.origin})"
         )
 
 

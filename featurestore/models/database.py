@@ -1,22 +1,22 @@
-"""The model registry's SQLite file (`models.db`): schema, connections, and rows <-> records.
+"""The model registry's database: schema, opening it, and rows <-> records.
 
+A SQLite file (`models.db` in the models folder, WAL mode: servers read while the CLI writes)
+or a PostgreSQL database (`models.url`, by default `registry.url`); featurestore/database.py.
 Alias and traffic rows hold the present; `audit` holds how it came to be and is append-only —
-triggers refuse UPDATE and DELETE, so not even a bug in this package can rewrite it. The single
-`generation` row is bumped in the same transaction as every change, so a server learns whether
-anything moved from one tiny SELECT. WAL mode lets servers read while the CLI writes.
+triggers refuse UPDATE and DELETE (and, on PostgreSQL, TRUNCATE), so not even a bug in this
+package can rewrite it. The single `generation` row is bumped in the same transaction as every
+change, so a server learns whether anything moved from one tiny SELECT.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from featurestore import sqlite
+from featurestore.database import Database, Migration, Row, Schema
 from featurestore.errors import RegistryError
 from featurestore.models.promotion import AuditEntry
 from featurestore.models.versions import DatasetRef, ModelVersion, Objective, Signature
@@ -25,10 +25,11 @@ __all__ = [
     "AUDIT_ROWS",
     "DB_FILE_NAME",
     "INSERT_VERSION",
+    "SCHEMA",
     "SCHEMA_VERSION",
     "VERSION_ROWS",
-    "Database",
     "entry_from_row",
+    "open_database",
     "to_json",
     "version_from_row",
 ]
@@ -52,7 +53,7 @@ AUDIT_ROWS = (
     "SELECT id, model, at, who, action, alias, from_version, to_version, reason, detail FROM audit"
 )
 
-_SCHEMA = (
+_SQLITE = (
     """CREATE TABLE IF NOT EXISTS versions (
         model TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -108,31 +109,58 @@ _SCHEMA = (
 )
 
 
-class Database:
-    """`<folder>/models.db`, created on first use. Each call opens its own short-lived
-    connection, as the feature registry does, so one object may be shared by threads."""
+# The same tables in PostgreSQL's DDL: an identity column for the audit id, DOUBLE PRECISION for
+# the weights (REAL is 4 bytes there), and a trigger function that refuses rewrites.
+_VERSIONS, _ALIASES, _TRAFFIC, _AUDIT, _AUDIT_INDEX, _NO_UPDATE, _NO_DELETE, *_GENERATION = _SQLITE
+_POSTGRESQL = (
+    _VERSIONS,
+    _ALIASES,
+    """CREATE TABLE IF NOT EXISTS traffic (
+        model TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        weight DOUBLE PRECISION NOT NULL CHECK (weight > 0 AND weight <= 1),
+        PRIMARY KEY (model, alias)
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        model TEXT NOT NULL,
+        at TEXT NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        alias TEXT,
+        from_version INTEGER,
+        to_version INTEGER,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    _AUDIT_INDEX,
+    """CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'the audit history is append-only'; END $$""",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only()""",
+    """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()""",
+    *_GENERATION,
+)
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / DB_FILE_NAME
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryError(f"cannot create the models folder {folder}: {exc}") from exc
-        sqlite.ensure_schema(
-            self.path, "model registry", _SCHEMA, SCHEMA_VERSION, foreign_keys=True
-        )
-
-    def connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        """A connection in autocommit mode, foreign keys on; errors become `RegistryError`s."""
-        return sqlite.connect(self.path, "model registry", foreign_keys=True)
-
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front: two registers cannot both take
-        version N, and the gate cannot judge a production alias that moves under it."""
-        return sqlite.transaction(self.path, "model registry", foreign_keys=True)
+SCHEMA = Schema(
+    "model registry", [Migration(sqlite=_SQLITE, postgresql=_POSTGRESQL)], foreign_keys=True
+)
+assert SCHEMA.version == SCHEMA_VERSION  # noqa: S101 - a new migration bumps both
 
 
-def version_from_row(row: sqlite3.Row, root: Path) -> ModelVersion:
+def open_database(folder: Path, url: str | None) -> Database:
+    """The PostgreSQL database at `url`, or `<folder>/models.db` (created on first use)."""
+    if url is not None:
+        return Database(url, SCHEMA)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RegistryError(f"cannot create the models folder {folder}: {exc}") from exc
+    return Database(folder / DB_FILE_NAME, SCHEMA)
+
+
+def version_from_row(row: Row, root: Path) -> ModelVersion:
     """A `versions` row as a record; `root` is this process's path to the models folder."""
     dataset = orjson.loads(row["dataset"])
     return ModelVersion(
@@ -156,7 +184,7 @@ def version_from_row(row: sqlite3.Row, root: Path) -> ModelVersion:
     )
 
 
-def entry_from_row(row: sqlite3.Row) -> AuditEntry:
+def entry_from_row(row: Row) -> AuditEntry:
     return AuditEntry(
         id=int(row["id"]),
         model=row["model"],

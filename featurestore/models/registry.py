@@ -1,8 +1,9 @@
 """The model registry: versions with their lineage, aliases, traffic weights and an audit history.
 
-Storage: `<models.path>/models.db` (SQLite, WAL) for the metadata and
-`<models.path>/<model>/v<N>/model.txt` for each artifact, in LightGBM's text format (never
-pickle), with its SHA-256 recorded. Several serving replicas may share the folder.
+Storage: `<models.path>/models.db` (SQLite, WAL) or the PostgreSQL database at `models.url`
+(by default `registry.url`) for the metadata, and `<models.path>/<model>/v<N>/model.txt` for
+each artifact, in LightGBM's text format (never pickle), with its SHA-256 recorded.
+Several serving replicas may share the folder.
 
 Aliases (`production`, `canary`, `shadow`, any name) point at versions. Promotion to
 `production` is gated on the primary validation metric; every alias or traffic change is
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sqlite3
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -26,14 +26,15 @@ from typing import Any
 import orjson
 
 from featurestore.config import ModelsSettings
+from featurestore.database import Connection
 from featurestore.errors import RegistryError
 from featurestore.models.artifacts import ARTIFACT_NAME, write_atomically
 from featurestore.models.database import (
     AUDIT_ROWS,
     INSERT_VERSION,
     VERSION_ROWS,
-    Database,
     entry_from_row,
+    open_database,
     to_json,
     version_from_row,
 )
@@ -73,6 +74,10 @@ __all__ = [
     "Signature",
 ]
 
+_SET_ALIAS = (
+    "INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) "
+    "ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version"
+)
 # Audit actions that move an alias, which `rollback` undoes.
 _ALIAS_CHANGES = ("alias", "remove_alias", "rollback")
 
@@ -86,8 +91,9 @@ class ModelRegistry:
     """
 
     def __init__(self, config: ModelsSettings) -> None:
+        self.config = config
         self.root = config.path
-        self.db = Database(self.root)
+        self.db = open_database(self.root, config.url)
 
     # -- versions
     def register(
@@ -161,7 +167,7 @@ class ModelRegistry:
             with self.db.transaction() as conn:
                 (version,) = conn.execute(
                     "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE model = ?", (name,)
-                ).fetchone()
+                ).one()
                 relative = Path(name) / f"v{version}" / ARTIFACT_NAME
                 # Written under the write lock: no other register can be writing this version.
                 written = self.root / relative
@@ -174,7 +180,7 @@ class ModelRegistry:
                 )
                 stored = conn.execute(
                     f"{VERSION_ROWS} WHERE model = ? AND version = ?", (name, version)
-                ).fetchone()
+                ).one()
         except BaseException:
             if written is not None:  # the version was not committed: leave no orphan file
                 written.unlink(missing_ok=True)
@@ -188,7 +194,7 @@ class ModelRegistry:
             number = self._resolve(conn, name, PRODUCTION if version is None else version)
             row = conn.execute(
                 f"{VERSION_ROWS} WHERE model = ? AND version = ?", (name, number)
-            ).fetchone()
+            ).one()
         return version_from_row(row, self.root)
 
     def models(self) -> list[str]:
@@ -253,7 +259,7 @@ class ModelRegistry:
                 production = self._scored(conn, name, current)
                 detail = gate(name, production, self._scored(conn, name, number), tolerance, force)
             conn.execute(
-                "INSERT OR REPLACE INTO aliases (model, alias, version) VALUES (?, ?, ?)",
+                _SET_ALIAS,
                 (name, alias, number),
             )
             return self._audit(conn, name, who, "alias", alias, current, number, reason, detail)
@@ -286,7 +292,7 @@ class ModelRegistry:
             last = conn.execute(
                 "SELECT id, action, from_version, to_version, who, at FROM audit "
                 "WHERE model = ? AND alias = ? AND action IN (?, ?, ?) "
-                "AND from_version IS NOT to_version ORDER BY id DESC LIMIT 1",
+                "AND from_version IS DISTINCT FROM to_version ORDER BY id DESC LIMIT 1",
                 (name, alias, *_ALIAS_CHANGES),
             ).fetchone()
             if last is None:
@@ -304,7 +310,7 @@ class ModelRegistry:
             current = self._aliases(conn, name).get(alias)
             target = int(last["from_version"])
             conn.execute(
-                "INSERT OR REPLACE INTO aliases (model, alias, version) VALUES (?, ?, ?)",
+                _SET_ALIAS,
                 (name, alias, target),
             )
             detail = {"undoes": int(last["id"])}
@@ -354,17 +360,17 @@ class ModelRegistry:
         """A number that grows on every register / alias / traffic change: servers poll it
         cheaply and reload only when it moved."""
         with self.db.connect() as conn:
-            return int(conn.execute("SELECT value FROM generation").fetchone()[0])
+            return int(conn.execute("SELECT value FROM generation").one()[0])
 
     # -- internals
-    def _scored(self, conn: sqlite3.Connection, name: str, version: int) -> Scored:
+    def _scored(self, conn: Connection, name: str, version: int) -> Scored:
         row = conn.execute(
             "SELECT primary_metric, metrics FROM versions WHERE model = ? AND version = ?",
             (name, version),
-        ).fetchone()
+        ).one()
         return Scored(version, row["primary_metric"], orjson.loads(row["metrics"]))
 
-    def _resolve(self, conn: sqlite3.Connection, name: str, version: int | str) -> int:
+    def _resolve(self, conn: Connection, name: str, version: int | str) -> int:
         """A version number or alias name -> an existing version number."""
         numbers = self._resolve_model(conn, name)
         if isinstance(version, str) and not version.isdigit():
@@ -376,7 +382,7 @@ class ModelRegistry:
             )
         return number
 
-    def _resolve_model(self, conn: sqlite3.Connection, name: str) -> list[int]:
+    def _resolve_model(self, conn: Connection, name: str) -> list[int]:
         numbers = [
             int(r[0])
             for r in conn.execute(
@@ -387,14 +393,14 @@ class ModelRegistry:
             self._unknown_model(conn, name)
         return numbers
 
-    def _unknown_model(self, conn: sqlite3.Connection, name: str) -> None:
+    def _unknown_model(self, conn: Connection, name: str) -> None:
         known = [r[0] for r in conn.execute("SELECT DISTINCT model FROM versions ORDER BY 1")]
         raise RegistryError(
             f"unknown model {name!r} (registered: {', '.join(known) or 'none'} in {self.root}); "
             "train one with `fstore train`"
         )
 
-    def _alias(self, conn: sqlite3.Connection, name: str, alias: str) -> int:
+    def _alias(self, conn: Connection, name: str, alias: str) -> int:
         self._resolve_model(conn, name)
         number = self._aliases(conn, name).get(alias)
         if number is None:
@@ -403,13 +409,13 @@ class ModelRegistry:
             )
         return number
 
-    def _aliases(self, conn: sqlite3.Connection, name: str) -> dict[str, int]:
+    def _aliases(self, conn: Connection, name: str) -> dict[str, int]:
         rows = conn.execute(
             "SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias", (name,)
         )
         return {str(alias): int(number) for alias, number in rows}
 
-    def _traffic(self, conn: sqlite3.Connection, name: str, default: bool) -> dict[str, float]:
+    def _traffic(self, conn: Connection, name: str, default: bool) -> dict[str, float]:
         rows = conn.execute(
             "SELECT alias, weight FROM traffic WHERE model = ? ORDER BY alias", (name,)
         ).fetchall()
@@ -417,7 +423,7 @@ class ModelRegistry:
             return {PRODUCTION: 1.0}
         return {str(alias): float(weight) for alias, weight in rows}
 
-    def _describe(self, conn: sqlite3.Connection, name: str) -> str:
+    def _describe(self, conn: Connection, name: str) -> str:
         """What a model has, for error messages: "model 'fraud' has versions 1, 2; aliases:
         production -> 2"."""
         numbers = [
@@ -434,7 +440,7 @@ class ModelRegistry:
 
     def _audit(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         name: str,
         who: str,
         action: str,
@@ -445,9 +451,9 @@ class ModelRegistry:
         detail: dict[str, Any],
     ) -> AuditEntry:
         """Append to the history and bump the generation, in the caller's transaction."""
-        cursor = conn.execute(
+        (entry_id,) = conn.execute(
             "INSERT INTO audit (model, at, who, action, alias, from_version, to_version, "
-            "reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 name,
                 datetime.now(UTC).isoformat(),
@@ -459,9 +465,9 @@ class ModelRegistry:
                 reason,
                 to_json(detail),
             ),
-        )
+        ).one()
         conn.execute("UPDATE generation SET value = value + 1")
-        row = conn.execute(f"{AUDIT_ROWS} WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        row = conn.execute(f"{AUDIT_ROWS} WHERE id = ?", (entry_id,)).one()
         return entry_from_row(row)
 
 

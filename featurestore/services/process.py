@@ -7,6 +7,8 @@ still contains the config file `up` wrote, so `down` never signals a stranger.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess  # noqa: S404 - starting local servers is this module's job
@@ -14,11 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from featurestore.errors import ServiceError
 
 __all__ = [
     "ManagedProcess",
+    "apt_install",
     "ensure_port_free",
     "free_port",
     "port_open",
@@ -44,8 +48,15 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: list[str], log_file: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], log_file: Path, cwd: Path, user: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`user`: run as that (unprivileged) user, with its group and no other groups."""
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        identity: dict[str, Any] = {}
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         with log_file.open("ab") as log:
             # A new session: the server outlives the CLI and a Ctrl-C in its terminal.
             proc = subprocess.Popen(  # noqa: S603 - argv is built by us, not a shell string
@@ -55,18 +66,19 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **identity,
             )
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{proc.pid}\n")
         _STARTED.append(proc)
         return proc
 
-    def stop(self, timeout: float = 60.0) -> bool:
-        """SIGTERM, then SIGKILL after `timeout`. Returns whether something was stopped."""
+    def stop(self, timeout: float = 60.0, stop_signal: int = signal.SIGTERM) -> bool:
+        """`stop_signal`, then SIGKILL after `timeout`. Returns whether something was stopped."""
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, stop_signal)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _alive(pid):
@@ -186,3 +198,19 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log written)"
+
+
+def apt_install(package: str, missing: str) -> None:
+    """Install a Debian package with apt-get, as root; `missing` is the error otherwise."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ServiceError(missing)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            argv, capture_output=True, text=True, env=env, check=False
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"installing {package} failed (`{' '.join(argv)}` exited {result.returncode}):\n"
+                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )

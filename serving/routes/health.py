@@ -58,5 +58,6 @@ def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    registry = serving_state(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # The host's figures: every worker's of `fstore serve --workers N` (serving/metrics.py).
+    host = serving_state(request).metrics.host()
+    return Response(generate_latest(host), media_type=CONTENT_TYPE_LATEST)

@@ -17,6 +17,7 @@ from featurestore.drift.state import latest_drift
 from featurestore.errors import FeatureStoreError
 from featurestore.positions import NO_POSITION
 from featurestore.timestamps import from_us, to_us
+from serving.metrics import HostMetric
 from serving.state import ServingState
 from serving.ui.lag import LagProbe, lag
 from serving.ui.traffic import TrafficSampler
@@ -41,7 +42,7 @@ class Dashboard:
 
     def __init__(self, state: ServingState) -> None:
         self.state = state
-        self.traffic = TrafficSampler(state.metrics.route_latency)
+        self.traffic = TrafficSampler(HostMetric(state.metrics, state.metrics.route_latency))
         self.lag = LagProbe(state.settings.kafka)
 
     def overview(self) -> dict[str, Any]:
@@ -169,9 +170,10 @@ def _compact(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scored_rows(state: ServingState) -> dict[tuple[str, str], int]:
-    """Rows served (not shadow) since this server started, by model and version."""
+    """Rows served (not shadow) since this server started, by model and version (every
+    worker's, under `fstore serve --workers N`)."""
     out: dict[tuple[str, str], int] = {}
-    for metric in state.metrics.predictions.collect():
+    for metric in HostMetric(state.metrics, state.metrics.predictions).collect():
         for s in metric.samples:
             if s.name.endswith("_total") and s.labels.get("role") == "served":
                 key = (s.labels["model"], s.labels["version"])

@@ -5,7 +5,9 @@ Each dashboard poll takes a sample of it (at most one a second) and keeps ten mi
 the difference of two consecutive samples is one point: requests per second, error rate, and
 percentiles interpolated inside the buckets, as Prometheus' `histogram_quantile` does. Reading
 the histogram leaves the predict route untouched, at the price of points only while a page
-polls. Each uvicorn worker process has its own metrics: the page shows the one that answered.
+polls. The histogram read is the host's (`ServingMetrics.host()`): under `fstore serve --workers
+N` the figures are every worker's together, whichever worker answers the poll; each worker keeps
+its own samples, so with N workers a page's points are about N polls apart.
 
 >>> round(quantile((0.001, 0.01, float("inf")), (0, 10, 10), 0.5), 6)
 0.0055
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Histogram
+from serving.metrics import Collects
 
 __all__ = ["PREDICT_ROUTE", "TrafficSampler", "quantile"]
 
@@ -44,7 +46,7 @@ class _Sample:
 
 class TrafficSampler:
     def __init__(
-        self, histogram: Histogram, route: str = PREDICT_ROUTE, min_step_s: float = _MIN_STEP_S
+        self, histogram: Collects, route: str = PREDICT_ROUTE, min_step_s: float = _MIN_STEP_S
     ) -> None:
         self.histogram = histogram
         self.route = route

@@ -88,8 +88,8 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(RegistrySettings(path=tmp_path / "registry"))
+def registry(tmp_path: Path, registry_url: str | None) -> Registry:
+    return Registry(RegistrySettings(path=tmp_path / "registry", url=registry_url))
 
 
 # --- loading a feature repo -------------------------------------------------------------------
@@ -433,8 +433,8 @@ def test_registry_persists_in_wal_mode(tmp_path: Path, repo: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_concurrent_applies_make_one_version(tmp_path: Path) -> None:
-    config = RegistrySettings(path=tmp_path / "registry")
+def test_concurrent_applies_make_one_version(tmp_path: Path, registry_url: str | None) -> None:
+    config = RegistrySettings(path=tmp_path / "registry", url=registry_url)
     Registry(config)
     barrier = threading.Barrier(8)
     statuses: list[tuple[Status, int | None]] = []

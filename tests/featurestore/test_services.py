@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from featurestore.config import ServicesSettings, load_settings
-from featurestore.errors import ServiceError
-from featurestore.services import KafkaServer, RedisServer, free_port
+from featurestore.config import RegistrySettings, ServicesSettings, load_settings
+from featurestore.definitions import Entity
+from featurestore.errors import RegistryError, ServiceError
+from featurestore.registry import Registry
+from featurestore.repo import RepoContents
+from featurestore.services import KafkaServer, PostgresServer, RedisServer, free_port
 
 FSTORE = [sys.executable, "-c", "from featurestore.cli import main; main()"]
 
@@ -129,3 +134,40 @@ def test_cluster_ids_never_read_as_options() -> None:
     ids = {_cluster_id() for _ in range(3000)}
     assert len(ids) == 3000
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+@pytest.mark.integration
+def test_up_with_postgres_runs_a_registry_server_that_keeps_its_data(
+    services_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A state dir the unprivileged server user can reach (pytest's temp root is 0700).
+    state = Path(tempfile.mkdtemp(prefix="fstore-services-"))
+    state.chmod(0o755)
+    port = free_port()
+    env = {**services_env, "FSTORE_SERVICES_STATE_DIR": str(state)}
+    env["FSTORE_SERVICES_POSTGRES_PORT"] = str(port)
+    try:
+        out = fstore(env, "services", "up", "--postgres")
+        assert f"PostgreSQL started at postgresql://fstore:***@127.0.0.1:{port}/fstore" in out
+        server = PostgresServer(ServicesSettings(state_dir=state, postgres_port=port))
+        password = server.password_file.read_text().strip()
+        assert password not in out and password not in fstore(env, "services", "status")
+        assert (state / "postgres" / "data").stat().st_mode & 0o777 == 0o700
+        if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as an unprivileged user
+            pid = server.process.pid()
+            assert pid is not None and Path(f"/proc/{pid}").stat().st_uid != 0
+
+        registry = Registry(RegistrySettings(url=server.url))
+        registry.apply(RepoContents(entities={"user": Entity(name="user", join_keys=["id"])}))
+        assert "postgres" in fstore(env, "services", "status")
+
+        assert "PostgreSQL stopped" in fstore(env, "services", "down")
+        with pytest.raises(RegistryError, match=r"fstore:\*\*\*@127.0.0.1"):
+            Registry(RegistrySettings(url=server.url))
+        assert "already running" not in fstore(env, "services", "up", "--postgres")
+        again = Registry(RegistrySettings(url=server.url))
+        with again.db.connect() as conn:
+            assert [row[0] for row in conn.execute("SELECT name FROM entities")] == ["user"]
+    finally:
+        subprocess.run([*FSTORE, "services", "down"], env=env, capture_output=True, check=False)
+        shutil.rmtree(state, ignore_errors=True)

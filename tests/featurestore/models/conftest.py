@@ -44,8 +44,8 @@ fraud = FeatureService(name="fraud",
 
 
 @pytest.fixture
-def models_registry(tmp_path: Path) -> ModelRegistry:
-    return ModelRegistry(ModelsSettings(path=tmp_path / "models"))
+def models_registry(tmp_path: Path, registry_url: str | None) -> ModelRegistry:
+    return ModelRegistry(ModelsSettings(path=tmp_path / "models", url=registry_url))
 
 
 @pytest.fixture(scope="session")

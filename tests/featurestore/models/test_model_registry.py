@@ -1,9 +1,11 @@
-"""The model registry on a real SQLite file and real artifacts: versions, the artifact hash,
-the promotion gate, rollback, traffic, the audit history, the generation counter, replicas."""
+"""The model registry on a real database (a SQLite file, a PostgreSQL server) and real artifacts:
+versions, the artifact hash, the promotion gate, rollback, traffic, the audit history, the
+generation counter, replicas, promotions at once."""
 
 from __future__ import annotations
 
-import sqlite3
+import itertools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,6 @@ from pathlib import Path
 import lightgbm as lgb
 import pytest
 
-from featurestore.config import ModelsSettings
 from featurestore.errors import RegistryError
 from featurestore.models import (
     CANARY,
@@ -22,7 +23,6 @@ from featurestore.models import (
     Rollout,
     Signature,
 )
-from featurestore.models.database import DB_FILE_NAME
 from tests.featurestore.models.conftest import SIGNATURE, Register
 
 
@@ -323,15 +323,17 @@ def test_the_audit_history_cannot_be_rewritten(
     models_registry: ModelRegistry, register: Register
 ) -> None:
     register("fraud")
-    conn = sqlite3.connect(models_registry.root / DB_FILE_NAME)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            conn.execute("UPDATE audit SET who = 'mallory'")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            conn.execute("DELETE FROM audit")
-    finally:
-        conn.close()
-    assert models_registry.history("fraud")[0].who == "alice"
+    statements = ["UPDATE audit SET who = 'mallory'", "DELETE FROM audit"]
+    if models_registry.db.backend == "postgresql":
+        statements.append("TRUNCATE audit")
+    for statement in statements:
+        # Straight at the database, past every check of this package: the triggers refuse.
+        with (
+            pytest.raises(RegistryError, match="append-only"),
+            models_registry.db.connect() as conn,
+        ):
+            conn.execute(statement)
+    assert [e.who for e in models_registry.history("fraud")] == ["alice"]
 
 
 def test_generation_moves_on_every_change_and_not_on_reads(
@@ -376,7 +378,7 @@ def test_generation_moves_on_every_change_and_not_on_reads(
 def test_two_registries_on_one_folder_see_each_others_changes(
     tmp_path: Path, register: Register, models_registry: ModelRegistry
 ) -> None:
-    replica = ModelRegistry(ModelsSettings(path=models_registry.root))
+    replica = ModelRegistry(models_registry.config)
     assert replica.generation() == models_registry.generation()
 
     register("fraud")
@@ -393,7 +395,7 @@ def test_two_registries_on_one_folder_see_each_others_changes(
 def test_concurrent_registers_take_distinct_versions(
     register: Register, models_registry: ModelRegistry, model_text: str
 ) -> None:
-    replicas = [ModelRegistry(ModelsSettings(path=models_registry.root)) for _ in range(4)]
+    replicas = [ModelRegistry(models_registry.config) for _ in range(4)]
     version = register("fraud")
 
     def register_five(registry: ModelRegistry) -> list[int]:
@@ -425,3 +427,29 @@ def test_concurrent_registers_take_distinct_versions(
 
 def test_signature_round_trips() -> None:
     assert Signature.from_dict(SIGNATURE.to_dict()) == SIGNATURE
+
+
+def test_concurrent_promotions_chain_in_the_audit_history(
+    register: Register, models_registry: ModelRegistry
+) -> None:
+    """Promotions at once are serialised by the write lock: each audit entry's `from` is the
+    version the previous one set, and production ends on the last entry's version."""
+    numbers = [register("fraud").version for _ in range(4)]
+    models_registry.set_alias("fraud", PRODUCTION, numbers[0], who="setup")
+    replicas = [ModelRegistry(models_registry.config) for _ in range(4)]
+    barrier = threading.Barrier(len(replicas))
+
+    def promote(pair: tuple[ModelRegistry, int]) -> None:
+        registry, number = pair
+        barrier.wait()
+        registry.set_alias("fraud", PRODUCTION, number, who=f"w{number}", reason="race", force=True)
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        list(pool.map(promote, zip(replicas, [*numbers[1:], numbers[0]], strict=True)))
+
+    moves = [e for e in models_registry.history("fraud") if e.action == "alias"]
+    assert len(moves) == 1 + len(replicas)
+    for before, after in itertools.pairwise(moves):
+        assert after.from_version == before.to_version
+    assert models_registry.get("fraud").version == moves[-1].to_version
+    assert sorted(e.who for e in moves[1:]) == sorted(f"w{n}" for n in numbers)
