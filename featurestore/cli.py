@@ -19,11 +19,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featurestore.config import load_settings
+from featurestore.config import ServicesSettings, load_settings
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
-from featurestore.services import KafkaServer, RedisServer
+from featurestore.services import KafkaServer, RedisServer, S3Server
 from featurestore.timestamps import to_us
 
 __all__ = [
@@ -43,9 +43,20 @@ console = Console()
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    s3: Annotated[
+        bool,
+        typer.Option(
+            "--s3",
+            help="Also start SeaweedFS, an S3 server for an s3:// offline root "
+            "(built from the Go module proxy on first use: minutes).",
+        ),
+    ] = False,
+) -> None:
     """Start a local Kafka broker (KRaft) and Redis; reuse them when already running."""
     config = load_settings().services
+    if s3:
+        _s3_up(config)
     kafka, redis = KafkaServer(config), RedisServer(config)
     with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
         started = kafka.start()
@@ -61,7 +72,11 @@ def services_up() -> None:
 def services_down() -> None:
     """Stop the servers that `fstore services up` started (found by pid file only)."""
     config = load_settings().services
-    for name, server in (("Redis", RedisServer(config)), ("Kafka", KafkaServer(config))):
+    for name, server in (
+        ("Redis", RedisServer(config)),
+        ("Kafka", KafkaServer(config)),
+        ("SeaweedFS", S3Server(config)),
+    ):
         with console.status(f"Stopping {name}..."):
             stopped = server.stop()
         console.print(f"{name} {'stopped' if stopped else 'was not running'}")
@@ -83,6 +98,21 @@ def services_status() -> None:
             name, state, pid, address, version, str(status.data_dir), str(status.log_file)
         )
     console.print(table)
+
+
+def _s3_up(config: ServicesSettings) -> None:
+    server = S3Server(config)
+    if not server.binary.exists():
+        with console.status("Building SeaweedFS from the Go module proxy (once, minutes)..."):
+            server.ensure_binary()
+    with console.status("Starting SeaweedFS (S3)..."):
+        started = server.start()
+    console.print(
+        f"SeaweedFS S3 {'started' if started else 'already running'} at {server.endpoint}; "
+        f"its access key and secret are in {server.credentials_file}: set offline.root: "
+        f"s3://BUCKET/PREFIX, offline.s3_endpoint: {server.endpoint}, offline.s3_access_key "
+        "and offline.s3_secret_key (or FSTORE_OFFLINE_S3_*)"
+    )
 
 
 @app.command("config")

@@ -32,6 +32,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import SecretStr
 
 from featurestore.config import OfflineSettings
 from featurestore.errors import OfflineStoreError
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 _COPY_CHUNK = 8 * 1024 * 1024
+_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_MIN_MASKED_KEY = 12
 
 
 def is_data_name(name: str) -> bool:
@@ -104,10 +107,13 @@ class LogStorage:
             self.local = True
             self.root = config.root
             self.fs = pafs.LocalFileSystem()
-        given = [config.s3_access_key, config.s3_secret_key]
-        secrets = [s.get_secret_value() for s in given if s is not None]
-        secrets += [os.environ.get(n) or "" for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
-        self._secrets = [s for s in secrets if len(s) >= 4]
+        # Secrets are masked in every message; an access key id (public-ish, but still not to
+        # be shown) only when it is long enough not to mask ordinary words of the message.
+        keys = [config.s3_access_key, os.environ.get("AWS_ACCESS_KEY_ID")]
+        secrets = [config.s3_secret_key, *map(os.environ.get, _SECRET_VARIABLES)]
+        self._secrets = [t for t in map(_text, secrets) if t] + [
+            t for t in map(_text, keys) if len(t) >= _MIN_MASKED_KEY
+        ]
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -317,6 +323,12 @@ class LogStorage:
             return
         with suppress(FileNotFoundError):
             self.fs.delete_dir(str(directory))
+
+
+def _text(value: SecretStr | str | None) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value or ""
 
 
 def sql_literal(text: str | PurePath) -> str:

@@ -1,16 +1,21 @@
-"""Local Kafka and Redis servers for development, the demo and the tests (`fstore services`)."""
+"""Local Kafka, Redis and S3 (SeaweedFS) servers for development, the demo and the tests
+(`fstore services`)."""
 
 from __future__ import annotations
 
 from featurestore.services.kafka import KafkaServer, KafkaStatus, broker_answers
 from featurestore.services.process import free_port
 from featurestore.services.redis import RedisServer, RedisStatus
+from featurestore.services.seaweedfs import S3Credentials, S3Server, S3Status
 
 __all__ = [
     "KafkaServer",
     "KafkaStatus",
     "RedisServer",
     "RedisStatus",
+    "S3Credentials",
+    "S3Server",
+    "S3Status",
     "broker_answers",
     "free_port",
 ]
