@@ -286,19 +286,26 @@ class OfflineStore:
         while True:
             try:
                 return run(), moved
-            except _FILE_ERRORS as exc:
+            except (*_FILE_ERRORS, pa.ArrowException, OSError) as exc:
+                # pyarrow's own errors come from objects (an Arrow dataset that DuckDB scans);
+                # a local read fails inside DuckDB, and anything else there is not a file's.
+                direct = not isinstance(exc, _FILE_ERRORS)
+                if direct and self.storage.local:
+                    raise
                 named = named_files(str(exc), directories)
                 gone = any(not self.storage.exists(p) for p in named)
                 if (gone or _vanished(exc)) and vanished < _VANISHED_RETRIES:
                     vanished += 1
                     continue
+                if self.storage.unreachable(exc):
+                    raise self.storage.error("reading the offline log", exc) from exc
                 found, changed = sweep(
                     self.storage, directories, named, (TIMESTAMP, PARTITION, OFFSET)
                 )
                 if not changed:
-                    if self.storage.local:
-                        raise
-                    raise self.storage.error("reading the offline log", exc) from exc
+                    if direct:
+                        raise self.storage.error("reading the offline log", exc) from exc
+                    raise
                 moved += found
                 self.quarantined += found
 
@@ -323,6 +330,8 @@ def sql_ident(name: str) -> str:
 
 def _vanished(exc: Exception) -> bool:
     """Whether a read failed on an object that was removed after it was listed (compacted or
-    quarantined meanwhile): pyarrow says so through DuckDB without quoting a path."""
+    quarantined meanwhile), as pyarrow words it."""
     text = str(exc)
-    return "Path does not exist" in text or "NoSuchKey" in text or "NOT_FOUND" in text
+    return isinstance(exc, FileNotFoundError) or any(
+        sign in text for sign in ("Path does not exist", "NoSuchKey", "NO_SUCH_KEY", "NOT_FOUND")
+    )

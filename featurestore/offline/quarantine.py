@@ -93,6 +93,8 @@ def file_problem(
     except FileNotFoundError:
         return None  # gone already: compacted or quarantined by another process
     except (OSError, pa.ArrowException) as exc:
+        if storage.unreachable(exc):  # the store is down: no verdict on the file
+            raise storage.error(f"reading {storage.uri(path)}", exc) from exc
         return f"not a readable Parquet file: {exc}"
     return None
 

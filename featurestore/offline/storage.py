@@ -48,6 +48,8 @@ __all__ = [
 _COPY_CHUNK = 8 * 1024 * 1024
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _MIN_MASKED_KEY = 12
+# How pyarrow words a failure of the store itself (not of one object's content).
+_STORE_ERRORS = ("AWS Error", "curlCode", "Couldn't connect", "Connection refused", "timed out")
 
 
 def is_data_name(name: str) -> bool:
@@ -132,6 +134,16 @@ class LogStorage:
         where = self.uri(self.root)
         hint = "" if self.local else " (check offline.s3_endpoint, the bucket and credentials)"
         return OfflineStoreError(self.masked(f"{doing} under {where} failed{hint}: {exc}"))
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether an error is the object store's (down, refusing the credentials, timing out)
+        rather than a file's: such an error never sends a file to quarantine."""
+        if self.local:
+            return False
+        text = str(exc)
+        return any(sign in text for sign in _STORE_ERRORS) and not any(
+            sign in text for sign in ("NO_SUCH_KEY", "NoSuchKey", "Path does not exist")
+        )
 
     # -- listing -----------------------------------------------------------------------------
 
