@@ -87,10 +87,12 @@ def services_status() -> None:
     """Show what runs where."""
     config = load_settings().services
     kafka, redis = KafkaServer(config).status(), RedisServer(config).status()
+    s3 = S3Server(config).status()
     table = Table("service", "state", "pid", "address", "version", "data", "log")
     for name, status, address, version in (
         ("kafka", kafka, kafka.bootstrap, kafka.version),
         ("redis", redis, redis.url, redis.version or "?"),
+        ("s3 (seaweedfs)", s3, s3.endpoint, s3.version),
     ):
         state = "[green]running[/]" if status.running else "[red]stopped[/]"
         pid = str(status.pid) if status.pid else "-"
