@@ -164,14 +164,14 @@ class S3Target:
     bucket: str
 
     def settings(self, **overrides: Any) -> OfflineSettings:
-        return OfflineSettings(
-            root=f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}",
-            s3_endpoint=self.endpoint,
-            s3_region="us-east-1",
-            s3_access_key=self.access_key,
-            s3_secret_key=self.secret_key,
-            **overrides,
-        )
+        fields: dict[str, Any] = {
+            "root": f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}",
+            "s3_endpoint": self.endpoint,
+            "s3_region": "us-east-1",
+            "s3_access_key": self.access_key,
+            "s3_secret_key": self.secret_key,
+        }
+        return OfflineSettings(**{**fields, **overrides})
 
 
 @pytest.fixture(scope="session")
