@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest services-up services-down clean
+.PHONY: help install demo test lint typecheck pytest services-up services-down clean seaweedfs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,8 +28,11 @@ lint: $(STAMP) ## ruff (lint + format check) and the import layers (lint-imports
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(BIN)/mypy
 
-pytest: $(STAMP) ## Only the test suite (starts real Kafka and Redis itself)
+pytest: $(STAMP) seaweedfs ## Only the test suite (starts real Kafka, Redis and S3 itself)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+seaweedfs: $(STAMP) ## Build the local S3 server once (SeaweedFS from the Go module proxy, cached)
+	$(BIN)/python -m featurestore.services.seaweedfs
 
 test: lint typecheck pytest ## Everything CI runs: lint, types, tests
 

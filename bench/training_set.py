@@ -27,6 +27,7 @@ Progress goes to stderr; the last line on stdout is one JSON object with the fig
 
     python bench/training_set.py            # the full run (11-15 minutes on 2 cores)
     python bench/training_set.py --quick    # tiny sizes, under a minute (no Feast unless asked)
+    python bench/training_set.py --s3       # also the log on SeaweedFS vs local, same run
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from _subprocesses import role_main
 from training_set_checks import check_brute_force, compare_outputs
 from training_set_feast import feast
 from training_set_processes import CHILDREN, Runs
+from training_set_s3 import measure_s3
 from training_set_workload import (
     FEATURES,
     LATEST,
@@ -167,6 +169,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             work / "limited.parquet", work / "ours.parquet", sample
         )
     log(f"checks: vs floor {result['floor_check']}, vs numpy {result['brute_force_check']}")
+    if args.s3:
+        result.update(measure_s3(args, runs, labels, events, work))
+        log(f"S3: {result['s3_seconds']} s vs local {result['s3_local_seconds']} s")
     del events
 
     result.update(feast(args, runs, labels, result["latest_only_seconds"]))
@@ -298,6 +303,24 @@ def print_summary(result: dict[str, Any]) -> None:
         for n, s in result["seconds_by_events"].items()
     ]
     rows.append(("scaling exponent", show(result["scaling_exponent"]), "~1", None, ""))
+    if "s3_seconds" in result:
+        rows += [
+            (
+                "ours, log on S3",
+                show(result["s3_seconds"], " s"),
+                "",
+                None,
+                each(result["s3_seconds_runs"]),
+            ),
+            (
+                "ours, log local (same)",
+                show(result["s3_local_seconds"], " s"),
+                "",
+                None,
+                each(result["s3_local_seconds_runs"]),
+            ),
+            ("S3 / local", show(result["s3_ratio"], "x"), "", None, result["s3_server"]),
+        ]
     for name, value, goal, met, detail in rows:
         verdict = {True: "met", False: "MISSED", None: ""}[met]
         print(f"{name:<24} {value:>14}  {goal:<12} {verdict:<6} {detail}".rstrip())
@@ -336,6 +359,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="also run ours once with this offline.memory_limit ('' to skip)",
     )
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE plans")
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="also time ours with the log on an S3 server (SeaweedFS) vs local, same run",
+    )
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:

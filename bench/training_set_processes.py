@@ -110,6 +110,16 @@ def run_child(role: str, spec: dict[str, Any], cwd: Path, timeout: float) -> dic
     return out
 
 
+def revealed(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON for a child, with the S3 credentials that JSON dumps hide."""
+    dumped = settings.model_dump(mode="json")
+    for name in ("s3_access_key", "s3_secret_key"):
+        value = getattr(settings.offline, name)
+        if value is not None:
+            dumped["offline"][name] = value.get_secret_value()
+    return dumped
+
+
 class Runs:
     """The measured subprocesses of one benchmark run, and what else the machine did meanwhile."""
 
@@ -128,13 +138,15 @@ class Runs:
         labels: Path,
         name: str,
         memory_limit: str | None = None,
+        offline: OfflineSettings | None = None,
     ) -> dict[str, Any]:
+        """Ours on the log of `size` events, or on the log of `offline` (an S3 root) when given."""
         settings = Settings(
-            offline=OfflineSettings(root=self.log_root(size), memory_limit=memory_limit),
+            offline=offline or OfflineSettings(root=self.log_root(size), memory_limit=memory_limit),
             registry=self.registry,
         )
         spec = {
-            "settings": settings.model_dump(mode="json"),
+            "settings": revealed(settings),
             "labels": str(labels),
             "features": features,
             "output": str(self.work / f"{name}.parquet"),

@@ -118,9 +118,12 @@ def generate_events(count: int, users: int, days: float, partitions: int, seed: 
     return Events(user, ts, amount, partition, offset)
 
 
-def write_log(root: Path, events: Events, users: int, batch: int) -> dict[str, Any]:
-    """Append the events to the offline log in worker-sized batches; the files' count and size."""
-    store = OfflineStore(OfflineSettings(root=root))
+def write_log(
+    root: Path | OfflineSettings, events: Events, users: int, batch: int
+) -> dict[str, Any]:
+    """Append the events to the offline log (a folder, or any offline settings: an S3 root) in
+    worker-sized batches; the files' count and size."""
+    store = OfflineStore(root if isinstance(root, OfflineSettings) else OfflineSettings(root=root))
     names = user_names(users)
     began = time.perf_counter()
     files = 0
@@ -136,7 +139,9 @@ def write_log(root: Path, events: Events, users: int, batch: int) -> dict[str, A
             }
         )
         files += len(store.append(VIEW, 1, table))
-    size = sum(f.stat().st_size for f in store.view_dir(VIEW, 1).glob("date=*/*.parquet"))
+    size = sum(
+        info.size for info in store.storage.fs.get_file_info(list(map(str, store.files(VIEW, 1))))
+    )
     return {"files": files, "bytes": size, "seconds": round(time.perf_counter() - began, 2)}
 
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featurestore.config import load_settings, url_without_password
+from featurestore.config import ServicesSettings, load_settings, url_without_password
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
@@ -30,6 +30,8 @@ from featurestore.services import (
     PostgresStatus,
     RedisServer,
     RedisStatus,
+    S3Server,
+    S3Status,
 )
 from featurestore.timestamps import to_us
 
@@ -55,11 +57,21 @@ def services_up(
         bool,
         typer.Option("--postgres", help="Also start PostgreSQL (Debian's), for `registry.url`."),
     ] = False,
+    s3: Annotated[
+        bool,
+        typer.Option(
+            "--s3",
+            help="Also start SeaweedFS, an S3 server for an s3:// offline root "
+            "(built from the Go module proxy on first use: minutes).",
+        ),
+    ] = False,
 ) -> None:
     """Start a local Kafka broker (KRaft) and Redis; reuse them when already running."""
     config = load_settings().services
     if postgres:
         _postgres_up(PostgresServer(config))
+    if s3:
+        _s3_up(config)
     kafka, redis = KafkaServer(config), RedisServer(config)
     with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
         started = kafka.start()
@@ -86,12 +98,13 @@ def services_down() -> None:
     config = load_settings().services
     servers = (
         ("PostgreSQL", PostgresServer(config)),
+        ("SeaweedFS", S3Server(config)),
         ("Redis", RedisServer(config)),
         ("Kafka", KafkaServer(config)),
     )
     for name, server in servers:
-        if name == "PostgreSQL" and server.process.pid() is None:
-            continue  # started only on request (`up --postgres`): no line when it never ran
+        if name in ("PostgreSQL", "SeaweedFS") and server.process.pid() is None:
+            continue  # started only on request (`up --postgres/--s3`): no line when never run
         with console.status(f"Stopping {name}..."):
             stopped = server.stop()
         console.print(f"{name} {'stopped' if stopped else 'was not running'}")
@@ -102,10 +115,12 @@ def services_status() -> None:
     """Show what runs where."""
     config = load_settings().services
     kafka, redis = KafkaServer(config).status(), RedisServer(config).status()
+    s3 = S3Server(config).status()
     table = Table("service", "state", "pid", "address", "version", "data", "log")
-    rows: list[tuple[str, KafkaStatus | RedisStatus | PostgresStatus, str, str]] = [
+    rows: list[tuple[str, KafkaStatus | RedisStatus | PostgresStatus | S3Status, str, str]] = [
         ("kafka", kafka, kafka.bootstrap, kafka.version),
         ("redis", redis, redis.url, redis.version or "?"),
+        ("s3 (seaweedfs)", s3, s3.endpoint, s3.version),
     ]
     postgres = PostgresServer(config).status()
     if postgres.data_dir.exists():  # a row once `up --postgres` made its cluster
@@ -117,6 +132,21 @@ def services_status() -> None:
             name, state, pid, address, version, str(status.data_dir), str(status.log_file)
         )
     console.print(table)
+
+
+def _s3_up(config: ServicesSettings) -> None:
+    server = S3Server(config)
+    if not server.binary.exists():
+        with console.status("Building SeaweedFS from the Go module proxy (once, minutes)..."):
+            server.ensure_binary()
+    with console.status("Starting SeaweedFS (S3)..."):
+        started = server.start()
+    console.print(
+        f"SeaweedFS S3 {'started' if started else 'already running'} at {server.endpoint}; "
+        f"its access key and secret are in {server.credentials_file}: set offline.root: "
+        f"s3://BUCKET/PREFIX, offline.s3_endpoint: {server.endpoint}, offline.s3_access_key "
+        "and offline.s3_secret_key (or FSTORE_OFFLINE_S3_*)"
+    )
 
 
 @app.command("config")

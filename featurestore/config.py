@@ -22,6 +22,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -117,13 +118,56 @@ def url_without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def _offline_root(value: object) -> object:
+    """A local folder (a Path, `~` expanded) or an `s3://bucket/prefix` URI (kept as text)."""
+    if isinstance(value, str) and "://" in value:
+        scheme, _, rest = value.partition("://")
+        bucket = rest.split("/", 1)[0]
+        if scheme != "s3" or not bucket:
+            raise ValueError(
+                f"{value!r} is neither a local folder nor an s3://BUCKET/PREFIX URI "
+                "(the offline log lives on a local disk or an S3-compatible object store)"
+            )
+        return "s3://" + rest.strip("/")
+    if isinstance(value, str | Path):
+        return Path(value).expanduser()
+    return value
+
+
+# Where the offline log lives: a local folder, or `s3://bucket/prefix`
+# (featurestore.offline.storage).
+OfflineRoot = Annotated[
+    str | Path, Field(union_mode="left_to_right"), BeforeValidator(_offline_root)
+]
+
+
 class OfflineSettings(BaseModel):
-    root: UserPath = Path("data/offline")
+    root: OfflineRoot = Path("data/offline")
     # Training-set queries (DuckDB): the memory they may hold before spilling, e.g. "4GB"
     # (None: DuckDB's default, 80% of the machine), and where they spill (None: a temporary
     # folder of the system's).
     memory_limit: str | None = None
     spill_dir: UserPath | None = None
+    # An `s3://` root: the S3 endpoint (None: AWS, or AWS_ENDPOINT_URL), its region (None:
+    # AWS_REGION / AWS_DEFAULT_REGION) and credentials (None: the AWS chain — AWS_ACCESS_KEY_ID
+    # and AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role). Env: FSTORE_OFFLINE_S3_ENDPOINT, ...
+    s3_endpoint: str | None = None  # e.g. http://127.0.0.1:8333
+    s3_region: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_timeout_s: Annotated[float, Field(gt=0)] = 30.0  # connect and request timeout
+
+    @property
+    def on_object_store(self) -> bool:
+        """Whether the root is an `s3://` URI rather than a local folder."""
+        return isinstance(self.root, str)
+
+    @property
+    def local_root(self) -> Path:
+        """The root folder of a local log; a ConfigError for an `s3://` root."""
+        if isinstance(self.root, str):
+            raise ConfigError(f"offline.root is {self.root}, not a local folder")
+        return self.root
 
 
 class RegistrySettings(BaseModel):
@@ -315,8 +359,14 @@ class ServicesSettings(BaseModel):
     kafka_heap: str = "512m"
     redis_port: int = 6379
     postgres_port: int = 5432
+    # `fstore services up --s3`: SeaweedFS's S3 gateway (its master, volume and filer take free
+    # loopback ports of their own), built once from the Go module proxy into cache_dir.
+    s3_port: int = 8333
+    seaweedfs_version: str = "v0.0.0-20261109003541-7506e5f91cd6"
 
-    @field_validator("kafka_port", "kafka_controller_port", "redis_port", "postgres_port")
+    @field_validator(
+        "kafka_port", "kafka_controller_port", "redis_port", "postgres_port", "s3_port"
+    )
     @classmethod
     def _port_in_range(cls, port: int) -> int:
         if not 0 < port < 65536:
@@ -392,7 +442,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         ("services", "cache_dir"),
     ]:
         value = (data.get(section) or {}).get(key)
-        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+        is_uri = isinstance(value, str) and "://" in value  # an s3:// offline root
+        if isinstance(value, str) and not is_uri and not Path(value).expanduser().is_absolute():
             data[section][key] = str((base / value).resolve())
     return data
 

@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "DefinitionError",
     "FeatureStoreError",
+    "OfflineStoreError",
     "OnlineStoreError",
     "RedisUnavailable",
     "RegistryError",
@@ -58,3 +59,8 @@ class RegistryError(FeatureStoreError):
 
 class RequestError(FeatureStoreError):
     """A read asked for something malformed: missing entity keys, unequal lengths, naive times."""
+
+
+class OfflineStoreError(FeatureStoreError):
+    """The offline log's storage (a local folder or an S3 bucket) could not be reached or
+    answered an error. The message never holds the storage's credentials."""

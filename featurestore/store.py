@@ -173,7 +173,7 @@ class FeatureStore:
         original = self.datasets.get(ref)
         manifest = original.manifest
         resolved = self.registry.resolve_refs(manifest["features"])
-        entities = original.path.parent / "entities.parquet"
+        entities = original.read_entities()
         return self.datasets.create(
             original.name, entities, resolved, manifest["service"], manifest["timestamp_column"]
         )

@@ -36,11 +36,12 @@ import redis as redis_lib
 
 from featurestore.config import (
     KafkaSettings,
+    OfflineSettings,
     ServicesSettings,
     load_settings,
     url_without_password,
 )
-from featurestore.services import KafkaServer, PostgresServer, RedisServer, free_port
+from featurestore.services import KafkaServer, PostgresServer, RedisServer, S3Server, free_port
 
 KAFKA_IMAGE_VERSION = "4.1.1"
 
@@ -216,6 +217,77 @@ def registry_url(request: pytest.FixtureRequest) -> str | None:
         return None
     url: str = request.getfixturevalue("postgres_database")
     return url
+
+
+@dataclass
+class S3Target:
+    """A real S3 server for this session and one bucket on it; `settings()` makes an offline
+    root under a prefix of its own (so tests never see each other's objects)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def settings(self, **overrides: Any) -> OfflineSettings:
+        fields: dict[str, Any] = {
+            "root": f"s3://{self.bucket}/{uuid.uuid4().hex[:12]}",
+            "s3_endpoint": self.endpoint,
+            "s3_region": "us-east-1",
+            "s3_access_key": self.access_key,
+            "s3_secret_key": self.secret_key,
+        }
+        return OfflineSettings(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="session")
+def s3(request: pytest.FixtureRequest, _local_services: ServicesSettings) -> Iterator[S3Target]:
+    """A real S3 server: `FSTORE_TEST_S3_ENDPOINT` (with `FSTORE_TEST_S3_ACCESS_KEY` and
+    `FSTORE_TEST_S3_SECRET_KEY`, its bucket created if missing), else SeaweedFS started here on
+    free loopback ports (built from the Go module proxy on first use: `make seaweedfs`)."""
+    import pyarrow.fs as pafs
+
+    from featurestore.errors import ServiceError
+    from featurestore.offline.storage import s3_filesystem
+
+    bucket = "fstore-tests"
+    if endpoint := os.environ.get("FSTORE_TEST_S3_ENDPOINT"):
+        target = S3Target(
+            endpoint,
+            os.environ.get("FSTORE_TEST_S3_ACCESS_KEY", ""),
+            os.environ.get("FSTORE_TEST_S3_SECRET_KEY", ""),
+            bucket,
+        )
+        stop: Callable[[], object] = lambda: None  # noqa: E731
+        origin, version = "FSTORE_TEST_S3_ENDPOINT", "external"
+    else:
+        server = S3Server(_local_services.model_copy(update={"s3_port": free_port()}))
+        try:
+            server.start()
+        except ServiceError as exc:
+            unavailable(f"no S3 server for the object-store tests: {exc}")
+        credentials = server.credentials()
+        target = S3Target(
+            server.endpoint,
+            credentials.access_key,
+            credentials.secret_key.get_secret_value(),
+            bucket,
+        )
+        stop, origin, version = (
+            server.stop,
+            "local SeaweedFS built from the Go proxy",
+            server.version,
+        )
+    fs = s3_filesystem(target.settings(), create_buckets=True)
+    if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+        fs.create_dir(bucket)
+    request.config.stash[_ENDPOINTS].append(
+        ("S3", Endpoint(target.endpoint, version, origin, stop))
+    )
+    try:
+        yield target
+    finally:
+        stop()
 
 
 _ENDPOINTS = pytest.StashKey[list[tuple[str, Endpoint]]]()

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from featurestore.errors import RequestError
 from featurestore.models.evaluation import average_precision, log_loss, mae, rmse, roc_auc
@@ -33,7 +32,7 @@ from featurestore.models.versions import (
     Objective,
     Signature,
 )
-from featurestore.offline.datasets import Dataset, content_hash
+from featurestore.offline.datasets import Dataset
 from featurestore.registry import Registry
 from featurestore.repo import parse_ref
 
@@ -132,12 +131,12 @@ def load_training_data(dataset: Dataset, label: str) -> TrainingData:
     """The dataset's feature columns (from its manifest) and `label`, sorted by time; its rows
     checked against the manifest's content hash first, so a model's lineage is true."""
     manifest = dataset.manifest
-    if content_hash(dataset.path) != manifest["content_hash"]:
+    if dataset.content_hash() != manifest["content_hash"]:
         raise RequestError(
             f"the rows of dataset {dataset.ref} ({dataset.path}) changed since it was created: "
             "their content hash differs from the manifest's; recreate the dataset"
         )
-    table = pq.read_table(dataset.path)
+    table = dataset.read()
     specs = []
     for text in manifest["features"]:
         ref = parse_ref(text)

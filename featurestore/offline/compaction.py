@@ -4,6 +4,9 @@ A file is never rewritten in place. The merged file (each (partition, offset) on
 order, with the inputs' schema) is written durably beside its inputs, and only then are the
 inputs removed. A crash between the two leaves both; readers see each (partition, offset) once,
 so query results are the same in every state, and the next compaction merges them all again.
+The same holds on an object store, which has no rename: the merged object appears whole when its
+upload completes (a fresh write-once name), then the inputs are deleted one by one — no manifest
+is needed, since no reader ever counts an event twice, whatever it lists.
 A reader that listed an input just before it was removed lists the files again
 (`OfflineStore.guard`). Files appended while a compaction runs are not its inputs and stay.
 
@@ -15,18 +18,16 @@ apart from a late event — holding at least `AUTO_MIN_FILES` files.
 from __future__ import annotations
 
 import uuid
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import partial
-from itertools import chain
-from pathlib import Path
+from itertools import chain, groupby
+from pathlib import PurePath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurestore.offline.durable import commit, fsync_dir
-from featurestore.offline.log import OFFSET, PARTITION, SCAN_ROWS, OfflineStore, sql_literal
+from featurestore.offline.log import OFFSET, PARTITION, SCAN_ROWS, OfflineStore
 from featurestore.offline.quarantine import Quarantined
 
 __all__ = [
@@ -47,7 +48,7 @@ class Compacted:
     date: str
     files: int
     rows: int
-    path: Path
+    path: PurePath
 
 
 @dataclass
@@ -55,7 +56,7 @@ class CompactionReport:
     view: str
     version: int
     compacted: list[Compacted] = field(default_factory=list)
-    orphans_removed: list[Path] = field(default_factory=list)
+    orphans_removed: list[PurePath] = field(default_factory=list)
     quarantined: list[Quarantined] = field(default_factory=list)
 
 
@@ -71,6 +72,7 @@ def compact_view(
     (only the dates before `before`, when given) into one file.
 
     >>> import tempfile
+    >>> from pathlib import Path
     >>> from featurestore.config import OfflineSettings
     >>> root = Path(tempfile.mkdtemp())
     >>> store = OfflineStore(OfflineSettings(root=root))
@@ -86,10 +88,10 @@ def compact_view(
     report = CompactionReport(view, version)
     report.orphans_removed = offline.remove_orphans(view, version)
     cutoff = None if before is None else f"date={before.isoformat()}"
-    for part in sorted(offline.view_dir(view, version).glob("date=*")):
-        if not part.is_dir() or (cutoff is not None and part.name >= cutoff):
+    for part, listed in groupby(offline.files(view, version), key=lambda p: p.parent):
+        inputs = list(listed)
+        if cutoff is not None and part.name >= cutoff:
             continue
-        inputs = sorted(part.glob("*.parquet"))
         if len(inputs) < max(2, min_files):
             continue
         merged, moved = offline.guard([(view, version)], partial(_merge, offline, part, inputs))
@@ -105,33 +107,35 @@ def compact_due(offline: OfflineStore, view: str, version: int) -> CompactionRep
     return compact_view(offline, view, version, min_files=AUTO_MIN_FILES, before=today)
 
 
-def _merge(offline: OfflineStore, part: Path, inputs: list[Path]) -> Compacted | None:
+def _merge(offline: OfflineStore, part: PurePath, inputs: list[PurePath]) -> Compacted | None:
     """Write the merged file durably, then remove the inputs (run again after a quarantine)."""
-    files = [p for p in inputs if p.exists()]
+    storage = offline.storage
+    listed = set(storage.glob(part, "*.parquet"))
+    files = [p for p in inputs if p in listed]
     if len(files) < 2:
         return None  # merged by another compaction, or quarantined, meanwhile
-    listed = ", ".join(sql_literal(p) for p in files)
     sql = (
-        f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false) "  # noqa: S608
+        "SELECT * FROM inputs "  # noqa: S608 - constants
         f"QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1 "
         f"ORDER BY {PARTITION}, {OFFSET}"
     )
     target = part / f"{uuid.uuid4().hex}.parquet"
     rows = 0
-    with offline.connect() as con, commit(target) as temp:
+    with offline.connect() as con, storage.writing(target) as temp:
+        storage.define_view(con, "inputs", files)
         reader = con.sql(sql).to_arrow_reader(SCAN_ROWS)
         # The sort reads every input before its first row: a bad input fails here, in the guard.
         batches = [] if (first := _first(reader)) is None else [first]
         # DuckDB reads the columns of the first file: write them with that file's Arrow types,
         # so the merged file reads back exactly as its inputs did.
-        schema = pq.read_schema(files[0])
+        schema = storage.parquet(files[0]).schema_arrow
         with pq.ParquetWriter(temp, schema) as writer:
             for batch in chain(batches, reader):
                 chunk = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
                 writer.write_table(chunk)
                 rows += batch.num_rows
-    _remove(files)
-    fsync_dir(part)
+    _remove(offline, files)
+    storage.sync(part)
     return Compacted(part.name.removeprefix("date="), len(files), rows, target)
 
 
@@ -142,7 +146,6 @@ def _first(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
         return None
 
 
-def _remove(paths: list[Path]) -> None:
+def _remove(offline: OfflineStore, paths: list[PurePath]) -> None:
     for path in paths:
-        with suppress(FileNotFoundError):
-            path.unlink()
+        offline.storage.remove(path)

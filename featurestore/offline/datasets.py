@@ -1,9 +1,14 @@
 """Versioned training datasets: rows, the entity rows that made them, and a manifest.
 
 Layout: `<offline root>/_datasets/<name>/v<version>/` holding `data.parquet`, `entities.parquet`
-and `manifest.json`. A version is built in a temp folder beside it and renamed into place whole,
-so a create that dies leaves no version behind, only a temp folder that the next create of that
-name removes once its writer is gone (featurestore.offline.durable).
+and `manifest.json`. On a local root a version is built in a temp folder beside it and renamed
+into place whole, so a create that dies leaves no version behind, only a temp folder that the
+next create of that name removes once its writer is gone (featurestore.offline.durable).
+On an object store (no rename) a version is built in a local temp folder; the creator claims the
+next version by writing `v<N>/claims/<its id>` and listing the claims: it owns `v<N>` only when
+its claim is alone (of two racing creators the later lister sees both claims and moves on; when
+both see both, both move on). The owner uploads the rows and entity rows, then the manifest last:
+a version counts only once its manifest exists, so a create that dies leaves no version behind.
 Feature refs are pinned to the view versions they resolved to, so re-creating a dataset from its
 manifest computes exactly the same rows; the content hash proves it.
 """
@@ -12,14 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from featurestore.errors import RequestError
@@ -47,17 +59,30 @@ _VERSION_DIR = re.compile(r"v([0-9]+)")
 class Dataset:
     name: str
     version: int
-    path: Path  # the rows, a Parquet file
+    path: PurePath  # the rows, a Parquet file (on `filesystem`: local, or an S3 `bucket/key`)
     manifest: dict[str, Any]
+    filesystem: pafs.FileSystem | None = None  # None: a local file
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def read(self) -> pa.Table:
+        """The dataset's rows."""
+        return pq.read_table(str(self.path), filesystem=self.filesystem)
+
+    def read_entities(self) -> pa.Table:
+        """The entity rows it was built from."""
+        return pq.read_table(str(self.path.parent / "entities.parquet"), filesystem=self.filesystem)
+
+    def content_hash(self) -> str:
+        return content_hash(self.path, self.filesystem)
+
 
 class DatasetStore:
     def __init__(self, offline: OfflineStore) -> None:
         self.offline = offline
+        self.storage = offline.storage
         self.root = offline.root / "_datasets"
 
     def create(
@@ -69,10 +94,7 @@ class DatasetStore:
         timestamp_column: str = "event_timestamp",
     ) -> Dataset:
         folder = self.root / check_name(name)
-        make_dirs(folder)
-        remove_orphans(folder, f"*{TEMP_SUFFIX}")  # builds of creates that died
-        with temp_entry(folder / "build") as build:
-            build.mkdir()
+        with self._build_folder(folder) as build:
             entities = build / "entities.parquet"
             _copy_entity_rows(entity_rows, entities)
             refs = [f"{r.name}@{r.version}:{feature}" for r, feature in resolved]
@@ -105,8 +127,49 @@ class DatasetStore:
                 "libraries": {p: package_version(p) for p in ("fstore", "duckdb", "pyarrow")},
                 "quarantined": [str(q.path) for q in query.quarantined],
             }
-            version = self._publish(folder, build, manifest)
-        return Dataset(name, version, folder / f"v{version}" / "data.parquet", manifest)
+            if self.storage.local:
+                version = self._publish(Path(folder), build, manifest)
+            else:
+                version = self._upload(folder, build, manifest)
+        return self._dataset(name, version, manifest)
+
+    def _dataset(self, name: str, version: int, manifest: dict[str, Any]) -> Dataset:
+        path = self.root / name / f"v{version}" / "data.parquet"
+        filesystem = None if self.storage.local else self.storage.fs
+        return Dataset(name, version, path, manifest, filesystem)
+
+    @contextmanager
+    def _build_folder(self, folder: PurePath) -> Iterator[Path]:
+        """A local folder to build a version in: beside the versions on a local root (to be
+        renamed into place), else a temporary one (to be uploaded)."""
+        if not self.storage.local:
+            with tempfile.TemporaryDirectory(prefix="fstore-dataset-") as build:
+                yield Path(build)
+            return
+        make_dirs(Path(folder))
+        remove_orphans(Path(folder), f"*{TEMP_SUFFIX}")  # builds of creates that died
+        with temp_entry(Path(folder) / "build") as build:
+            build.mkdir()
+            yield build
+
+    def _upload(self, folder: PurePath, build: Path, manifest: dict[str, Any]) -> int:
+        """Claim the next free `v<N>` on the object store and upload the build there."""
+        claim = f"{uuid.uuid4().hex}"
+        while True:
+            taken = [_VERSION_DIR.fullmatch(d.name) for d in self.storage.subfolders(folder)]
+            version = 1 + max((int(m[1]) for m in taken if m), default=0)
+            directory = folder / f"v{version}"
+            self.storage.write_bytes(directory / "claims" / claim, b"")
+            claims = self.storage.children(directory / "claims")
+            if [c.name for c in claims] != [claim]:
+                time.sleep(random.uniform(0.0, 0.05))  # noqa: S311 - jitter, not a secret
+                continue  # another creator claimed it too: try the next version
+            for file in ("entities.parquet", "data.parquet"):
+                self.storage.upload(build / file, directory / file)
+            manifest["version"] = version
+            text = json.dumps(manifest, indent=2) + "\n"
+            self.storage.write_bytes(directory / MANIFEST, text.encode())  # last: it publishes
+            return version
 
     def _publish(self, folder: Path, build: Path, manifest: dict[str, Any]) -> int:
         """Rename the build into the next free `v<N>`; a concurrent create that took it first
@@ -138,27 +201,22 @@ class DatasetStore:
         if version not in versions:
             raise RequestError(f"dataset {name!r} has versions {versions}, not {version}")
         directory = self.root / name / f"v{version}"
-        manifest = json.loads((directory / MANIFEST).read_text())
-        return Dataset(name, version, directory / "data.parquet", manifest)
+        manifest = json.loads(self.storage.read_bytes(directory / MANIFEST))
+        return self._dataset(name, version, manifest)
 
     def all(self) -> list[Dataset]:
-        if not self.root.exists():
-            return []
         return [
             self.get(f"{d.name}@{v}")
-            for d in sorted(self.root.iterdir())
-            if d.is_dir() and _NAME.fullmatch(d.name)
+            for d in self.storage.subfolders(self.root)
+            if _NAME.fullmatch(d.name)
             for v in self.versions(d.name)
         ]
 
     def versions(self, name: str) -> list[int]:
-        directory = self.root / name
-        if not directory.exists():
-            return []
         return sorted(
-            int(d.name[1:])
-            for d in directory.iterdir()
-            if d.name.startswith("v") and (d / MANIFEST).exists()
+            int(m[1])
+            for d in self.storage.subfolders(self.root / name)
+            if (m := _VERSION_DIR.fullmatch(d.name)) and self.storage.exists(d / MANIFEST)
         )
 
 
@@ -180,10 +238,10 @@ def check_name(name: str) -> str:
     return name
 
 
-def content_hash(path: Path) -> str:
+def content_hash(path: PurePath, filesystem: pafs.FileSystem | None = None) -> str:
     """SHA-256 of a Parquet file's logical content (schema and rows), not of its bytes."""
     digest = hashlib.sha256()
-    parquet = pq.ParquetFile(path)
+    parquet = pq.ParquetFile(str(path), filesystem=filesystem)
     digest.update(parquet.schema_arrow.serialize())
     for batch in parquet.iter_batches(batch_size=_HASH_BATCH):
         sink = pa.BufferOutputStream()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from featurestore.offline.quarantine import Quarantined
 from featurestore.offline.sketches import distinct_count_sql, register_sketches
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
+from featurestore.timestamps import EPOCH
 
 __all__ = [
     "QUARANTINED_KEY",
@@ -223,10 +225,17 @@ class HistoricalQuery:
         )
 
     def _events_sql(self, registered: RegisteredView, name: str) -> str:
-        """The view's applied events, each (partition, offset) once, pruned to the rows' dates."""
+        """The view's applied events, each (partition, offset) once, pruned to the rows' dates
+        (the files of other dates are never opened)."""
         view = registered.view
-        directory = self.offline.view_dir(view.name, registered.version)
-        if not any(directory.glob("date=*/*.parquet")):
+        first, last = self.con.execute(
+            f"SELECT min(__t) - {view.max_window_us}, max(__t) FROM labels"
+        ).fetchone() or (None, None)
+        files = self.offline.files(view.name, registered.version)
+        if first is not None and last is not None:
+            low, high = f"date={_day(first)}", f"date={_day(last)}"
+            files = [f for f in files if low <= f.parent.name <= high]
+        if not files:
             columns = [
                 f"NULL::{_sql_type(t)} AS {sql_ident(c)}"
                 for c, t in view.source.schema_.items()
@@ -239,20 +248,12 @@ class HistoricalQuery:
                 "LIMIT 0"
             )
             return name
-        first, last = self.con.execute(
-            f"SELECT min(__t) - {view.max_window_us}, max(__t) FROM labels"
-        ).fetchone() or (None, None)
-        pruning = (
-            ""
-            if first is None
-            else f"WHERE CAST(date AS DATE) BETWEEN make_timestamp({first})::DATE "
-            f"AND make_timestamp({last})::DATE AND epoch_us({TIMESTAMP}) <= {last}"
-        )
+        self.offline.storage.define_view(self.con, f"{name}_files", files)
+        newest = "" if last is None else f"WHERE epoch_us({TIMESTAMP}) <= {int(last)}"
         self.con.execute(
             f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT *, epoch_us({TIMESTAMP}) AS __ts "
-            f"FROM read_parquet({sql_literal(directory / 'date=*' / '*.parquet')}, "
-            "hive_partitioning = true) "
-            f"{pruning} QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
+            f"FROM {name}_files {newest} "
+            f"QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
         )
         return name
 
@@ -328,6 +329,11 @@ class HistoricalQuery:
                 "pass full_feature_names=True to name them view__feature"
             )
         return names
+
+
+def _day(us: int) -> str:
+    """The UTC date of a time in µs, as the log's `date=` folders name it."""
+    return (EPOCH + timedelta(microseconds=int(us))).strftime("%Y-%m-%d")
 
 
 def _sql_type(kind: ValueType) -> str:

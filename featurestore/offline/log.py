@@ -1,9 +1,11 @@
 """The offline store: an append-only Parquet log of the events the online store applied.
 
 Layout: `<root>/<view>/v<version>/date=YYYY-MM-DD/<uuid>.parquet`, one file per batch and date
-(compaction merges a date's files into one: featurestore.offline.compaction). A file appears
-whole or not at all: written to a temp file beside it, fsynced, renamed, and its folder fsynced
-(featurestore.offline.durable). A worker that crashes after writing a file but before its online
+(compaction merges a date's files into one: featurestore.offline.compaction). The root is a local
+folder or an `s3://bucket/prefix` (featurestore.offline.storage). A file appears whole or not at
+all: locally written to a temp file beside it, fsynced, renamed, and its folder fsynced
+(featurestore.offline.durable); on S3 uploaded under its final write-once name, which no listing
+shows before the upload completes. A worker that crashes after writing a file but before its online
 commit writes those events again after the restart, and a compaction that dies between writing
 its merged file and removing its inputs leaves both, so readers must see each
 (`_partition`, `_offset`) once — every read here does. A file that cannot be read is moved to
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from itertools import chain
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
 
 import duckdb
@@ -31,8 +33,8 @@ import pyarrow.parquet as pq
 from featurestore.config import OfflineSettings
 from featurestore.definitions import ValueType
 from featurestore.events import EventBatch
-from featurestore.offline.durable import commit, make_dirs, remove_orphans
 from featurestore.offline.quarantine import QUARANTINE, Quarantined, named_files, sweep
+from featurestore.offline.storage import LogStorage, sql_literal
 from featurestore.timestamps import EPOCH
 
 __all__ = [
@@ -122,7 +124,8 @@ class OfflineStore:
     """The event log of every view version under one root directory."""
 
     def __init__(self, config: OfflineSettings) -> None:
-        self.root = config.root
+        self.storage = LogStorage(config)
+        self.root = self.storage.root
         self.config = config
         self.quarantined: list[Quarantined] = []  # files this store moved out of the log
         self._opened: set[tuple[str, int]] = set()  # view versions appended to (orphans gone)
@@ -136,18 +139,18 @@ class OfflineStore:
             con.execute(f"SET memory_limit = {sql_literal(self.config.memory_limit)}")
         return con
 
-    def view_dir(self, view: str, version: int) -> Path:
+    def view_dir(self, view: str, version: int) -> PurePath:
         return self.root / view / f"v{version}"
 
-    def quarantine_dir(self, view: str, version: int) -> Path:
+    def quarantine_dir(self, view: str, version: int) -> PurePath:
         """Where the unreadable files of a view version's log went, under their log paths."""
         return self.root / QUARANTINE / view / f"v{version}"
 
-    def files(self, view: str, version: int) -> list[Path]:
+    def files(self, view: str, version: int) -> list[PurePath]:
         """The log's data files (a listing, nothing is read)."""
-        return sorted(self.view_dir(view, version).glob("date=*/*.parquet"))
+        return self.storage.glob(self.view_dir(view, version))
 
-    def append(self, view: str, version: int, events: pa.Table) -> list[Path]:
+    def append(self, view: str, version: int, events: pa.Table) -> list[PurePath]:
         """Write `events` (with `event_timestamp`, `_partition`, `_offset`) as new files.
 
         The first append of this store to a view version removes the temp files that writers
@@ -166,17 +169,17 @@ class OfflineStore:
             part = events.filter(pa.array(days == day))
             date = (EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
             directory = self.view_dir(view, version) / f"date={date}"
-            make_dirs(directory)
+            self.storage.make_dirs(directory)
             path = directory / f"{uuid.uuid4().hex}.parquet"
-            with commit(path) as temp:  # readers never see a half-written file, nor lose it
+            # Readers never see a half-written file, nor lose a written one.
+            with self.storage.writing(path) as temp:
                 pq.write_table(part, temp)
             written.append(path)
         return written
 
-    def remove_orphans(self, view: str, version: int) -> list[Path]:
+    def remove_orphans(self, view: str, version: int) -> list[PurePath]:
         """Delete the temp files that dead writers left in a view version's log."""
-        directory = self.view_dir(view, version)
-        return remove_orphans(directory, "date=*/*.tmp") if directory.exists() else []
+        return self.storage.remove_orphans(self.view_dir(view, version), "date=*/*.tmp")
 
     def read_events(self, view: str, version: int) -> pa.Table:
         """Every applied event of a view version, each (partition, offset) once, in that order.
@@ -283,28 +286,35 @@ class OfflineStore:
         while True:
             try:
                 return run(), moved
-            except _FILE_ERRORS as exc:
+            except (*_FILE_ERRORS, pa.ArrowException, OSError) as exc:
+                # pyarrow's own errors come from objects (an Arrow dataset that DuckDB scans);
+                # a local read fails inside DuckDB, and anything else there is not a file's.
+                direct = not isinstance(exc, _FILE_ERRORS)
+                if direct and self.storage.local:
+                    raise
                 named = named_files(str(exc), directories)
-                if any(not p.exists() for p in named) and vanished < _VANISHED_RETRIES:
+                gone = any(not self.storage.exists(p) for p in named)
+                if (gone or _vanished(exc)) and vanished < _VANISHED_RETRIES:
                     vanished += 1
                     continue
+                if self.storage.unreachable(exc):
+                    raise self.storage.error("reading the offline log", exc) from exc
                 found, changed = sweep(
-                    self.root, directories, named, (TIMESTAMP, PARTITION, OFFSET)
+                    self.storage, directories, named, (TIMESTAMP, PARTITION, OFFSET)
                 )
                 if not changed:
+                    if direct:
+                        raise self.storage.error("reading the offline log", exc) from exc
                     raise
                 moved += found
                 self.quarantined += found
 
     def _define(self, con: duckdb.DuckDBPyConnection, view: str, version: int) -> bool:
         """Views `log` and `events` over the log's files on `con`; False when it has none."""
-        if next(self.view_dir(view, version).glob("date=*/*.parquet"), None) is None:
+        files = self.files(view, version)
+        if not files:
             return False
-        files = self.view_dir(view, version) / "date=*" / "*.parquet"
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW log AS SELECT * "  # noqa: S608 - a quoted path
-            f"FROM read_parquet({sql_literal(files)}, hive_partitioning = false)"
-        )
+        self.storage.define_view(con, "log", files)
         con.execute(
             "CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM log "  # noqa: S608 - constants
             f"QUALIFY row_number() OVER (PARTITION BY {PARTITION}, {OFFSET}) = 1"
@@ -318,6 +328,10 @@ def sql_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def sql_literal(text: str | Path) -> str:
-    """A quoted SQL string: every path that goes into DuckDB SQL goes through here."""
-    return "'" + str(text).replace("'", "''") + "'"
+def _vanished(exc: Exception) -> bool:
+    """Whether a read failed on an object that was removed after it was listed (compacted or
+    quarantined meanwhile), as pyarrow words it."""
+    text = str(exc)
+    return isinstance(exc, FileNotFoundError) or any(
+        sign in text for sign in ("Path does not exist", "NoSuchKey", "NO_SUCH_KEY", "NOT_FOUND")
+    )

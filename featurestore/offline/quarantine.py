@@ -7,24 +7,24 @@ it names no bad file, every file of the view versions read is examined: its foot
 against the one most of the log's rows have (a file lacking one of those columns, or holding it
 with another type, is what DuckDB cannot read with the others). A bad file is moved, never
 deleted, to `<root>/_quarantine/<its path under root>` with a warning, and the query runs again
-without it.
+without it. On an object store the move is a copy then a delete of the original: a crash between
+the two leaves the file in the log, where the next failing read quarantines it again (the copy
+beside it keeps both).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from featurestore.offline.durable import fsync_dir, make_dirs
+from featurestore.offline.storage import LogStorage
 
 __all__ = [
     "QUARANTINE",
@@ -47,8 +47,8 @@ _lock = threading.Lock()
 class Quarantined:
     """A log file moved out of the log, where it went, and why."""
 
-    path: Path
-    moved_to: Path
+    path: PurePath
+    moved_to: PurePath
     reason: str
 
     def __str__(self) -> str:
@@ -60,22 +60,30 @@ def quarantined_total() -> int:
     return _moved
 
 
-def named_files(message: str, directories: Sequence[Path]) -> list[Path]:
-    """The files of these log folders that an error message names (DuckDB quotes them)."""
-    roots = [d.resolve() for d in directories]
-    found = []
+def named_files(message: str, directories: Sequence[PurePath]) -> list[PurePath]:
+    """The files of these log folders that an error message names (DuckDB and pyarrow quote
+    them: a local path, or an object's `bucket/key`)."""
+    found: list[PurePath] = []
     for text in _QUOTED.findall(message):
-        path = Path(text)
-        if any(path.resolve().is_relative_to(root) for root in roots) and path not in found:
-            found.append(path)
+        for directory in directories:
+            if isinstance(directory, Path):
+                path: PurePath = Path(text)
+                inside = Path(text).resolve().is_relative_to(directory.resolve())
+            else:
+                path = type(directory)(text.removeprefix("s3://"))
+                inside = path.is_relative_to(directory)
+            if inside and path not in found:
+                found.append(path)
     return found
 
 
-def file_problem(path: Path, required: Iterable[str], deep: bool = False) -> str | None:
+def file_problem(
+    storage: LogStorage, path: PurePath, required: Iterable[str], deep: bool = False
+) -> str | None:
     """Why a log file cannot be read (its footer, a column every log file has, and with `deep`
     every page), or None."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = storage.parquet(path)
         missing = [c for c in required if c not in parquet.schema_arrow.names]
         if missing:
             return f"lacks the log columns {missing}"
@@ -85,12 +93,17 @@ def file_problem(path: Path, required: Iterable[str], deep: bool = False) -> str
     except FileNotFoundError:
         return None  # gone already: compacted or quarantined by another process
     except (OSError, pa.ArrowException) as exc:
+        if storage.unreachable(exc):  # the store is down: no verdict on the file
+            raise storage.error(f"reading {storage.uri(path)}", exc) from exc
         return f"not a readable Parquet file: {exc}"
     return None
 
 
 def sweep(
-    root: Path, directories: Sequence[Path], named: Sequence[Path], required: Sequence[str]
+    storage: LogStorage,
+    directories: Sequence[PurePath],
+    named: Sequence[PurePath],
+    required: Sequence[str],
 ) -> tuple[list[Quarantined], bool]:
     """Quarantine the bad files among `named`, else among every file of `directories`.
 
@@ -100,27 +113,27 @@ def sweep(
     moved: list[Quarantined] = []
     changed = False
     for path in named:
-        problem = file_problem(path, required, deep=True)
+        problem = file_problem(storage, path, required, deep=True)
         if problem is not None:
-            done = _move(root, path, problem)
+            done = _move(storage, path, problem)
             changed = True
             if done is not None:
                 moved.append(done)
     if changed:
         return moved, changed
-    schemas: dict[Path, dict[str, str]] = {}
+    schemas: dict[PurePath, dict[str, str]] = {}
     rows: Counter[tuple[tuple[str, str], ...]] = Counter()
     for directory in directories:
-        for path in sorted(directory.glob("date=*/*.parquet")):
-            problem = file_problem(path, required)
+        for path in storage.glob(directory):
+            problem = file_problem(storage, path, required)
             if problem is not None:
-                done = _move(root, path, problem)
+                done = _move(storage, path, problem)
                 changed = True
                 if done is not None:
                     moved.append(done)
                 continue
             try:
-                parquet = pq.ParquetFile(path)
+                parquet = storage.parquet(path)
             except FileNotFoundError:
                 changed = True
                 continue
@@ -135,35 +148,34 @@ def sweep(
         differs = sorted(c for c, kind in usual.items() if columns.get(c) != kind)
         if differs:
             reason = f"columns {differs} missing or of another type than the log's {usual}"
-            done = _move(root, path, reason)
+            done = _move(storage, path, reason)
             changed = True
             if done is not None:
                 moved.append(done)
     return moved, changed
 
 
-def _move(root: Path, path: Path, reason: str) -> Quarantined | None:
-    """Move `path` (under `root`) to the quarantine folder, keeping its path under root."""
+def _move(storage: LogStorage, path: PurePath, reason: str) -> Quarantined | None:
+    """Move `path` (under the root) to the quarantine folder, keeping its path under root."""
     global _moved  # one process-wide counter, read by metrics
-    relative = path.resolve().relative_to(root.resolve())
+    root = storage.root
+    if isinstance(path, Path) and isinstance(root, Path):
+        relative: PurePath = path.resolve().relative_to(root.resolve())
+    else:
+        relative = path.relative_to(root)
     target = root / QUARANTINE / relative
-    make_dirs(target.parent)
     suffix = 0
-    while target.exists():  # quarantined before under the same name: keep both
+    while storage.exists(target):  # quarantined before under the same name: keep both
         suffix += 1
         target = target.with_name(f"{relative.stem}.{suffix}{relative.suffix}")
-    try:
-        os.rename(path, target)
-    except FileNotFoundError:
+    if not storage.move(path, target):
         return None  # another process moved or compacted it first
-    fsync_dir(path.parent)
-    fsync_dir(target.parent)
     with _lock:
         _moved += 1
     log.warning(
         "offline log: moved unreadable %s to %s (%s); queries go on without its rows",
-        path,
-        target,
+        storage.uri(path),
+        storage.uri(target),
         reason,
     )
     return Quarantined(path, target, reason)

@@ -1,4 +1,4 @@
-"""Local Kafka, Redis and PostgreSQL servers for development, the demo and the tests
+"""Local Kafka, Redis, PostgreSQL and S3 (SeaweedFS) servers for development, the demo and the tests
 (`fstore services`)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from featurestore.services.kafka import KafkaServer, KafkaStatus, broker_answers
 from featurestore.services.postgres import PostgresServer, PostgresStatus
 from featurestore.services.process import free_port
 from featurestore.services.redis import RedisServer, RedisStatus
+from featurestore.services.seaweedfs import S3Credentials, S3Server, S3Status
 
 __all__ = [
     "KafkaServer",
@@ -15,6 +16,9 @@ __all__ = [
     "PostgresStatus",
     "RedisServer",
     "RedisStatus",
+    "S3Credentials",
+    "S3Server",
+    "S3Status",
     "broker_answers",
     "free_port",
 ]

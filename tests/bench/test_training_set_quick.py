@@ -1,7 +1,8 @@
 """The training-set benchmark's `--quick` mode runs end to end, so bench/training_set.py never rots.
 
 Only the output's shape and the value checks are asserted: timings on a shared CI machine say
-nothing. Feast is skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
+nothing. `--s3` runs the query on a log on SeaweedFS too (its cached build: `make seaweedfs`).
+Feast is skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ REQUIRED = {
 def test_quick_run_prints_the_figures_as_json(
     run_quick: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
-    figures = run_quick("training_set.py", "--no-feast", "--tmp", str(tmp_path))
+    figures = run_quick("training_set.py", "--no-feast", "--s3", "--tmp", str(tmp_path))
     assert REQUIRED <= figures.keys(), REQUIRED - figures.keys()
     assert figures["feast_latest_only_seconds"] is None  # skipped
     for key in REQUIRED - {"feast_latest_only_seconds", "seconds_by_events"}:
@@ -38,4 +39,8 @@ def test_quick_run_prints_the_figures_as_json(
     assert figures["limited_check"]["wrong"] == {}  # under offline.memory_limit
     for name in ("ours", "floor"):
         assert figures["brute_force_check"][name]["wrong"] == 0, figures["brute_force_check"]
+    # The same query with the log on a real S3 server (SeaweedFS): the same rows.
+    assert figures["s3_check"]["wrong"] == {} and figures["s3_check"]["values_compared"] > 0
+    assert figures["s3_seconds"] > 0 and figures["s3_local_seconds"] > 0
+    assert figures["s3_log_objects"] > 0
     assert list(tmp_path.iterdir()) == []  # the working folder is removed

@@ -68,7 +68,7 @@ def test_up_status_down_twice_reuses_the_jar_cache(services_env: dict[str, str])
 
         out = fstore(services_env, "services", "down")
         assert "Kafka stopped" in out and "Redis stopped" in out
-        assert fstore(services_env, "services", "status").count("stopped") == 2
+        assert fstore(services_env, "services", "status").count("stopped") == 3  # + s3
         assert "was not running" in fstore(services_env, "services", "down")
 
 

@@ -162,6 +162,14 @@ def settings(kafka: KafkaSettings, redis: str, tmp_path: Path, key_prefix: str) 
     )
 
 
+@pytest.fixture(params=["local", "s3"])
+def log_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """`settings` with the offline log in a local folder, or on a real S3 server."""
+    if request.param == "local":
+        return settings
+    return settings.model_copy(update={"offline": request.getfixturevalue("s3").settings()})
+
+
 @pytest.fixture
 def topic(kafka: KafkaSettings, topic_name: Callable[[str], str]) -> str:
     name = topic_name("txns")

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_random_late_out_of_order_stream_verifies_with_zero_mismatches(
-    settings: Settings, topic: str, run_worker: WorkerThreads, key_prefix: str
+    log_settings: Settings, topic: str, run_worker: WorkerThreads, key_prefix: str
 ) -> None:
+    settings = log_settings  # the worker appends to, and verify reads, a local or an S3 log
     base = make_view(topic)
     view = base.model_copy(
         update={

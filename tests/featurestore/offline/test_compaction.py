@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -15,6 +14,7 @@ from featurestore.config import OfflineSettings
 from featurestore.offline import compaction
 from featurestore.offline.compaction import compact_due, compact_view
 from featurestore.offline.log import OfflineStore
+from tests.featurestore.offline.conftest import OfflineConfig
 from tests.featurestore.offline.test_log import VIEW, filled, log_rows, sort, training_set
 
 
@@ -26,9 +26,9 @@ def per_date(store: OfflineStore) -> dict[str, int]:
 
 
 def test_results_are_the_same_before_after_and_in_a_crash_between(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    offline_config: OfflineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = filled(tmp_path)
+    store = filled(offline_config("log"))
     events, (training, _query) = store.read_events(VIEW, 1), training_set(store)
     raw_rows = store.read_sql(VIEW, 1, "SELECT count(*) AS n FROM log")
     assert raw_rows is not None and raw_rows["n"][0].as_py() == 280  # the replay is there twice
@@ -36,7 +36,7 @@ def test_results_are_the_same_before_after_and_in_a_crash_between(
     assert min(before.values()) >= 5
 
     # A crash between writing the merged file and removing its inputs: both stay.
-    def crash(paths: list[Path]) -> None:
+    def crash(*args: object) -> None:
         raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(compaction, "_remove", crash)
@@ -58,14 +58,16 @@ def test_results_are_the_same_before_after_and_in_a_crash_between(
     assert training_set(store)[0].equals(training)
     # The merged file reads back with the types the worker wrote.
     merged = store.files(VIEW, 1)[0]
-    assert pq.read_schema(merged) == log_rows(1).schema
+    assert store.storage.parquet(merged).schema_arrow == log_rows(1).schema
     # Nothing left to do: a single file is never rewritten.
     assert compact_view(store, VIEW, 1).compacted == []
     assert store.files(VIEW, 1)[0] == merged
 
 
-def test_only_dates_before_the_cutoff_and_with_enough_files(tmp_path: Path) -> None:
-    store = filled(tmp_path)
+def test_only_dates_before_the_cutoff_and_with_enough_files(
+    offline_config: OfflineConfig,
+) -> None:
+    store = filled(offline_config("log"))
     before = per_date(store)
 
     report = compact_view(store, VIEW, 1, before=date(2026, 1, 3), min_files=3)
@@ -77,11 +79,13 @@ def test_only_dates_before_the_cutoff_and_with_enough_files(tmp_path: Path) -> N
     assert compact_due(store, VIEW, 1).compacted == []
 
 
-def test_an_unreadable_input_is_quarantined_and_the_rest_merged(tmp_path: Path) -> None:
-    store = filled(tmp_path)
+def test_an_unreadable_input_is_quarantined_and_the_rest_merged(
+    offline_config: OfflineConfig,
+) -> None:
+    store = filled(offline_config("log"))
     events = store.read_events(VIEW, 1)
     directory = store.files(VIEW, 1)[0].parent
-    (directory / "garbage.parquet").write_bytes(b"not parquet" * 20)
+    store.storage.write_bytes(directory / "garbage.parquet", b"not parquet" * 20)
 
     report = compact_view(store, VIEW, 1)
 
@@ -91,13 +95,15 @@ def test_an_unreadable_input_is_quarantined_and_the_rest_merged(tmp_path: Path) 
 
 
 def test_appends_during_a_compaction_are_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    offline_config: OfflineConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = filled(tmp_path)
+    store = filled(offline_config("log"))
     real_merge = compaction._merge
     late = log_rows(3, start=9_000, partition=2)
 
-    def merge_while_appending(offline: OfflineStore, part: Path, inputs: list[Path]) -> object:
+    def merge_while_appending(
+        offline: OfflineStore, part: PurePath, inputs: list[PurePath]
+    ) -> object:
         store.append(VIEW, 1, late)  # a worker writes while the merge runs
         return real_merge(offline, part, inputs)
 
@@ -109,11 +115,24 @@ def test_appends_during_a_compaction_are_kept(
     assert kept.num_rows == 3
 
 
-def test_cli_compacts_a_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = filled(tmp_path / "offline")
+def offline_env(monkeypatch: pytest.MonkeyPatch, config: OfflineSettings) -> None:
+    """The FSTORE_OFFLINE_* variables that point the CLI at `config`'s log."""
+    monkeypatch.setenv("FSTORE_OFFLINE_ROOT", str(config.root))
+    for name in ("s3_endpoint", "s3_region", "s3_access_key", "s3_secret_key"):
+        value = getattr(config, name)
+        if value is not None:
+            text = value if isinstance(value, str) else value.get_secret_value()
+            monkeypatch.setenv(f"FSTORE_OFFLINE_{name.upper()}", text)
+
+
+def test_cli_compacts_a_view(
+    offline_config: OfflineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = offline_config("offline")
+    store = filled(config)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FSTORE_CONFIG", raising=False)
-    monkeypatch.setenv("FSTORE_OFFLINE_ROOT", str(tmp_path / "offline"))
+    offline_env(monkeypatch, config)
     monkeypatch.setenv("COLUMNS", "200")
 
     ran = CliRunner().invoke(
@@ -122,7 +141,7 @@ def test_cli_compacts_a_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     assert ran.exit_code == 0, ran.output
     assert "2026-01-01" in ran.output and "2026-01-03" in ran.output
-    assert set(per_date(OfflineStore(OfflineSettings(root=tmp_path / "offline"))).values()) == {1}
+    assert set(per_date(OfflineStore(config)).values()) == {1}
     again = CliRunner().invoke(cli.app, ["compact", VIEW, "--version", "1", "--include-today"])
     assert again.exit_code == 0, again.output
     assert "no date holds 2+ files" in again.output

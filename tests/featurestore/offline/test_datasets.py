@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
+import threading
+from pathlib import Path, PurePath
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +18,8 @@ from featurestore import FeatureStore, Registry, RequestError, cli, load_repo
 from featurestore.config import OfflineSettings, RegistrySettings, Settings
 from featurestore.offline import datasets, durable
 from featurestore.offline.log import OfflineStore
+from tests.featurestore.offline.conftest import OfflineConfig
+from tests.featurestore.offline.test_compaction import offline_env
 
 SECOND = 1_000_000
 T0 = 1_767_225_600 * SECOND
@@ -35,12 +39,20 @@ fraud = FeatureService(name="fraud",
 
 @pytest.fixture
 def store(tmp_path: Path) -> FeatureStore:
+    """A feature store whose offline log is a local folder."""
+    return make_store(tmp_path, OfflineSettings(root=tmp_path / "offline"))
+
+
+@pytest.fixture
+def any_store(tmp_path: Path, offline_config: OfflineConfig) -> FeatureStore:
+    """A feature store whose offline log is a local folder, or on a real S3 server."""
+    return make_store(tmp_path, offline_config("offline"))
+
+
+def make_store(tmp_path: Path, offline: OfflineSettings) -> FeatureStore:
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "features.py").write_text(REPO)
-    settings = Settings(
-        offline=OfflineSettings(root=tmp_path / "offline"),
-        registry=RegistrySettings(path=tmp_path / "registry"),
-    )
+    settings = Settings(offline=offline, registry=RegistrySettings(path=tmp_path / "registry"))
     Registry(settings.registry).apply(load_repo(tmp_path / "repo"))
     events = pa.table(
         {
@@ -77,11 +89,12 @@ def labels(tmp_path: Path) -> Path:
     return path
 
 
-def test_create_dataset_writes_rows_and_a_manifest(store: FeatureStore, labels: Path) -> None:
+def test_create_dataset_writes_rows_and_a_manifest(any_store: FeatureStore, labels: Path) -> None:
+    store = any_store
     dataset = store.create_dataset("train", labels, service="fraud")
 
     assert (dataset.name, dataset.version) == ("train", 1)
-    rows = pq.read_table(dataset.path).to_pylist()
+    rows = dataset.read().to_pylist()
     assert [r["user_txn__amount_sum_10m"] for r in rows] == [3.0, 5.0, 4.0]
     assert [r["user_txn__amount_last_1h"] for r in rows] == [2.0, 5.0, 4.0]
     assert [r["is_fraud"] for r in rows] == [0, 1, 0]
@@ -92,12 +105,15 @@ def test_create_dataset_writes_rows_and_a_manifest(store: FeatureStore, labels: 
     assert manifest["views"]["user_txn"]["version"] == 1
     assert manifest["time_range"] == ["2026-01-01T00:01:00+00:00", "2026-01-01T00:16:40+00:00"]
     assert set(manifest["libraries"]) == {"fstore", "duckdb", "pyarrow"}
-    assert json.loads((dataset.path.parent / "manifest.json").read_text()) == manifest
+    storage = store.datasets.storage
+    assert json.loads(storage.read_bytes(dataset.path.parent / "manifest.json")) == manifest
+    assert store.datasets.get("train") == dataset
 
 
 def test_recreating_from_the_manifest_gives_the_same_content(
-    store: FeatureStore, labels: Path
+    any_store: FeatureStore, labels: Path
 ) -> None:
+    store = any_store
     first = store.create_dataset("train", labels, features=["user_txn:amount_sum_1h"])
     again = store.recreate_dataset("train@1")
 
@@ -110,17 +126,17 @@ def test_recreating_from_the_manifest_gives_the_same_content(
     assert [d.ref for d in store.datasets.all()] == ["train@1", "train@2", "train@3"]
 
 
-def test_unknown_dataset_is_named(store: FeatureStore) -> None:
+def test_unknown_dataset_is_named(any_store: FeatureStore) -> None:
     with pytest.raises(RequestError, match="no dataset named 'nope'"):
-        store.datasets.get("nope@1")
+        any_store.datasets.get("nope@1")
 
 
 def test_cli_create_list_show(
-    store: FeatureStore, labels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_store: FeatureStore, labels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FSTORE_CONFIG", raising=False)
-    monkeypatch.setenv("FSTORE_OFFLINE_ROOT", str(tmp_path / "offline"))
+    offline_env(monkeypatch, any_store.settings.offline)
     monkeypatch.setenv("FSTORE_REGISTRY_PATH", str(tmp_path / "registry"))
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
@@ -209,3 +225,44 @@ def test_a_version_taken_by_a_concurrent_create_makes_this_one_the_next(
     assert dataset.version == 2
     assert json.loads((taken[0] / datasets.MANIFEST).read_text()) == {}
     assert sorted(p.name for p in (store.datasets.root / "train").iterdir()) == ["v1", "v2"]
+
+
+def test_racing_creates_on_an_object_store_take_distinct_versions(
+    tmp_path: Path, s3: Any, labels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two creates claim v1 at once (both claims are written before either lists them): both
+    give it up, and each publishes a version of its own, whole."""
+    store = make_store(tmp_path, s3.settings())
+    storage = store.datasets.storage
+    both_claimed = threading.Barrier(2, timeout=30)
+    real_children = type(storage).children
+    first_round: set[int] = set()
+
+    def children(self: Any, directory: PurePath) -> list[PurePath]:
+        if directory.name == "claims" and directory.parent.name == "v1":
+            ident = threading.get_ident()
+            if ident not in first_round:
+                first_round.add(ident)
+                both_claimed.wait()
+        return real_children(self, directory)
+
+    monkeypatch.setattr(type(storage), "children", children)
+    made: list[datasets.Dataset] = []
+
+    def create() -> None:
+        made.append(store.create_dataset("train", labels, service="fraud"))
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert len(made) == 2
+    versions = sorted(d.version for d in made)
+    assert len(set(versions)) == 2 and 1 not in versions
+    assert store.datasets.versions("train") == versions
+    for dataset in made:
+        again = store.datasets.get(dataset.ref)
+        assert again.manifest == dataset.manifest
+        assert again.content_hash() == dataset.manifest["content_hash"]

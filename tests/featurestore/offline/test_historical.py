@@ -80,10 +80,13 @@ def log_table(events: list[Event]) -> pa.Table:
     )
 
 
-def query(tmp: Path, view: FeatureView, rows: Any, **kwargs: Any) -> HistoricalQuery:
+def query(
+    tmp: Path | OfflineSettings, view: FeatureView, rows: Any, **kwargs: Any
+) -> HistoricalQuery:
     registered = RegisteredView(view, 1, view.fingerprint(), datetime.now(UTC))
+    config = tmp if isinstance(tmp, OfflineSettings) else OfflineSettings(root=tmp)
     return HistoricalQuery(
-        OfflineStore(OfflineSettings(root=tmp)),
+        OfflineStore(config),
         rows,
         [(registered, name) for name in view.feature_names()],
         **kwargs,
@@ -160,10 +163,22 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 def test_training_rows_equal_brute_force(
     tmp_path_factory: pytest.TempPathFactory, scenario: dict[str, Any]
 ) -> None:
-    tmp = tmp_path_factory.mktemp("log")
+    check_training_rows(OfflineSettings(root=tmp_path_factory.mktemp("log")), scenario)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios())
+def test_training_rows_equal_brute_force_with_the_log_on_s3(
+    s3: Any, scenario: dict[str, Any]
+) -> None:
+    check_training_rows(s3.settings(), scenario)
+
+
+def check_training_rows(config: OfflineSettings, scenario: dict[str, Any]) -> None:
+    """The training rows of a scenario's log equal the brute-force reference's values."""
     view: FeatureView = scenario["view"]
     applied, _late = reference.apply_lateness(scenario["events"], view.lateness_us)
-    store = OfflineStore(OfflineSettings(root=tmp))
+    store = OfflineStore(config)
     write_log(store, applied, scenario["batches"])
     if scenario["replayed"] and applied:
         # A crash after writing a batch and before the online commit writes it again.
@@ -178,7 +193,7 @@ def test_training_rows_equal_brute_force(
         }
     )
 
-    result = query(tmp, view, rows, statuses=True).to_arrow().to_pylist()
+    result = query(config, view, rows, statuses=True).to_arrow().to_pylist()
 
     # Row order and the carried label column are kept.
     assert [r["label"] for r in result] == list(range(len(scenario["rows"])))

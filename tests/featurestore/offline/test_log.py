@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import duckdb
 import numpy as np
@@ -20,6 +20,7 @@ from featurestore.offline import durable
 from featurestore.offline.historical import QUARANTINED_KEY, HistoricalQuery
 from featurestore.offline.log import OfflineStore
 from featurestore.registry import RegisteredView
+from tests.featurestore.offline.conftest import OfflineConfig
 from tests.featurestore.offline.test_historical import T0, make_view
 
 SECOND = 1_000_000
@@ -44,9 +45,10 @@ def log_rows(n: int, start: int = 0, partition: int = 0, seed: int = 0, t0: int 
     )
 
 
-def filled(root: Path) -> OfflineStore:
+def filled(root: Path | OfflineSettings) -> OfflineStore:
     """A log as a worker leaves it: batches on two partitions, one batch written twice."""
-    store = OfflineStore(OfflineSettings(root=root))
+    config = root if isinstance(root, OfflineSettings) else OfflineSettings(root=root)
+    store = OfflineStore(config)
     for i in range(6):
         store.append(VIEW, 1, log_rows(40, start=40 * i, partition=i % 2, seed=i))
     store.append(VIEW, 1, log_rows(40, start=40 * 5, partition=1, seed=5))  # a replay
@@ -168,8 +170,8 @@ def test_orphans_of_dead_writers_are_removed_at_the_first_append_and_live_ones_k
     assert not live.exists() or durable.is_orphan(live)  # its writer is gone now
 
 
-def test_scan_events_streams_what_read_events_returns(tmp_path: Path) -> None:
-    store = filled(tmp_path)
+def test_scan_events_streams_what_read_events_returns(offline_config: OfflineConfig) -> None:
+    store = filled(offline_config("log"))
     whole = store.read_events(VIEW, 1)
     assert whole.num_rows == 240  # the replayed batch once
 
@@ -180,38 +182,39 @@ def test_scan_events_streams_what_read_events_returns(tmp_path: Path) -> None:
     assert list(store.scan_events("nothing", 1)) == []
 
 
-def test_max_offset_reads_one_partition(tmp_path: Path) -> None:
-    store = filled(tmp_path)
+def test_max_offset_reads_one_partition(offline_config: OfflineConfig) -> None:
+    store = filled(offline_config("log"))
     assert store.max_offset(VIEW, 1, 0) == 40 * 4 + 39
     assert store.max_offset(VIEW, 1, 1) == 40 * 5 + 39
     assert store.max_offset(VIEW, 1, -1) is None
     assert store.max_offset("nothing", 1, 0) is None
 
 
-def bad_files(store: OfflineStore, scratch: Path) -> list[Path]:
+def bad_files(store: OfflineStore) -> list[PurePath]:
     """A truncated real log file (other events than the log's) and a garbage file, put in the
     log under names no writer would use."""
-    other = OfflineStore(OfflineSettings(root=scratch))
-    [real, *_] = other.append(VIEW, 1, log_rows(40, start=10_000, seed=9))
+    sink = pa.BufferOutputStream()
+    pq.write_table(log_rows(40, start=10_000, seed=9), sink)
+    data = sink.getvalue().to_pybytes()
     directory = store.files(VIEW, 1)[0].parent
     truncated = directory / "truncated.parquet"
-    data = real.read_bytes()
-    truncated.write_bytes(data[: len(data) * 2 // 3])
+    store.storage.write_bytes(truncated, data[: len(data) * 2 // 3])
     garbage = store.files(VIEW, 1)[-1].parent / "garbage.parquet"
-    garbage.write_bytes(b"this is not parquet " * 50)
+    store.storage.write_bytes(garbage, b"this is not parquet " * 50)
     return [truncated, garbage]
 
 
 def test_unreadable_files_are_quarantined_and_the_training_set_goes_on_without_them(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    offline_config: OfflineConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = filled(tmp_path / "log")
+    config = offline_config("log")
+    store = filled(config)
     expected, _ = training_set(store)
     events = store.read_events(VIEW, 1)
-    bad = bad_files(store, tmp_path / "scratch")
+    bad = bad_files(store)
 
     with caplog.at_level(logging.WARNING, logger="fstore.offline"):
-        result, query = training_set(OfflineStore(OfflineSettings(root=tmp_path / "log")))
+        result, query = training_set(OfflineStore(config))
 
     assert result.equals(expected)
     assert sorted(q.path for q in query.quarantined) == sorted(bad)
@@ -219,17 +222,17 @@ def test_unreadable_files_are_quarantined_and_the_training_set_goes_on_without_t
     assert all(str(path) in moved for path in bad)
     for path in bad:
         relative = path.relative_to(store.view_dir(VIEW, 1))
-        assert not path.exists()
-        assert (store.quarantine_dir(VIEW, 1) / relative).exists()
+        assert not store.storage.exists(path)
+        assert store.storage.exists(store.quarantine_dir(VIEW, 1) / relative)
         assert any(str(path) in r.getMessage() for r in caplog.records)
     assert store.read_events(VIEW, 1).equals(events)
 
 
 @pytest.mark.parametrize("read", ["read_events", "scan_events", "max_offset"])
-def test_every_log_read_quarantines(tmp_path: Path, read: str) -> None:
-    store = filled(tmp_path / "log")
+def test_every_log_read_quarantines(offline_config: OfflineConfig, read: str) -> None:
+    store = filled(offline_config("log"))
     events = store.read_events(VIEW, 1)
-    bad = bad_files(store, tmp_path / "scratch")
+    bad = bad_files(store)
 
     if read == "read_events":
         assert store.read_events(VIEW, 1).equals(events)
@@ -241,23 +244,25 @@ def test_every_log_read_quarantines(tmp_path: Path, read: str) -> None:
     assert sorted(q.path for q in store.quarantined) == sorted(bad)
 
 
-def test_a_file_of_another_schema_is_quarantined(tmp_path: Path) -> None:
-    store = filled(tmp_path)
+def test_a_file_of_another_schema_is_quarantined(offline_config: OfflineConfig) -> None:
+    config = offline_config("log")
+    store = filled(config)
     expected, _ = training_set(store)
     directory = store.files(VIEW, 1)[0].parent
     # First in DuckDB's listing, so its columns become the query's: `amount` is unknown.
     stray = directory / "0000-stray.parquet"
-    pq.write_table(log_rows(10, start=5_000).drop_columns(["amount"]), stray)
+    with store.storage.writing(stray) as temp:
+        pq.write_table(log_rows(10, start=5_000).drop_columns(["amount"]), temp)
 
-    result, query = training_set(OfflineStore(OfflineSettings(root=tmp_path)))
+    result, query = training_set(OfflineStore(config))
 
     assert result.equals(expected)
     assert [q.path for q in query.quarantined] == [stray]
     assert "amount" in query.quarantined[0].reason
 
 
-def test_a_query_error_that_is_no_file_s_fault_is_raised(tmp_path: Path) -> None:
-    store = filled(tmp_path)
+def test_a_query_error_that_is_no_file_s_fault_is_raised(offline_config: OfflineConfig) -> None:
+    store = filled(offline_config("log"))
     files = store.files(VIEW, 1)
     with pytest.raises(duckdb.BinderException, match="nope"):
         store.read_sql(VIEW, 1, "SELECT nope FROM log")

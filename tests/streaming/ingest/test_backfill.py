@@ -32,8 +32,9 @@ def registered(view: object, version: int) -> RegisteredView:
 
 
 def test_new_version_from_topic_and_from_log(
-    settings: Settings, topic: str, run_worker: Callable[..., Worker]
+    log_settings: Settings, topic: str, run_worker: Callable[..., Worker]
 ) -> None:
+    settings = log_settings  # the log that the backfill reads: a local folder or S3
     events = random_events(random.Random(11), 3_000, users=15)
     where = publish(settings.kafka, topic, [event_payload(e) for e in events])
     published = [
