@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from featurestore.api_keys_cli import keys_app
 from featurestore.config import load_settings
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 services_app = typer.Typer(help="Run local Kafka and Redis servers (no Docker needed).")
 app.add_typer(services_app, name="services")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 

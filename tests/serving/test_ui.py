@@ -318,7 +318,7 @@ def test_overview_and_drift_need_the_read_token_and_report_every_section(
         for path in ("/ui/api/overview", "/ui/api/drift"):
             refused = client.get(path)
             assert refused.status_code == 401, refused.text
-            assert "read token" in refused.json()["detail"]
+            assert "API key" in refused.json()["detail"]
             assert refused.headers["WWW-Authenticate"] == "Bearer"
         headers = {"Authorization": f"Bearer {READ}"}
         for _ in range(3):
