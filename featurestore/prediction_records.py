@@ -7,8 +7,8 @@ A record is one JSON object: {"request_id", "at" (UTC, ISO 8601), "model", "vers
 "score"}, and "request_features": [name, ...] when the caller sent some of the features itself
 (`request_features` of a predict request): those values, and the score they steer, are the
 caller's, so the monitor leaves such records out of its statistics unless told otherwise
-(`request_fed`). Its Kafka message key is the entity key (featurestore.keys) of the model's routing join
-keys, so the records of one entity stay in order on one partition.
+(`request_fed`). Its Kafka message key is the entity key (featurestore.keys) of the model's
+routing join keys, so the records of one entity stay in order on one partition.
 
 >>> from datetime import UTC, datetime
 >>> import numpy as np
