@@ -84,3 +84,10 @@ def test_quick_run_prints_the_figures_as_json(
         for rate in ("50rps", "200rps", "saturated")
     }
     assert list(tmp_path.iterdir()) == []  # the working folder is removed
+
+
+def test_auth_cost_quick_run_times_the_key_check(run_quick: Callable[..., dict[str, Any]]) -> None:
+    figures = run_quick("auth_cost.py")
+    for key in ("open_us", "key_us", "rate_limited_key_us"):
+        assert isinstance(figures[key], float) and figures[key] > 0, (key, figures)
+    assert figures["keys"] == 10
