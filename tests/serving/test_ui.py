@@ -461,12 +461,13 @@ def test_dashboard_renders_live_data_in_chromium(
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.goto(f"{url}/ui")
 
-            # A read token is configured: the page asks for it, and says when it is wrong.
+            # A (deprecated) read token is configured: the page asks for a key, and says when
+            # it is wrong.
             page.wait_for_selector("#token-form", state="visible", timeout=30_000)
             page.fill("#token-input", "wrong")
             page.click("#token-form button")
             page.wait_for_function(
-                "document.getElementById('token-error').textContent.includes('read token')",
+                "document.getElementById('token-error').textContent.includes('unknown API key')",
                 timeout=30_000,
             )
             page.fill("#token-input", READ)
