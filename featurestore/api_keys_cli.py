@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from featurestore.actor import default_who
 from featurestore.api_keys import SCOPE_FORMS, KeyStore
 from featurestore.config import load_settings
 from featurestore.definitions import duration_us
 from featurestore.errors import RegistryError
-from featurestore.models.promotion import default_who
 
 __all__ = ["keys_app", "parse_expiry"]
 

@@ -159,6 +159,18 @@ def remove(
     console.print(f"Removed {view} v{version}.")
 
 
+@app.command("history")
+def history() -> None:
+    """The feature registry's audit, oldest first: who applied or removed what, and when."""
+    table = Table("id", "at (UTC)", "who", "action", "kind", "name", "version", "change")
+    for row in Registry(load_settings().registry).history():
+        version = "" if row.version is None else f"v{row.version}"
+        table.add_row(
+            str(row.id), row.at[:19], row.who, row.action, row.kind, row.name, version, row.detail
+        )
+    console.print(table)
+
+
 dataset_app = typer.Typer(help="Versioned, reproducible training datasets.")
 app.add_typer(dataset_app, name="dataset")
 

@@ -3,7 +3,9 @@
 A view's version changes only when its fingerprint does (what it computes), so online state and
 models keyed by `view@version` stay valid across applies that change only descriptions or tags.
 Old versions stay readable, for models pinned to them, until removed. The registry is one SQLite
-file in WAL mode: several processes (workers, the API, the CLI) read while one applies.
+file in WAL mode: several processes (workers, the API, the CLI) read while one applies. Every
+change (a definition created or updated, a version removed) gains an `audit` row — who, when,
+what — in the same transaction; rows are only ever inserted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from featurestore import sqlite
+from featurestore.actor import default_who
 from featurestore.config import RegistrySettings
 from featurestore.definitions import (
     Entity,
@@ -34,6 +37,7 @@ __all__ = [
     "DB_FILE_NAME",
     "SCHEMA_VERSION",
     "ApplyResult",
+    "AuditRow",
     "Change",
     "RegisteredView",
     "Registry",
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 DB_FILE_NAME = "registry.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the audit table (a v1 file gains it on open)
 _Model = TypeVar("_Model", bound=BaseModel)
 _Unversioned = Entity | KafkaSource | FeatureService
 
@@ -65,6 +69,16 @@ CREATE TABLE IF NOT EXISTS entities (
 );
 CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER,
+    detail TEXT NOT NULL
 );
 """
 
@@ -155,8 +169,9 @@ class Registry:
         statements = [statement for statement in _SCHEMA.split(";") if statement.strip()]
         sqlite.ensure_schema(self.path, "registry", statements, SCHEMA_VERSION)
 
-    def apply(self, contents: RepoContents) -> ApplyResult:
+    def apply(self, contents: RepoContents, who: str | None = None) -> ApplyResult:
         """Register a repo's definitions in one transaction: all of them, or none on an error.
+        Each change is audited as `who`'s (default: the login name).
 
         Definitions registered before but missing from `contents` are left alone.
         """
@@ -178,7 +193,27 @@ class Registry:
                 except (RegistryError, DefinitionError) as exc:
                     raise DefinitionError(f"feature service {service.name!r}: {exc}") from None
                 changes.append(self._put(conn, stored, now))
+            for change in changes:
+                if change.status != Status.UNCHANGED:
+                    _audit(
+                        conn,
+                        now,
+                        who,
+                        "apply",
+                        change.kind,
+                        change.name,
+                        change.version,
+                        str(change.status),
+                    )
         return ApplyResult(changes)
+
+    def history(self) -> list[AuditRow]:
+        """Every audited change, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, at, who, action, kind, name, version, detail FROM audit ORDER BY id"
+            ).fetchall()
+        return [AuditRow(**dict(row)) for row in rows]
 
     def get_view(self, name: str, version: int | None = None) -> RegisteredView:
         """The latest readable version of a view, or the given one."""
@@ -194,8 +229,9 @@ class Registry:
                 rows = conn.execute(_LATEST).fetchall()
         return sorted((_registered(row) for row in rows), key=lambda r: (r.name, r.version))
 
-    def remove_view(self, name: str, version: int) -> None:
+    def remove_view(self, name: str, version: int, who: str | None = None) -> None:
         """Make one version unreadable; the previous readable version becomes the latest.
+        Audited as `who`'s (default: the login name).
 
         Version numbers are never reused: the next apply of a changed view gets a new one.
         """
@@ -205,6 +241,8 @@ class Registry:
                 "UPDATE feature_views SET removed = 1 WHERE name = ? AND version = ?",
                 (name, version),
             )
+            now = datetime.now(UTC).isoformat()
+            _audit(conn, now, who, "remove", "feature view", name, version, "removed")
 
     def get_service(self, name: str) -> FeatureService:
         with self._connect() as conn:
@@ -313,6 +351,39 @@ class Registry:
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return sqlite.transaction(self.path, "registry")
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audited change of the feature registry."""
+
+    id: int
+    at: str  # ISO 8601, UTC
+    who: str
+    action: str  # "apply" | "remove"
+    kind: str  # "feature view", "entity", "source", "feature service"
+    name: str
+    version: int | None
+    detail: str  # the change's status: created, updated, metadata updated, removed
+
+
+def _audit(
+    conn: sqlite3.Connection,
+    at: str,
+    who: str | None,
+    action: str,
+    kind: str,
+    name: str,
+    version: int | None,
+    detail: str,
+) -> None:
+    # The next id under the transaction's write lock: no autoincrement syntax to port.
+    last = conn.execute("SELECT MAX(id) FROM audit").fetchone()[0]
+    conn.execute(
+        "INSERT INTO audit (id, at, who, action, kind, name, version, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ((last or 0) + 1, at, who or default_who(), action, kind, name, version, detail),
+    )
 
 
 def _dump(obj: BaseModel) -> str:
