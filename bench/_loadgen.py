@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess  # noqa: S404 - hey runs as a subprocess
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from _report import log
@@ -53,6 +54,7 @@ def hey(
     seconds: float | None = None,
     rate: float | None = None,
     timeout: float = 20.0,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """POST `body` to `url` with `hey`: `requests` in all (or for `seconds`) from `concurrency`
     workers, as fast as they go or, with `rate`, at `rate` req/s in all. Per-request figures
@@ -64,7 +66,7 @@ def hey(
     lists answered requests only; with `requests` given, those that got no answer (refused,
     timed out) are `requests - responses`; with `seconds` they are unknown (None).
     """
-    argv = hey_argv(body, timeout)
+    argv = hey_argv(body, timeout, headers)
     if requests is not None and requests % concurrency:
         raise ValueError(f"{requests} requests do not split evenly over {concurrency} workers")
     each = None if requests is None or not rate else requests // concurrency
@@ -100,9 +102,12 @@ def hey(
     }
 
 
-def hey_argv(body: bytes, timeout: float) -> list[str]:
-    """hey's options for POSTing `body` as JSON, one CSV row per answered request."""
+def hey_argv(body: bytes, timeout: float, headers: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """hey's options for POSTing `body` as JSON (with `headers`), one CSV row per answered
+    request."""
     argv = [hey_binary(), "-m", "POST", "-T", "application/json", "-t", f"{timeout:g}"]
+    for name, value in headers:
+        argv += ["-H", f"{name}: {value}"]
     return [*argv, "-o", "csv", "-d", body.decode()]
 
 

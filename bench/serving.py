@@ -18,6 +18,11 @@ side, each in a process of its own with one uvicorn worker:
    ships (recycling every 1,000 requests, Feast's default) takes the single-entity saturated
    point too (off with --no-feast-shipped).
 
+With `--keys`, a second `fstore serve` (ours_keyed) runs on a copy of the registry holding one
+API key (scope `predict:<model>`), and every request to it carries that key: the cost of keys
+is `rps_keyed_vs_open_saturated`, the two taking turns at each point like the others (goal:
+at least 0.95, i.e. keys cost at most 5% of saturated throughput).
+
 Load: `hey` (Debian's package) from this machine; single entity and a batch of `--batch`
 users, each at every rate of `--rates` req/s and saturated (`--concurrency` workers, no rate
 limit; `--rounds` times, the figures being the medians). hey sends one body over and over:
@@ -40,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import uuid
 from dataclasses import dataclass
@@ -83,7 +89,9 @@ from serving_workload import (
     write_floor,
 )
 
+from featurestore.api_keys import KeyStore
 from featurestore.config import (
+    RegistrySettings,
     ServingSettings,
     Settings,
 )
@@ -92,8 +100,19 @@ from featurestore.services import free_port
 HERE = Path(__file__).resolve().parent
 MODEL = "bench_model"
 HOST = "127.0.0.1"
-GOALS = {"p99_vs_floor": 1.3, "rps_vs_floor_saturated": 0.7, "rps_vs_feast_saturated": 6.0}
-PREFIXES = {"ours": "", "floor": "floor_", "feast": "feast_", "feast_shipped": "feast_shipped_"}
+GOALS = {
+    "p99_vs_floor": 1.3,
+    "rps_vs_floor_saturated": 0.7,
+    "rps_vs_feast_saturated": 6.0,
+    "rps_keyed_vs_open_saturated": 0.95,
+}
+PREFIXES = {
+    "ours": "",
+    "ours_keyed": "keyed_",
+    "floor": "floor_",
+    "feast": "feast_",
+    "feast_shipped": "feast_shipped_",
+}
 # `feast serve` recycles its worker every 1,000 requests (+ up to 50) unless told otherwise.
 FEAST_DEFAULT_MAX_REQUESTS = 1000
 
@@ -108,6 +127,7 @@ class Target:
     feast_view: str | None = None  # Feast's requests name the features; the others the model
     feature_names: tuple[str, ...] = ()
     saturated_single_only: bool = False  # measured at the single-entity saturated point only
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (an API key)
 
     def body(self, users: list[str]) -> bytes:
         if self.feast_view is not None:
@@ -191,6 +211,8 @@ def measure(
     log(f"model: {result['model']}, registered as {MODEL}@{result['model_version']}")
 
     targets = start_servers(settings, work, children, floor_prefix, len(names))
+    if args.keys:
+        targets.insert(1, start_keyed(settings, work, children))
     if args.feast:
         values = work / "feast-values.parquet"
         write_values(values, users, names, matrix)
@@ -215,8 +237,9 @@ def measure(
 
     # Ours and the floor score the same users alike; Feast returns the values the others use.
     checked = [users[i] for i in sample]
+    by_name = {target.name: target for target in targets}
     result["scores_differ"] = compare_scores(
-        settings, floor_prefix, targets[0].url, targets[1].url, checked
+        settings, floor_prefix, by_name["ours"].url, by_name["floor"].url, checked
     )
     if args.feast:
         feast = next(target for target in targets if target.name == "feast")
@@ -273,11 +296,40 @@ def start_servers(
     return targets
 
 
+def start_keyed(settings: Settings, work: Path, children: list[Child]) -> Target:
+    """Ours again, on a copy of the registry holding one API key that every request sends."""
+    registry = work / "registry-keyed"
+    shutil.copytree(settings.registry.path, registry)
+    keyed = settings.model_copy(update={"registry": RegistrySettings(path=registry)})
+    _, secret = KeyStore(keyed.registry).create("bench", [f"predict:{MODEL}"], "bench")
+    config = work / "featurestore-keyed.yaml"
+    config.write_text(yaml.safe_dump(keyed.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSTORE_")}
+    env["FSTORE_CONFIG"] = str(config)
+    port = free_port()
+    fstore = Path(sys.executable).parent / "fstore"
+    child = Child(
+        "fstore serve (keys on)",
+        [str(fstore), "serve", "--host", HOST, "--port", str(port)],
+        work / "ours-keyed.log",
+        env=env,
+        cwd=work,
+    )
+    children.append(child)
+    url = f"http://{HOST}:{port}/v1/predict/{MODEL}"
+    target = Target("ours_keyed", child, url, headers=(("Authorization", f"Bearer {secret}"),))
+    wait_ready(target, "u00000")
+    status, _ = post(url, target.body(["u00000"]))  # without the key
+    if status != 401:
+        raise RuntimeError(f"the keyed server answered {status} to a request without its key")
+    return target
+
+
 def wait_ready(target: Target, user: str, timeout: float = 120.0) -> None:
     """Up when a real request answers 200 (also proves the model is loaded)."""
 
     def answers() -> bool:
-        status, _ = post(target.url, target.body([user]))
+        status, _ = post(target.url, target.body([user]), headers=dict(target.headers))
         return status == 200
 
     target.child.wait_until(answers, timeout)
@@ -323,6 +375,7 @@ def load_points(
                 target.body(chosen),
                 seconds=args.warmup,
                 concurrency=args.concurrency,
+                headers=target.headers,
             )
             estimate[target.name] = warm["rps"] or 1.0
             log(f"warm-up {target.name} {shape}: {warm['rps']} req/s")
@@ -347,6 +400,7 @@ def load_points(
                     requests=count,
                     concurrency=workers,
                     rate=rate,
+                    headers=target.headers,
                 )
                 got["load"] = meter.stop()
                 point = {"target": target.name, "shape": shape, "rate": rate, "round": round_}
@@ -410,6 +464,10 @@ def figures(
     out["rps_vs_feast_shipped_saturated"] = ratio(
         out["rps_saturated"], out.get("feast_shipped_rps_saturated")
     )
+    out["rps_keyed_vs_open_saturated"] = ratio(out["keyed_rps_saturated"], out["rps_saturated"])
+    out[f"{batch}rps_keyed_vs_open_saturated"] = ratio(
+        out[f"keyed_{batch}rps_saturated"], out[f"{batch}rps_saturated"]
+    )
     out[f"{batch}rps_vs_floor_saturated"] = ratio(
         out[f"{batch}rps_saturated"], out[f"floor_{batch}rps_saturated"]
     )
@@ -455,6 +513,9 @@ def goals_met(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, boo
     goals["rps_vs_feast_shipped_saturated"] = check(
         "rps_vs_feast_shipped_saturated", GOALS["rps_vs_feast_saturated"], True
     )
+    goals["rps_keyed_vs_open_saturated"] = check(
+        "rps_keyed_vs_open_saturated", GOALS["rps_keyed_vs_open_saturated"], True
+    )
     return goals
 
 
@@ -464,7 +525,7 @@ def goals_met(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, boo
 def print_summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
     goals = result["goals_met"]
     batch = f"batch{args.batch}_"
-    names = ("ours", "floor", "Feast", "Feast as shipped")
+    names = ("ours", "ours + API key", "floor", "Feast", "Feast as shipped")
     print(f"{'req/s, p50|p99 ms':<22} " + " ".join(f"{name:>22}" for name in names))
     tails = [f"{rate:g}rps" for rate in args.rates] + ["saturated"]
     for shape, head in (("single", ""), (f"batch of {args.batch}", batch)):
@@ -514,6 +575,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="at fixed rates, at most this many req/s per hey worker (each its own process)",
     )
     parser.add_argument("--check-users", type=int, default=200, help="users the checks compare")
+    parser.add_argument(
+        "--keys", action="store_true", help="also ours with an API key on every request"
+    )
     parser.add_argument("--feast", dest="feast", action="store_true", default=None)
     parser.add_argument("--no-feast", dest="feast", action="store_false", help="skip Feast")
     parser.add_argument("--feast-db", type=int, default=1, help="Feast's Redis database")

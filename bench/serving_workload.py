@@ -236,10 +236,15 @@ def register_model(
     return int(registered.version)
 
 
-def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, Any]:
+def post(
+    url: str, body: bytes, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """POST JSON; the status and the parsed answer (or its text when it is not JSON)."""
     request = urllib.request.Request(  # noqa: S310 - a URL this benchmark built
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=body,
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310

@@ -37,6 +37,7 @@ from featurestore.errors import FeatureStoreError
 from featurestore.services import free_port
 from featurestore.store import FeatureStore
 from featurestore.timestamps import from_us
+from serving.cli import is_loopback
 
 __all__ = ["DemoRun", "find_repo", "monitor_settings"]
 
@@ -257,7 +258,11 @@ class DemoRun:
             "Serving: fstore serve and fstore monitor; scoring live transactions",
             f"read {processes.log_file('serve')} and {processes.log_file('monitor')}",
         ):
-            processes.start("serve", ["serve", "--host", serving.host, "--port", str(serving.port)])
+            argv = ["serve", "--host", serving.host, "--port", str(serving.port)]
+            if not is_loopback(serving.host):
+                # The demo's own registry holds no API key: reads are open, as asked (--host).
+                argv.append("--insecure")
+            processes.start("serve", argv)
             group = f"fstore-demo-{workspace.run}-monitor"
             processes.start("monitor", ["monitor", "--group", group])
             host = "127.0.0.1" if serving.host in ("0.0.0.0", "::") else serving.host  # noqa: S104

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from featurestore.api_keys_cli import keys_app
 from featurestore.config import ServicesSettings, load_settings, url_without_password
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
@@ -48,6 +49,7 @@ app = typer.Typer(
 )
 services_app = typer.Typer(help="Run local Kafka and Redis servers (no Docker needed).")
 app.add_typer(services_app, name="services")
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 
@@ -226,6 +228,18 @@ def remove(
     """Remove an old view version from the registry; its online keys expire by themselves."""
     Registry(load_settings().registry).remove_view(view, version)
     console.print(f"Removed {view} v{version}.")
+
+
+@app.command("history")
+def history() -> None:
+    """The feature registry's audit, oldest first: who applied or removed what, and when."""
+    table = Table("id", "at (UTC)", "who", "action", "kind", "name", "version", "change")
+    for row in Registry(load_settings().registry).history():
+        version = "" if row.version is None else f"v{row.version}"
+        table.add_row(
+            str(row.id), row.at[:19], row.who, row.action, row.kind, row.name, version, row.detail
+        )
+    console.print(table)
 
 
 dataset_app = typer.Typer(help="Versioned, reproducible training datasets.")

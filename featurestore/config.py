@@ -223,6 +223,8 @@ class ServingSettings(BaseModel):
     port: int = 8000
     max_batch: int = 1000  # entity rows per request
     max_body_bytes: int = 1_048_576
+    # Deprecated, kept working: prefer API keys (`fstore keys create`). The admin token acts as a
+    # key with scope `admin`, the read token as one with every read scope (api_keys.READ_SCOPES).
     admin_token: SecretStr | None = None  # bearer token of alias/traffic changes; None: disabled
     read_token: SecretStr | None = None  # when set, read endpoints need it too
     reload_interval_s: float = 1.0  # how often a server looks for alias/traffic changes
@@ -232,6 +234,9 @@ class ServingSettings(BaseModel):
     # Retry-After, rather than queueing behind a slow or hung Redis.
     max_in_flight: Annotated[int, Field(ge=1)] = 256  # requests in flight in one process
     redis_deadline_ms: Annotated[float, Field(gt=0)] = 250.0  # a request's online-store read
+    # API keys (featurestore/api_keys.py): how often a server rereads them, so a revocation
+    # takes effect within this many seconds while no request waits on the registry.
+    keys_refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
 
 _NO_LATENESS = "0s"  # durations are otherwise longer than zero
@@ -297,6 +302,9 @@ class MonitorSettings(BaseModel):
     # index and joined pairs) outlives the span it serves in Redis: the margin for a monitor
     # that stops. Positions, open windows and parked labels never expire.
     state_grace: str = "1d"
+    # Records whose features the caller sent (`request_features`) steer their own scores: they
+    # stay out of drift and performance statistics unless this is set.
+    include_request_features: bool = False
 
     @field_validator("window", "label_horizon", "idle_timeout", "state_grace")
     @classmethod

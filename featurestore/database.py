@@ -57,6 +57,8 @@ __all__ = [
     "Result",
     "Row",
     "Schema",
+    "append_only_postgresql",
+    "append_only_sqlite",
     "is_postgres_url",
 ]
 
@@ -64,6 +66,27 @@ BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another's lock before faili
 CONNECT_TIMEOUT_S = 10
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _SCHEMA_LOCK = "fstore schema"  # serialises every migration in one PostgreSQL database
+
+
+def append_only_sqlite(table: str) -> list[str]:
+    """SQLite triggers that refuse every UPDATE and DELETE of `table` (an audit history)."""
+    refuse = f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} {refuse}",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} {refuse}",
+    ]
+
+
+def append_only_postgresql(table: str) -> list[str]:
+    """PostgreSQL triggers that refuse every UPDATE, DELETE and TRUNCATE of `table`."""
+    return [
+        """CREATE OR REPLACE FUNCTION fstore_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$""",
+        f"""CREATE TRIGGER {table}_no_update BEFORE UPDATE OR DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION fstore_append_only()""",
+        f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION fstore_append_only()""",
+    ]
 
 
 def is_postgres_url(target: str | Path) -> bool:

@@ -4,8 +4,11 @@ checks with it, and neither imports the other.
 
 A record is one JSON object: {"request_id", "at" (UTC, ISO 8601), "model", "version", "alias",
 "role" ("served" | "shadow"), "entities": {join key: value}, "features": {name: number | null},
-"score"}. Its Kafka message key is the entity key (featurestore.keys) of the model's routing join
-keys, so the records of one entity stay in order on one partition.
+"score"}, and "request_features": [name, ...] when the caller sent some of the features itself
+(`request_features` of a predict request): those values, and the score they steer, are the
+caller's, so the monitor leaves such records out of its statistics unless told otherwise
+(`request_fed`). Its Kafka message key is the entity key (featurestore.keys) of the model's
+routing join keys, so the records of one entity stay in order on one partition.
 
 >>> from datetime import UTC, datetime
 >>> import numpy as np
@@ -25,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +50,7 @@ __all__ = [
     "RecordHead",
     "feature_row",
     "read_record",
+    "request_fed",
 ]
 
 SERVED_ROLE = "served"  # a row whose score was the answer
@@ -66,6 +70,7 @@ class PredictionRecord(TypedDict):
     entities: dict[str, Any]  # join key -> this row's value (a string or an integer)
     features: dict[str, float | None]  # model feature name -> value scored; null: missing (NaN)
     score: float
+    request_features: NotRequired[list[str]]  # names whose values the caller sent; absent: none
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class LogBatch:
     entities: Mapping[str, Sequence[Any]]
     key_columns: tuple[str, ...]  # join keys that make the message key
     groups: tuple[LogGroup, ...]
+    request_features: frozenset[str] = frozenset()  # model feature names the caller sent
 
     @property
     def size(self) -> int:
@@ -114,6 +120,7 @@ class LogBatch:
         columns = list(self.entities.items())
         for group in self.groups:
             matrix, scores = group.matrix.tolist(), group.scores.tolist()
+            sent = [name for name in group.names if name in self.request_features]
             for i, row in enumerate(group.rows.tolist()):
                 entities = {key: values[row] for key, values in columns}
                 record: PredictionRecord = {
@@ -128,6 +135,8 @@ class LogBatch:
                     "features": dict(zip(group.names, matrix[i], strict=True)),
                     "score": scores[i],
                 }
+                if sent:
+                    record["request_features"] = sent
                 key = entity_key([entities[k] for k in self.key_columns if k in entities])
                 yield key.encode(), orjson.dumps(record)
 
@@ -184,6 +193,21 @@ def read_record(record: Mapping[str, Any]) -> RecordHead:
             shown = f"{show(score)} is not a number" if reason == "wrong_type" else detail
             raise MalformedRecord(reason, f"score {shown}")
     return model, version, role, features, score, at
+
+
+def request_fed(record: Mapping[str, Any]) -> bool:
+    """Whether the caller sent some of a record's features (its `request_features`); raises
+    `MalformedRecord` when the field is there but not a list of names.
+
+    >>> request_fed({"request_features": ["amount"]}), request_fed({})
+    (True, False)
+    """
+    sent = record.get("request_features")
+    if sent is None:
+        return False
+    if type(sent) is not list or not all(type(name) is str for name in sent):
+        raise MalformedRecord("wrong_type", "`request_features` must be a list of feature names")
+    return bool(sent)
 
 
 def feature_row(features: Mapping[str, Any], names: Sequence[str]) -> list[float | None]:

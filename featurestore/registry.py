@@ -5,6 +5,8 @@ models keyed by `view@version` stay valid across applies that change only descri
 Old versions stay readable, for models pinned to them, until removed. The registry is one SQLite
 file in WAL mode, or a PostgreSQL database (`registry.url`) that servers on several hosts share:
 several processes (workers, the API, the CLI) read while one applies (featurestore/database.py).
+Every change (a definition created or updated, a version removed) gains an `audit` row — who,
+when, what — in the same transaction; rows are only ever inserted.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from typing import TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from featurestore.actor import default_who
 from featurestore.config import RegistrySettings
-from featurestore.database import Connection, Database, Migration, Row, Schema
+from featurestore.database import (
+    Connection,
+    Database,
+    Migration,
+    Row,
+    Schema,
+    append_only_postgresql,
+    append_only_sqlite,
+)
 from featurestore.definitions import (
     Entity,
     FeatureService,
@@ -34,6 +45,7 @@ __all__ = [
     "DB_FILE_NAME",
     "SCHEMA_VERSION",
     "ApplyResult",
+    "AuditRow",
     "Change",
     "RegisteredView",
     "Registry",
@@ -42,7 +54,7 @@ __all__ = [
 ]
 
 DB_FILE_NAME = "registry.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the audit table (a v1 file gains it on open)
 _Model = TypeVar("_Model", bound=BaseModel)
 _Unversioned = Entity | KafkaSource | FeatureService
 
@@ -69,8 +81,29 @@ CREATE TABLE IF NOT EXISTS sources (
 );
 """
 _STATEMENTS = [statement for statement in _TABLES.split(";") if statement.strip()]
-# The same DDL reads the same on both backends.
-SCHEMA = Schema("registry", [Migration(sqlite=_STATEMENTS, postgresql=_STATEMENTS)])
+# Version 2: the audit history. Its own name: one PostgreSQL database holds the model registry's
+# `audit` too. Append-only on both backends (a trigger refuses any rewrite).
+_AUDIT = """CREATE TABLE IF NOT EXISTS registry_audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER,
+    detail TEXT NOT NULL
+)"""
+# The same DDL reads the same on both backends, but for the triggers.
+SCHEMA = Schema(
+    "registry",
+    [
+        Migration(sqlite=_STATEMENTS, postgresql=_STATEMENTS),
+        Migration(
+            sqlite=[_AUDIT, *append_only_sqlite("registry_audit")],
+            postgresql=[_AUDIT, *append_only_postgresql("registry_audit")],
+        ),
+    ],
+)
 assert SCHEMA.version == SCHEMA_VERSION  # noqa: S101 - a new migration bumps both
 
 # Statements per unversioned kind; table names are not parameters in SQL, so each is spelled out.
@@ -169,8 +202,9 @@ class Registry:
                 ) from exc
         self.db = Database(config.url or self.path, SCHEMA)
 
-    def apply(self, contents: RepoContents) -> ApplyResult:
+    def apply(self, contents: RepoContents, who: str | None = None) -> ApplyResult:
         """Register a repo's definitions in one transaction: all of them, or none on an error.
+        Each change is audited as `who`'s (default: the login name).
 
         Definitions registered before but missing from `contents` are left alone.
         """
@@ -192,7 +226,28 @@ class Registry:
                 except (RegistryError, DefinitionError) as exc:
                     raise DefinitionError(f"feature service {service.name!r}: {exc}") from None
                 changes.append(self._put(conn, stored, now))
+            for change in changes:
+                if change.status != Status.UNCHANGED:
+                    _audit(
+                        conn,
+                        now,
+                        who,
+                        "apply",
+                        change.kind,
+                        change.name,
+                        change.version,
+                        str(change.status),
+                    )
         return ApplyResult(changes)
+
+    def history(self) -> list[AuditRow]:
+        """Every audited change, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, at, who, action, kind, name, version, detail FROM registry_audit "
+                "ORDER BY id"
+            ).fetchall()
+        return [AuditRow(**dict(row)) for row in rows]
 
     def get_view(self, name: str, version: int | None = None) -> RegisteredView:
         """The latest readable version of a view, or the given one."""
@@ -208,8 +263,9 @@ class Registry:
                 rows = conn.execute(_LATEST).fetchall()
         return sorted((_registered(row) for row in rows), key=lambda r: (r.name, r.version))
 
-    def remove_view(self, name: str, version: int) -> None:
+    def remove_view(self, name: str, version: int, who: str | None = None) -> None:
         """Make one version unreadable; the previous readable version becomes the latest.
+        Audited as `who`'s (default: the login name).
 
         Version numbers are never reused: the next apply of a changed view gets a new one.
         """
@@ -219,6 +275,8 @@ class Registry:
                 "UPDATE feature_views SET removed = 1 WHERE name = ? AND version = ?",
                 (name, version),
             )
+            now = datetime.now(UTC).isoformat()
+            _audit(conn, now, who, "remove", "feature view", name, version, "removed")
 
     def get_service(self, name: str) -> FeatureService:
         with self._connect() as conn:
@@ -325,6 +383,39 @@ class Registry:
 
     def _transaction(self) -> AbstractContextManager[Connection]:
         return self.db.transaction()
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audited change of the feature registry."""
+
+    id: int
+    at: str  # ISO 8601, UTC
+    who: str
+    action: str  # "apply" | "remove"
+    kind: str  # "feature view", "entity", "source", "feature service"
+    name: str
+    version: int | None
+    detail: str  # the change's status: created, updated, metadata updated, removed
+
+
+def _audit(
+    conn: Connection,
+    at: str,
+    who: str | None,
+    action: str,
+    kind: str,
+    name: str,
+    version: int | None,
+    detail: str,
+) -> None:
+    # The next id under the transaction's write lock: no autoincrement syntax to port.
+    last = conn.execute("SELECT MAX(id) FROM registry_audit").one()[0]
+    conn.execute(
+        "INSERT INTO registry_audit (id, at, who, action, kind, name, version, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ((last or 0) + 1, at, who or default_who(), action, kind, name, version, detail),
+    )
 
 
 def _dump(obj: BaseModel) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Annotated
 
@@ -9,8 +10,10 @@ import typer
 import uvicorn
 
 from featurestore.config import load_settings
+from featurestore.errors import ConfigError
+from serving.auth import guards_reads
 
-__all__ = ["register", "serve"]
+__all__ = ["is_loopback", "register", "serve"]
 
 
 def register(app: typer.Typer) -> None:
@@ -32,10 +35,33 @@ def serve(
             "/metrics and the dashboard add up all of them.",
         ),
     ] = 1,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Listen beyond loopback with no API key defined: every read open to the network.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the online scoring API (OpenAPI docs at /docs, metrics at /metrics)."""
+    """Run the online scoring API (OpenAPI docs at /docs, metrics at /metrics).
+
+    With no API key defined the API's reads are open, so it listens on loopback only; any other
+    address needs a key (`fstore keys create`) or `--insecure`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = load_settings().serving  # a bad configuration fails here, before any worker starts
+    settings = load_settings()  # a bad configuration fails here, before any worker starts
+    config = settings.serving
+    address = host or config.host
+    if not is_loopback(address) and not guards_reads(settings):
+        if not insecure:
+            raise ConfigError(
+                f"refusing to listen on {address}: no API key is defined, so every read would be "
+                "open to the network. Create one (`fstore keys create NAME --scope SCOPE`), listen "
+                "on 127.0.0.1, or pass --insecure to serve openly anyway"
+            )
+        logging.getLogger("fstore.serve").warning(
+            "--insecure: listening on %s with no API key; every read is open to the network",
+            address,
+        )
     # Several workers share their metrics through a folder (serving/metrics.py), set up before
     # they start: they inherit it through the environment. Imported here: `fstore` starts
     # without loading the app's modules.
@@ -52,7 +78,7 @@ def serve(
         uvicorn.run(
             "serving.app:load_app",
             factory=True,
-            host=host or config.host,
+            host=address,
             port=port or config.port,
             workers=workers,
             access_log=False,  # a log line per request costs more than scoring it
@@ -60,3 +86,17 @@ def serve(
     finally:
         if shared is not None and made_here:
             remove_multiprocess_dir(shared)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0"), is_loopback("localhost")
+    (True, False, True)
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -24,7 +24,7 @@ from featurestore.errors import (
     RequestError,
 )
 from featurestore.models.registry import PromotionRefused
-from serving.errors import ServingError, Unavailable
+from serving.errors import RateLimited, ServingError, Unavailable
 from serving.metrics import ServingMetrics
 
 __all__ = ["ANSWERED", "error_response"]
@@ -60,7 +60,7 @@ def _answer(exc: FeatureStoreError | HTTPException) -> tuple[int, str, Mapping[s
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail), exc.headers
     if isinstance(exc, ServingError):
-        if isinstance(exc, Unavailable):
+        if isinstance(exc, Unavailable | RateLimited):
             return exc.status_code, str(exc), _retry_after(exc.retry_after_s)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return exc.status_code, str(exc), headers

@@ -13,6 +13,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "Overloaded",
+    "RateLimited",
     "ServingError",
     "TooLarge",
     "Unauthorized",
@@ -45,13 +46,14 @@ class TooLarge(ServingError):
 
 
 class Unauthorized(ServingError):
-    """A token is configured for this endpoint and the request did not bring it."""
+    """The endpoint needs an API key and the request brought none, or an unknown, expired or
+    revoked one."""
 
     status_code = 401
 
 
 class Forbidden(ServingError):
-    """The endpoint is turned off by configuration (admin endpoints without an admin token)."""
+    """The caller's API key lacks the scope the endpoint needs."""
 
     status_code = 403
 
@@ -67,3 +69,14 @@ class Unavailable(ServingError):
 class Overloaded(Unavailable):
     """This process already has `serving.max_in_flight` requests in flight: refused at once,
     rather than queued behind them (serving/shedding.py)."""
+
+
+class RateLimited(ServingError):
+    """The caller's API key is over its request rate (`fstore keys create --rate`): answered
+    429 with `Retry-After`."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

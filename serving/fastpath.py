@@ -2,7 +2,7 @@
 
 Per request, FastAPI's routing, dependency solving, middlewares and exception handling cost
 more CPU than reading the features and scoring one entity. This path does what the route does
-with the same pieces — the body limit (body_limit.py), the read token (state.py),
+with the same pieces — the body limit (body_limit.py), the API key (auth.py),
 `Predictor.predict`, error answers (error_responses.py), the route's latency metric — and
 nothing else. Every other request (another path or method, or a root path to strip) goes to
 FastAPI untouched. tests/serving/test_fastpath.py compares the two ways in.
@@ -22,7 +22,7 @@ from serving.body_limit import limit_receive, refuse_too_large
 from serving.error_responses import ANSWERED, error_response
 from serving.metrics import Children
 from serving.routes.predict import ROUTE
-from serving.state import ServingState, require_read_scope
+from serving.state import ServingState
 
 __all__ = ["PredictFastPath"]
 
@@ -34,6 +34,7 @@ class PredictFastPath:
     def __init__(self, state: ServingState) -> None:
         self.state = state
         self.predictor = state.predictor
+        self.keys = state.keys
         self.metrics = state.metrics
         self.max_bytes = state.config.max_body_bytes
         self._latency = Children(state.metrics.route_latency)
@@ -69,9 +70,9 @@ class PredictFastPath:
             return 413, None
         response: Response
         try:
-            await require_read_scope(self.state, scope)
-            body = await _body(limited)
             model = scope["path"][len(_PREFIX) :]
+            self.keys.authorize_scope(scope, f"predict:{model}")  # before the body is read
+            body = await _body(limited)
             scored = await self.predictor.predict(model, body, _alias(scope["query_string"]))
         except ANSWERED as exc:
             response = error_response(exc, self.metrics)

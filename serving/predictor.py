@@ -165,6 +165,7 @@ class Predictor:
                         parsed.entities,
                         loaded.route_keys or groups[0].version.entity_keys,
                         logged,
+                        frozenset(parsed.request_features),
                     )
                 )
         if shadow is not None:

@@ -99,5 +99,6 @@ class ShadowScorer:
                 entities=job.request.entities,
                 key_columns=job.version.entity_keys,
                 groups=(logged,),
+                request_features=frozenset(job.request.request_features),
             )
         )

@@ -34,9 +34,6 @@ __all__ = ["models_app", "register"]
 models_app = typer.Typer(help="The model registry: versions, lineage, aliases, traffic, history.")
 console = Console()
 
-Who = Annotated[
-    str | None, typer.Option("--who", help="Who makes the change (default: your login name).")
-]
 Reason = Annotated[str, typer.Option("--reason", help="Why, for the audit history.")]
 
 
@@ -60,7 +57,6 @@ def train(
         float, typer.Option(help="The newest rows (by time) that validate.")
     ] = 0.2,
     description: Annotated[str, typer.Option(help="A note kept with the version.")] = "",
-    who: Who = None,
 ) -> None:
     """Train LightGBM on a dataset (time-ordered split) and register the next model version."""
     settings = load_settings()
@@ -73,7 +69,7 @@ def train(
         models=ModelRegistry(settings.models),
         objective=objective,
         validation_fraction=validation_fraction,
-        who=_who(who),
+        who=default_who(),
         description=description,
     )
     split = version.params.get("split", {})
@@ -162,11 +158,10 @@ def promote(
     tolerance: Annotated[
         float, typer.Option(help="How much worse (absolute) the primary metric may be.")
     ] = 0.01,
-    who: Who = None,
 ) -> None:
     """Point an alias (production by default, metric-gated) at a version."""
     entry = _registry().set_alias(
-        model, to, version, who=_who(who), reason=reason, force=force, tolerance=tolerance
+        model, to, version, who=default_who(), reason=reason, force=force, tolerance=tolerance
     )
     _print_change(entry)
 
@@ -177,10 +172,11 @@ def alias(
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="e.g. canary, shadow.")],
     version: Annotated[int, typer.Argument(help="The version it points at.")],
     reason: Reason = "",
-    who: Who = None,
 ) -> None:
     """Point any alias at a version (production stays gated: use `promote` to force)."""
-    _print_change(_registry().set_alias(model, alias_name, version, who=_who(who), reason=reason))
+    _print_change(
+        _registry().set_alias(model, alias_name, version, who=default_who(), reason=reason)
+    )
 
 
 @models_app.command("unalias")
@@ -188,10 +184,9 @@ def unalias(
     model: Annotated[str, typer.Argument(help="Model name.")],
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="The alias to remove.")],
     reason: Reason = "",
-    who: Who = None,
 ) -> None:
     """Remove an alias (one that takes traffic must leave the traffic first)."""
-    _print_change(_registry().remove_alias(model, alias_name, who=_who(who), reason=reason))
+    _print_change(_registry().remove_alias(model, alias_name, who=default_who(), reason=reason))
 
 
 @models_app.command("rollback")
@@ -201,10 +196,9 @@ def rollback(
         PRODUCTION
     ),
     reason: Reason = "",
-    who: Who = None,
 ) -> None:
     """Point an alias back at the version it held before its last change."""
-    _print_change(_registry().rollback(model, alias_name, who=_who(who), reason=reason))
+    _print_change(_registry().rollback(model, alias_name, who=default_who(), reason=reason))
 
 
 @models_app.command("traffic")
@@ -215,12 +209,11 @@ def traffic(
         typer.Argument(help="ALIAS=WEIGHT pairs, e.g. production=90 canary=10 (normalised)."),
     ] = None,
     reason: Reason = "",
-    who: Who = None,
 ) -> None:
     """Split a model's traffic between aliases; with no weights, show the current split."""
     registry = _registry()
     if weights:
-        registry.set_traffic(model, _parse_weights(weights), who=_who(who), reason=reason)
+        registry.set_traffic(model, _parse_weights(weights), who=default_who(), reason=reason)
     rollout = registry.rollout(model)
     console.print(
         f"{model}: "
@@ -294,7 +287,3 @@ def _number(version: int | None) -> str:
 
 def _registry() -> ModelRegistry:
     return ModelRegistry(load_settings().models)
-
-
-def _who(who: str | None) -> str:
-    return who or default_who()

@@ -16,7 +16,14 @@ from typing import Any
 
 import orjson
 
-from featurestore.database import Database, Migration, Row, Schema
+from featurestore.database import (
+    Database,
+    Migration,
+    Row,
+    Schema,
+    append_only_postgresql,
+    append_only_sqlite,
+)
 from featurestore.errors import RegistryError
 from featurestore.models.promotion import AuditEntry
 from featurestore.models.versions import DatasetRef, ModelVersion, Objective, Signature
@@ -100,10 +107,7 @@ _SQLITE = (
         detail TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS audit_model ON audit (model, alias, id)",
-    """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit history is append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit history is append-only'); END""",
+    *append_only_sqlite("audit"),
     "CREATE TABLE IF NOT EXISTS generation (value INTEGER NOT NULL)",
     "INSERT INTO generation (value) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM generation)",
 )
@@ -134,12 +138,7 @@ _POSTGRESQL = (
         detail TEXT NOT NULL
     )""",
     _AUDIT_INDEX,
-    """CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'the audit history is append-only'; END $$""",
-    """CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
-    FOR EACH ROW EXECUTE FUNCTION audit_append_only()""",
-    """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()""",
+    *append_only_postgresql("audit"),
     *_GENERATION,
 )
 

@@ -7,13 +7,13 @@ worse than production, which alias takes traffic, and how weights are normalised
 
 from __future__ import annotations
 
-import getpass
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from featurestore.actor import default_who
 from featurestore.errors import RegistryError
 
 __all__ = [
@@ -146,11 +146,3 @@ def check_name(name: str, kind: str) -> None:
             f"{kind} name {name!r} is invalid: use a letter, then letters, digits, '_', '-' or "
             "'.' (at most 100 in all), e.g. 'fraud' or 'canary'"
         )
-
-
-def default_who() -> str:
-    """Who a change is by when nobody says: the login name."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name in some containers
-        return "unknown"

@@ -8,19 +8,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from featurestore.drift.state import latest_drift
+from serving.auth import Guard
 from serving.schemas import ErrorOut
-from serving.state import require_read, serving_state
+from serving.state import serving_state
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["drift"], dependencies=[Depends(require_read)])
+router = APIRouter(tags=["drift"], dependencies=[Depends(Guard("drift:read"))])
 
 
 @router.get(
     "/v1/drift",
     summary="Latest drift statistics and open alerts per model",
     responses={
-        401: {"model": ErrorOut, "description": "A read token is configured and was not sent."},
+        401: {"model": ErrorOut, "description": "No valid API key was sent."},
+        403: {"model": ErrorOut, "description": "The key lacks `drift:read`."},
         503: {"model": ErrorOut, "description": "Redis is unreachable."},
     },
 )

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from serving.auth import Caller, Guard
 from serving.inputs import parse_features
 from serving.schemas import FeaturesRequest, FeaturesResponse, documented_errors, inline_body
-from serving.state import ServingState, require_read
+from serving.state import ServingState
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["features"])
+_GUARD = Guard("features:{service}")  # the body names the service
 
 _RESPONSES = documented_errors(
     {
-        401: "A read token is configured and was not sent.",
+        401: "No valid API key was sent.",
+        403: "The key lacks `features:<service>` (`features:*` for refs outside a service).",
         413: "Too many rows or too large a body.",
         422: "Unknown refs or service, bad entities.",
         503: (
@@ -34,15 +39,15 @@ _RESPONSES[200] = {
 
 @router.post(
     "/v1/features",
-    dependencies=[Depends(require_read)],
     openapi_extra=inline_body(FeaturesRequest),
     responses=_RESPONSES,
     response_class=Response,
     summary="Read online features",
 )
-async def features(request: Request) -> Response:
+async def features(request: Request, caller: Annotated[Caller | None, Depends(_GUARD)]) -> Response:
     state: ServingState = request.app.state.serving
     parsed = parse_features(await request.body(), state.config.max_batch)
+    state.keys.check(caller, f"features:{parsed.service or '*'}")
     # Registry lookups (SQLite) and the Redis round trip block: off the event loop. The answer
     # waits no longer than the Redis deadline; past it, the thread finishes (or times out) on
     # its own, unwaited.

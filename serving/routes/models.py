@@ -7,6 +7,7 @@ from dataclasses import asdict
 from fastapi import APIRouter, Depends, Request
 
 from featurestore.models.registry import AuditEntry, ModelVersion
+from serving.auth import Guard
 from serving.errors import NotFound
 from serving.schemas import (
     AuditOut,
@@ -15,14 +16,18 @@ from serving.schemas import (
     VersionOut,
     documented_errors,
 )
-from serving.state import ServingState, require_read, serving_state
+from serving.state import ServingState, serving_state
 
 __all__ = ["audit_out", "known_model", "router"]
 
-router = APIRouter(tags=["models"], dependencies=[Depends(require_read)])
+router = APIRouter(tags=["models"], dependencies=[Depends(Guard("models:read"))])
 
 _RESPONSES = documented_errors(
-    {401: "A read token is configured and was not sent.", 404: "Unknown model."}
+    {
+        401: "No valid API key was sent.",
+        403: "The key lacks `models:read`.",
+        404: "Unknown model.",
+    }
 )
 
 

@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.background import BackgroundTask
 
+from serving.auth import Guard
 from serving.schemas import PredictRequest, PredictResponse, documented_errors, inline_body
-from serving.state import require_read, serving_state
+from serving.state import serving_state
 
 __all__ = ["ROUTE", "router"]
 
@@ -22,7 +23,8 @@ router = APIRouter(tags=["predict"])
 
 _ERRORS = documented_errors(
     {
-        401: "A read token is configured and was not sent.",
+        401: "No valid API key was sent.",
+        403: "The key lacks `predict:<model>`.",
         404: "Unknown model or alias, or the model serves no traffic.",
         413: "Too many rows (serving.max_batch) or too large a body (serving.max_body_bytes).",
         422: "Malformed body: wrong types or lengths, unknown features, missing entity keys.",
@@ -39,7 +41,7 @@ _ERRORS[200] = {"model": PredictResponse, "description": "A score per row."}
 
 @router.post(
     ROUTE,
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(Guard("predict:{model}"))],
     openapi_extra=inline_body(PredictRequest),
     responses=_ERRORS,
     response_class=Response,

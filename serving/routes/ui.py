@@ -2,8 +2,9 @@
 
 The page, its script and plotly's JavaScript (served from the installed `plotly` package, so
 nothing is fetched from the internet and no third-party code lives in this repository) hold no
-data and are open to all. The JSON endpoints follow the read token rule of the other read
-endpoints: when `serving.read_token` is set the page asks for it and sends it as a bearer token.
+data and are open to all. The JSON endpoints need a key like the other reads (serving/auth.py:
+overview `models:read`, drift `drift:read`): when keys exist the page asks for one and sends it
+as a bearer token.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
+from serving.auth import Guard
 from serving.errors import NotFound, Unavailable
 from serving.schemas import ErrorOut
-from serving.state import require_read, serving_state
+from serving.state import serving_state
 from serving.ui import STATIC
 from serving.ui.overview import Dashboard
 
@@ -35,7 +37,8 @@ _OURS = {"Cache-Control": "no-cache"}
 _VENDOR = {"Cache-Control": "public, max-age=86400"}
 _JSON: dict[int | str, dict[str, Any]] = {
     200: {"description": "The dashboard's data.", "content": {"application/json": {}}},
-    401: {"model": ErrorOut, "description": "A read token is configured and was not sent."},
+    401: {"model": ErrorOut, "description": "No valid API key was sent."},
+    403: {"model": ErrorOut, "description": "The key lacks the scope."},
 }
 _LOCK = threading.Lock()
 
@@ -70,7 +73,7 @@ def plotly_js() -> FileResponse:
 # Plain `def`: Redis, SQLite and Kafka calls block, FastAPI runs these in its thread pool.
 @router.get(
     "/ui/api/overview",
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(Guard("models:read"))],
     responses=_JSON,
     response_class=Response,
     summary="Dashboard: feature views, models, live traffic and alerts",
@@ -81,7 +84,7 @@ def overview(request: Request) -> Response:
 
 @router.get(
     "/ui/api/drift",
-    dependencies=[Depends(require_read)],
+    dependencies=[Depends(Guard("drift:read"))],
     responses=_JSON,
     response_class=Response,
     summary="Dashboard: drift per model and feature over time",

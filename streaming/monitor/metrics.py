@@ -34,7 +34,14 @@ class MonitorCollector(Collector):
         records = CounterMetricFamily(
             "fstore_monitor_records", "Records consumed, by outcome", labels=["outcome"]
         )
-        for outcome in ("consumed", "counted", "late", "dead_lettered", "unmonitored"):
+        for outcome in (
+            "consumed",
+            "counted",
+            "late",
+            "dead_lettered",
+            "unmonitored",
+            "request_fed",
+        ):
             records.add_metric([outcome], getattr(counters, outcome))
         yield records
         labels = CounterMetricFamily(

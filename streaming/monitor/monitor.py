@@ -78,6 +78,7 @@ class MonitorCounters:
     late: int = 0
     dead_lettered: int = 0
     unmonitored: int = 0  # records of model versions without a reference profile
+    request_fed: int = 0  # records with caller-sent features, left out (see records.py)
     labels: int = 0  # labels parked for the join
     labels_matched: int = 0
     labels_unmatched: int = 0
@@ -228,12 +229,18 @@ class Monitor:
         self._apply(by_topic, predictions, labels)
         self.counters.consumed += sum(len(batch) for batch in by_topic.values())
         self.counters.unmonitored += predictions.unmonitored
+        self.counters.request_fed += predictions.request_fed
         self.counters.batches += 1
         self.counters.batch_seconds += time.perf_counter() - began
 
     def _decode(self, messages: list[Message]) -> Predictions:
         if self.watch is None:
-            return decode_predictions(messages, self.models.names, bool(self.labels_topic))
+            return decode_predictions(
+                messages,
+                self.models.names,
+                bool(self.labels_topic),
+                include_request_features=self.config.include_request_features,
+            )
         decoded = decode(messages, self.watch.view.source)
         events, ref = decoded.events, self.reference
         rows = [

@@ -6,7 +6,10 @@ writes with.
 The one per-message Python loop of the monitor: JSON parsing and a few type checks. A
 record's features are read in its model version's profile order; a null feature is missing
 (NaN). Records of a model version with no reference profile are counted and skipped: there
-is nothing to compare them with (`fstore train` profiles every model it registers).
+is nothing to compare them with (`fstore train` profiles every model it registers). Records
+whose features the caller sent (`request_features`) are counted and skipped too, unless
+`monitor.include_request_features`: a caller could otherwise feed the drift and performance
+statistics — and the alerts and retraining hooks behind them — values of its own choosing.
 
 Decoding is total, as the ingest worker's is: whatever a producer sends, a message ends as a
 record or as a `Rejected` (`malformed_json`, `oversized`, `missing_field`, `wrong_type`,
@@ -34,6 +37,7 @@ from featurestore.prediction_records import (
     PredictionRecord,
     feature_row,
     read_record,
+    request_fed,
 )
 from featurestore.tiles import I64
 from featurestore.timestamps import TimestampOutOfRange, parse_timestamp, show
@@ -71,6 +75,7 @@ class Predictions:
     requests: list[tuple[str, str, float]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     unmonitored: int = 0  # records of model versions without a reference profile
+    request_fed: int = 0  # records with caller-sent features, left out
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -120,7 +125,11 @@ _LINES = str.maketrans(
 
 
 def decode_predictions(
-    messages: list[Message], names: Names, keep_requests: bool, max_bytes: int = MAX_MESSAGE_BYTES
+    messages: list[Message],
+    names: Names,
+    keep_requests: bool,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    include_request_features: bool = False,
 ) -> Predictions:
     ts: list[int] = []
     partitions: list[int] = []
@@ -133,13 +142,16 @@ def decode_predictions(
     requests: list[tuple[str, str, float]] = []
     rejected: list[Rejected] = []
     times: dict[str, int] = {}  # the records of one request share their `at`
-    unmonitored = 0
+    unmonitored = fed = 0
     for message in messages:
         value = _json(message, max_bytes, rejected)
         if value is None:
             continue
         try:
             model, version, role, features, score, at = read_record(value)
+            if not include_request_features and request_fed(value):
+                fed += 1
+                continue
         except MalformedRecord as exc:
             rejected.append(Rejected(message, exc.reason, str(exc)))
             continue
@@ -195,6 +207,7 @@ def decode_predictions(
         requests,
         rejected,
         unmonitored,
+        fed,
     )
 
 

@@ -1,8 +1,9 @@
 """The serving benchmark's `--quick` mode runs end to end, so bench/serving.py never rots.
 
 Only the output's shape and the checks are asserted: every request answered 200, ours and the
-floor score alike, the features equal numpy. Timings on a shared CI machine say nothing. Feast
-is skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
+floor score alike, the features equal numpy, and with `--keys` the keyed server (an API key on
+every request) answers like the open one. Timings on a shared CI machine say nothing. Feast is
+skipped (its virtualenv takes minutes to make); `--quick --feast` runs it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ MEASURED = {
     "floor_p99_ms_200rps",
     "floor_rps_saturated",
     "floor_batch100_p99_ms",
+    "keyed_rps_saturated",
+    "keyed_p99_ms_50rps",
+    "rps_keyed_vs_open_saturated",
 }
 SKIPPED = {
     "feast_rps_saturated",
@@ -40,7 +44,7 @@ SKIPPED = {
 def test_quick_run_prints_the_figures_as_json(
     run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str, tmp_path: Path
 ) -> None:
-    figures = run_quick("serving.py", "--tmp", str(tmp_path), kafka=kafka, redis=redis)
+    figures = run_quick("serving.py", "--keys", "--tmp", str(tmp_path), kafka=kafka, redis=redis)
     assert (MEASURED | SKIPPED) <= figures.keys(), (MEASURED | SKIPPED) - figures.keys()
     for key in MEASURED:
         assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures[key])
@@ -49,7 +53,8 @@ def test_quick_run_prints_the_figures_as_json(
 
     # Every request of every point was answered, with 200.
     points = figures["points"]
-    assert len(points) == 2 * 3 * 2  # (single, batch) x (50, 200, saturated) x (ours, floor)
+    # (single, batch) x (50, 200, saturated) x (ours, ours with a key, floor)
+    assert len(points) == 2 * 3 * 3
     for point in points:
         assert point["responses"] == point["requests"] > 0, point
         assert point["statuses"] == {"200": point["requests"]}, point
@@ -70,11 +75,19 @@ def test_quick_run_prints_the_figures_as_json(
         "rps_vs_floor_saturated",
         "rps_vs_feast_saturated",
         "rps_vs_feast_shipped_saturated",
+        "rps_keyed_vs_open_saturated",
     }
     assert set(figures["load"]) == {
         f"{target}_{shape}_{rate}"
-        for target in ("ours", "floor")
+        for target in ("ours", "ours_keyed", "floor")
         for shape in ("single", "batch100")
         for rate in ("50rps", "200rps", "saturated")
     }
     assert list(tmp_path.iterdir()) == []  # the working folder is removed
+
+
+def test_auth_cost_quick_run_times_the_key_check(run_quick: Callable[..., dict[str, Any]]) -> None:
+    figures = run_quick("auth_cost.py")
+    for key in ("open_us", "key_us", "rate_limited_key_us"):
+        assert isinstance(figures[key], float) and figures[key] > 0, (key, figures)
+    assert figures["keys"] == 10

@@ -24,7 +24,12 @@ from streaming.monitor.records import decode_predictions
 AT = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def batch(rows: int, role: str = SERVED_ROLE, key_columns: tuple[str, ...] = ("user_id", "card")):
+def batch(
+    rows: int,
+    role: str = SERVED_ROLE,
+    key_columns: tuple[str, ...] = ("user_id", "card"),
+    sent: frozenset[str] = frozenset(),
+) -> LogBatch:
     return LogBatch(
         request_id="r1",
         at=AT,
@@ -42,6 +47,7 @@ def batch(rows: int, role: str = SERVED_ROLE, key_columns: tuple[str, ...] = ("u
                 scores=np.full(rows, 0.25),
             ),
         ),
+        request_features=sent,
     )
 
 
@@ -85,6 +91,26 @@ def test_the_monitor_reads_what_the_server_writes() -> None:
     assert decoded.rows == [[[None, 1.0, 0.25]] * 3, [[None, 1.0, 0.25]]]
     assert decoded.ts.tolist() == [parse_iso(AT.isoformat())] * 4
     assert [request for request, _, _ in decoded.requests] == ["r1"] * 4
+
+
+def test_request_features_are_marked_and_kept_out_of_the_monitor_unless_asked() -> None:
+    # "b" was sent by the caller; "z" too, but this model version has no such feature.
+    written = [value for _, value in batch(2, sent=frozenset({"b", "z"})).records()]
+    written += [value for _, value in batch(1).records()]
+    assert orjson.loads(written[0])["request_features"] == ["b"]
+    assert "request_features" not in orjson.loads(written[2])  # absent: none sent
+    messages: list[Any] = [_Message(value, i) for i, value in enumerate(written)]
+    names = lambda model, version: ("a", "b")  # noqa: E731
+    default = decode_predictions(messages, names, keep_requests=True)
+    assert (len(default), default.request_fed, default.rejected) == (1, 2, [])
+    assert len(default.requests) == 1  # nor in the label join, so not in performance either
+    included = decode_predictions(messages, names, True, include_request_features=True)
+    assert (len(included), included.request_fed) == (3, 0)
+    wrong = orjson.loads(written[2]) | {"request_features": "b"}
+    bad = decode_predictions([_Message(orjson.dumps(wrong), 0)], names, keep_requests=False)
+    assert [(r.reason, r.detail) for r in bad.rejected] == [
+        ("wrong_type", "`request_features` must be a list of feature names")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -197,8 +197,9 @@ def client(serving_settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def admin_headers(actor: str = "alice") -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN}", "X-Actor": actor}
+def admin_headers() -> dict[str, str]:
+    """The deprecated admin token as a bearer: the audit's who is "serving.admin_token"."""
+    return {"Authorization": f"Bearer {ADMIN}"}
 
 
 Records = list[dict[str, Any]]

@@ -55,7 +55,7 @@ def test_alias_changes_are_gated_audited_and_served_at_once(
         profile=poor.profile,
         who="tests",
     )
-    url, headers = "/v1/models/fraud/aliases/production", admin_headers("carol")
+    url, headers = "/v1/models/fraud/aliases/production", admin_headers()
     refused = client.put(url, json={"version": 3}, headers=headers)
     assert refused.status_code == 409
     assert "promotion refused" in refused.json()["detail"]
@@ -78,8 +78,8 @@ def test_alias_changes_are_gated_audited_and_served_at_once(
 
     history = client.get("/v1/models/fraud/history").json()
     assert [(h["action"], h["who"]) for h in history[-2:]] == [
-        ("alias", "carol"),
-        ("rollback", "carol"),
+        ("alias", "serving.admin_token"),
+        ("rollback", "serving.admin_token"),
     ]
     assert history[-2]["detail"]["forced"] is True
 
@@ -118,20 +118,21 @@ def test_traffic_and_alias_removal(client: TestClient) -> None:
     assert client.get("/v1/models/fraud").json()["aliases"] == {"production": 1}
 
 
-def test_admin_needs_its_token_and_is_off_without_one(
+def test_admin_needs_a_key_with_admin_even_without_the_token(
     client: TestClient, serving_settings: Settings
 ) -> None:
     url, body = "/v1/models/fraud/aliases/canary", {"version": 2}
     assert client.put(url, json=body).status_code == 401
     wrong = client.put(url, json=body, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    assert "admin token" in wrong.json()["detail"]
+    assert "unknown API key" in wrong.json()["detail"]
 
     off = with_serving(serving_settings, admin_token=None)
     with TestClient(create_app(off)) as no_admin:
         refused = no_admin.put(url, json=body, headers={"Authorization": f"Bearer {ADMIN}"})
-        assert refused.status_code == 403
-        assert "set serving.admin_token" in refused.json()["detail"]
+        assert refused.status_code == 401
+        assert "unknown API key" in refused.json()["detail"]
+        assert "scope 'admin'" in no_admin.put(url, json=body).json()["detail"]
 
 
 def test_read_token_guards_reads_but_not_probes(serving_settings: Settings) -> None:
@@ -146,8 +147,12 @@ def test_read_token_guards_reads_but_not_probes(serving_settings: Settings) -> N
         admin = {"Authorization": f"Bearer {ADMIN}"}
         assert client.get("/v1/models", headers=admin).status_code == 200
         assert client.get("/healthz").status_code == 200
-        assert client.get("/readyz").status_code == 200
-        assert client.get("/metrics").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert "models" not in ready.json()  # no model names without a key
+        assert client.get("/readyz", headers=reader).json()["models"]["fraud"]
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=reader).status_code == 200
 
 
 def test_health_readiness_and_metrics(client: TestClient) -> None:

@@ -239,7 +239,7 @@ def test_the_read_token_is_checked_alike(serving_settings: Settings) -> None:
             assert fast_delta == slow_delta
             if status == 401:
                 assert response.headers["www-authenticate"] == "Bearer"
-                assert "read token" in response.json()["detail"]
+                assert "API key" in response.json()["detail"]
         # A body over the limit is refused before the token is looked at, both ways.
         limit = client.app.state.serving.config.max_body_bytes
         big = b"x" * (limit + 1)

@@ -172,3 +172,23 @@ def test_a_single_entity_prediction_leaves_no_garbage_for_the_collector(
             state.stop()
 
     assert asyncio.run(run()) == 0
+
+
+def test_request_features_are_marked_in_the_prediction_log(
+    client: TestClient, world: World, serving_settings: Settings, kafka: KafkaSettings
+) -> None:
+    sent = world.names[2]
+    fed = client.post(
+        "/v1/predict/fraud",
+        json={"entities": {"user_id": ["u1", "u2"]}, "request_features": {sent: [1.0, 99.0]}},
+    ).json()
+    plain = client.post("/v1/predict/fraud", json={"entities": {"user_id": "u3"}}).json()
+    ids = {fed["request_id"], plain["request_id"]}
+    topic = serving_settings.serving.prediction_log_topic
+    records = read_log(kafka, topic, lambda got: sum(r["request_id"] in ids for r in got) == 3)
+    marks = {
+        r["entities"]["user_id"]: r.get("request_features")
+        for r in records
+        if r["request_id"] in ids
+    }
+    assert marks == {"u1": [sent], "u2": [sent], "u3": None}

@@ -11,7 +11,9 @@ blocks.)
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +24,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import shutdown_lifespans
 
-from featurestore.config import Settings
+from featurestore.api_keys import KeyStore
+from featurestore.config import RegistrySettings, Settings
 from serving import create_app
 from tests.serving.conftest import World
 
@@ -36,21 +39,21 @@ def api_schema(serving_settings: Settings) -> Iterator[schemathesis.BaseSchema]:
     shutdown_lifespans()  # schemathesis ran the app's lifespan (poller, log, shadow)
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "fixed"),
-    [
-        ("POST", "/v1/predict/{model}", {"model": "fraud"}),  # the scoring path itself
-        ("POST", "/v1/predict/{model}", None),
-        ("POST", "/v1/features", None),
-        ("GET", "/v1/models", None),
-        ("GET", "/v1/models/{name}", {"name": "fraud"}),
-        ("GET", "/v1/models/{name}", None),
-        ("GET", "/v1/models/{name}/history", {"name": "fraud"}),
-        ("GET", "/healthz", None),
-        ("GET", "/readyz", None),
-        ("GET", "/metrics", None),
-    ],
-)
+_ENDPOINTS = [
+    ("POST", "/v1/predict/{model}", {"model": "fraud"}),  # the scoring path itself
+    ("POST", "/v1/predict/{model}", None),
+    ("POST", "/v1/features", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/{name}", {"name": "fraud"}),
+    ("GET", "/v1/models/{name}", None),
+    ("GET", "/v1/models/{name}/history", {"name": "fraud"}),
+    ("GET", "/healthz", None),
+    ("GET", "/readyz", None),
+    ("GET", "/metrics", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "fixed"), _ENDPOINTS)
 def test_no_input_makes_a_server_error(
     api_schema: schemathesis.BaseSchema, method: str, path: str, fixed: dict[str, Any] | None
 ) -> None:
@@ -64,6 +67,51 @@ def test_no_input_makes_a_server_error(
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     def no_server_error(case: schemathesis.Case) -> None:
         case.call_and_validate(checks=[not_a_server_error])
+
+    no_server_error()
+
+
+@pytest.fixture
+def keyed_schema(
+    serving_settings: Settings, tmp_path: Path
+) -> Iterator[tuple[schemathesis.BaseSchema, dict[str, str]]]:
+    """The app with API keys on (a registry copy holding one `admin` key, which grants every
+    scope) and that key's header."""
+    registry = tmp_path / "keyed-registry"
+    shutil.copytree(serving_settings.registry.path, registry)
+    settings = serving_settings.model_copy(update={"registry": RegistrySettings(path=registry)})
+    _, secret = KeyStore(settings.registry).create("schema", ["admin"], "tests")
+    yield (
+        schemathesis.openapi.from_asgi("/openapi.json", create_app(settings)),
+        {"Authorization": f"Bearer {secret}"},
+    )
+    shutdown_lifespans()
+
+
+@pytest.mark.parametrize(("method", "path", "fixed"), _ENDPOINTS)
+def test_no_input_makes_a_server_error_with_keys_on(
+    keyed_schema: tuple[schemathesis.BaseSchema, dict[str, str]],
+    method: str,
+    path: str,
+    fixed: dict[str, Any] | None,
+) -> None:
+    api_schema, headers = keyed_schema
+    operation = api_schema[path][method]
+    cases = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE, path_parameters=fixed),
+        operation.as_strategy(GenerationMode.NEGATIVE, path_parameters=fixed),
+    )
+
+    @given(case=cases, keyed=st.booleans())
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    def no_server_error(case: schemathesis.Case, keyed: bool) -> None:
+        # With the key, or with whatever Authorization the case itself carries.
+        if keyed:
+            others = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+            case.headers = {**others, **headers}
+        response = case.call_and_validate(checks=[not_a_server_error])
+        if keyed:
+            assert response.status_code not in (401, 403), response.text
 
     no_server_error()
 

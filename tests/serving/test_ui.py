@@ -318,7 +318,7 @@ def test_overview_and_drift_need_the_read_token_and_report_every_section(
         for path in ("/ui/api/overview", "/ui/api/drift"):
             refused = client.get(path)
             assert refused.status_code == 401, refused.text
-            assert "read token" in refused.json()["detail"]
+            assert "API key" in refused.json()["detail"]
             assert refused.headers["WWW-Authenticate"] == "Bearer"
         headers = {"Authorization": f"Bearer {READ}"}
         for _ in range(3):
@@ -461,12 +461,13 @@ def test_dashboard_renders_live_data_in_chromium(
             page.on("pageerror", lambda error: page_errors.append(str(error)))
             page.goto(f"{url}/ui")
 
-            # A read token is configured: the page asks for it, and says when it is wrong.
+            # A (deprecated) read token is configured: the page asks for a key, and says when
+            # it is wrong.
             page.wait_for_selector("#token-form", state="visible", timeout=30_000)
             page.fill("#token-input", "wrong")
             page.click("#token-form button")
             page.wait_for_function(
-                "document.getElementById('token-error').textContent.includes('read token')",
+                "document.getElementById('token-error').textContent.includes('unknown API key')",
                 timeout=30_000,
             )
             page.fill("#token-input", READ)

@@ -68,7 +68,7 @@ function askForToken(detail) {
   document.getElementById("content").hidden = true;
   document.getElementById("token-form").hidden = false;
   document.getElementById("token-error").textContent = token ? detail : "";
-  setStatus("needs the read token", true);
+  setStatus("needs an API key", true);
 }
 
 document.getElementById("token-form").addEventListener("submit", (event) => {

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from featurestore import FeatureStore, RegistryError, cli
 from featurestore.errors import ConfigError
 from featurestore.models import PRODUCTION, PromotionRefused
+from featurestore.models.promotion import default_who
 
 
 @pytest.fixture
@@ -38,14 +39,14 @@ def test_train_promote_traffic_rollback_history(
     trained = runner.invoke(
         cli.app,
         ["train", "--dataset", "train@1", "--model", "fraud", "--label", "is_fraud"]
-        + ["--params", "params.yaml", "--who", "alice"],
+        + ["--params", "params.yaml"],
     )
     assert trained.exit_code == 0, trained.output
     assert "Registered fraud@1 (binary, 640 training / 160 validation rows" in trained.output
     version = store.models.get("fraud", 1)
     assert f"auc {version.metrics['auc']:.4f}" in trained.output
     assert (version.params["learning_rate"], version.params["num_leaves"]) == (0.1, 7)
-    assert version.created_by == "alice"
+    assert version.created_by == default_who()  # the login name: no flag claims another
     # Leaves of 10,000 rows: no split fits, every score is the same, the AUC is 0.5.
     (tmp_path / "flat.json").write_text(json.dumps({"min_data_in_leaf": 10_000}))
     flat = runner.invoke(
@@ -56,7 +57,7 @@ def test_train_promote_traffic_rollback_history(
     assert flat.exit_code == 0, flat.output
     assert "600 training / 200 validation rows" in flat.output
 
-    promoted = runner.invoke(cli.app, ["models", "promote", "fraud", "1", "--who", "bob"])
+    promoted = runner.invoke(cli.app, ["models", "promote", "fraud", "1"])
     assert promoted.exit_code == 0, promoted.output
     assert "fraud: production - -> v1" in promoted.output
 

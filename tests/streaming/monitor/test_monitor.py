@@ -433,3 +433,36 @@ def assert_drift_records(
         assert record["n"] == per_window, (column, window, record["n"])
         for name in ("psi", "js", "ks", "missing_rate", "mean", "min", "max"):
             assert record[name] == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-12), name
+
+
+def test_records_with_caller_sent_features_cannot_raise_an_alert(
+    settings: Settings,
+    tmp_path: Path,
+    topic_name: Callable[[str], str],
+    run_monitor: Any,
+) -> None:
+    config = monitor_settings(settings, tmp_path, topic_name)
+    model = register_model(config.models)
+    rng = np.random.default_rng(5)
+    records = []
+    for w in range(3):
+        records += window_records(model, rng, w, 1_000)
+        # A caller sends amounts x3 itself: drift enough to alert, were they counted.
+        for record in window_records(model, rng, w, 1_000, amount_factor=3.0):
+            records.append(record | {"request_features": ["txn__amount"]})
+    records.sort(key=lambda r: r["at"])
+    publish(config.kafka, config.serving.prediction_log_topic, records)
+    end = T0 + 3 * WINDOW_US
+    publish(config.kafka, config.serving.prediction_log_topic, flush_window(model, end + 2 * US))
+
+    monitor = run_monitor(Monitor(config, group=topic_name("monitor")), end)
+    run_monitor.wait()
+
+    assert read_topic(config.kafka, config.monitor.alerts_topic) == []
+    amount = drift_by_column(read_topic(config.kafka, config.monitor.drift_topic))["txn__amount"]
+    assert [r["n"] for r in amount] == [1_000] * 3 and max(r["psi"] for r in amount) < 0.1
+    assert monitor.counters.request_fed == 3_000
+    assert monitor.counters.counted == 3_000 + PARTITIONS
+    families = {f.name: f for f in MonitorCollector(monitor).collect()}
+    outcomes = {s.labels["outcome"]: s.value for s in families["fstore_monitor_records"].samples}
+    assert outcomes["request_fed"] == 3_000

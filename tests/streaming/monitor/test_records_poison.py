@@ -79,6 +79,7 @@ prediction_fields = {
     "entities": st.dictionaries(texts, texts | numbers | json_values, max_size=3),
     "features": st.dictionaries(st.sampled_from(NAMES), numbers | json_values, max_size=2),
     "score": numbers,
+    "request_features": st.lists(texts, max_size=2),
 }
 label_fields = {
     "request_id": texts,
@@ -110,7 +111,8 @@ def assert_lines_parse(text: str, fields: int) -> None:
 def test_any_prediction_record_is_kept_or_dead_lettered(records: list[dict[str, Any]]) -> None:
     messages = messages_of([json.dumps(r).encode() for r in records])
     decoded = decode_predictions(messages, names, keep_requests=True)
-    assert len(decoded) + len(decoded.rejected) + decoded.unmonitored == len(records)
+    left_out = decoded.unmonitored + decoded.request_fed
+    assert len(decoded) + len(decoded.rejected) + left_out == len(records)
     assert {r.reason for r in decoded.rejected} <= REASONS
     assert ((decoded.ts >= 0) & (decoded.ts < MAX_US)).all()
     for rows in decoded.rows:  # a series whose every record was refused has none
