@@ -19,10 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from featurestore import __version__
 from featurestore.config import load_settings
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
+from featurestore.scaffold import TEMPLATES, init_repo
 from featurestore.services import KafkaServer, RedisServer
 from featurestore.timestamps import to_us
 
@@ -83,6 +85,37 @@ def services_status() -> None:
             name, state, pid, address, version, str(status.data_dir), str(status.log_file)
         )
     console.print(table)
+
+
+def _print_version(show: bool) -> None:
+    if show:
+        console.print(f"fstore {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Streaming feature store and online inference service."""
+
+
+@app.command("init")
+def init(
+    name: Annotated[Path, typer.Argument(help="Folder of the new repo (new or empty).")],
+    template: Annotated[
+        str, typer.Option(help=f"What to start from: {' or '.join(TEMPLATES)}.")
+    ] = TEMPLATES[0],
+) -> None:
+    """Scaffold a feature repo: settings, an entity, a Kafka source, a view, a service."""
+    for path in init_repo(name, template):
+        console.print(f"[green]wrote[/] {path}", highlight=False)
+    console.print(f"Next: cd {name} && fstore apply  (its README.md says what follows)")
 
 
 @app.command("config")

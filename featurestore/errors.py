@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "DefinitionError",
     "FeatureStoreError",
+    "InitError",
     "OnlineStoreError",
     "RedisUnavailable",
     "RegistryError",
@@ -58,3 +59,7 @@ class RegistryError(FeatureStoreError):
 
 class RequestError(FeatureStoreError):
     """A read asked for something malformed: missing entity keys, unequal lengths, naive times."""
+
+
+class InitError(FeatureStoreError):
+    """`fstore init` cannot write a new repo: the folder holds files, or no such template."""
