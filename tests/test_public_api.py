@@ -24,6 +24,7 @@ PACKAGES = [
     "featurestore.services",
     "featurestore.offline",
     "featurestore.drift",
+    "featurestore.client",
     "streaming",
     "serving",
     "demo",
