@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.registry import Collector
 
 from featurestore.config import (
@@ -58,13 +58,23 @@ _KEYWORDS = {
 }  # fmt: skip
 
 
-def exposed_names(collectors: Iterable[Collector]) -> set[str]:
-    """The sample names `collectors` expose, whatever labels their samples will carry."""
-    names = set()
+def exposed_names(collectors: Iterable[Collector]) -> dict[str, set[str]]:
+    """The sample names `collectors` expose, each with the label names its samples carry (a
+    registry's labelled metrics say theirs before any sample exists)."""
+    names: dict[str, set[str]] = {}
     for collector in collectors:
-        for family in collector.collect():
-            for suffix in _SUFFIXES.get(family.type, ("",)):
-                names.add(family.name + suffix)
+        inner = (
+            list(collector._collector_to_names)
+            if isinstance(collector, CollectorRegistry)
+            else [collector]
+        )
+        for each in inner:
+            for family in each.collect():
+                labels = set(getattr(each, "_labelnames", ()) or getattr(family, "_labelnames", ()))
+                labels |= {label for sample in family.samples for label in sample.labels}
+                for suffix in _SUFFIXES.get(family.type, ("",)):
+                    extra = {"le"} if suffix == "_bucket" else set()
+                    names.setdefault(family.name + suffix, set()).update(labels | extra)
     return names
 
 
@@ -82,6 +92,41 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"\b\d+(?:\.\d+)?(?:e[+-]?\d+)?\b", " ", text)
     found = re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*(\()?", text)
     return {name for name, call in found if not call and name.lower() not in _KEYWORDS}
+
+
+def label_names(expr: str) -> tuple[list[tuple[str, str]], set[str]]:
+    """The (metric, label) pairs of an expression's matchers, and the labels it groups by.
+
+    >>> label_names('sum by (le) (rate(a_bucket{route="/x", status=~"5.."}[5m]))')
+    ([('a_bucket', 'route'), ('a_bucket', 'status')], {'le'})
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    matched = [
+        (metric, label)
+        for metric, matchers in re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}", text)
+        for label in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)", matchers)
+    ]
+    grouped = {
+        label.strip()
+        for clause in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", text)
+        for label in clause.split(",")
+        if label.strip()
+    }
+    return matched, grouped
+
+
+def check_query(where: str, expr: str, exported: dict[str, set[str]]) -> None:
+    """Every metric `expr` reads is exported, with every label it matches or groups by."""
+    names = metric_names(expr)
+    assert names, f"{where}: no metric in {expr!r}"
+    unknown = names - set(exported) - SYNTHETIC
+    assert not unknown, f"{where} reads {sorted(unknown)}, which nothing exports"
+    matched, grouped = label_names(expr)
+    for metric, label in matched:
+        if metric not in SYNTHETIC:
+            assert label in exported[metric], f"{where}: {metric} has no label {label!r}"
+    labels = set().union(*(exported.get(name, set()) for name in names))
+    assert grouped <= labels, f"{where} groups by {sorted(grouped - labels)}, which no metric has"
 
 
 def dashboard_queries() -> Iterator[tuple[str, str]]:
@@ -103,7 +148,7 @@ def alert_rules() -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def exported(
     kafka: KafkaSettings, redis: str, tmp_path_factory: pytest.TempPathFactory
-) -> set[str]:
+) -> dict[str, set[str]]:
     """Every sample name the server, an ingest worker and a monitor expose on /metrics."""
     root = tmp_path_factory.mktemp("exported")
     settings = Settings(
@@ -127,7 +172,7 @@ def exported(
 pytestmark = pytest.mark.integration
 
 
-def test_the_code_exports_what_the_dashboard_is_about(exported: set[str]) -> None:
+def test_the_code_exports_what_the_dashboard_is_about(exported: dict[str, set[str]]) -> None:
     """A sanity check of `exported` itself: the families a panel was drawn for are there."""
     for name in (
         "fstore_ingest_events_total",
@@ -137,19 +182,18 @@ def test_the_code_exports_what_the_dashboard_is_about(exported: set[str]) -> Non
         "fstore_drift_alerting",
     ):
         assert name in exported
+    assert exported["fstore_ingest_consumer_lag"] == {"topic", "partition"}
+    assert exported["fstore_http_request_seconds_bucket"] == {"route", "method", "status", "le"}
 
 
-def test_every_dashboard_query_names_exported_metrics(exported: set[str]) -> None:
+def test_every_dashboard_query_names_exported_metrics(exported: dict[str, set[str]]) -> None:
     queries = list(dashboard_queries())
     assert len(queries) >= 12
     for title, expr in queries:
-        names = metric_names(expr)
-        assert names, f"panel {title!r}: no metric in {expr!r}"
-        unknown = names - exported - SYNTHETIC
-        assert not unknown, f"panel {title!r} reads {sorted(unknown)}, which nothing exports"
+        check_query(f"panel {title!r}", expr, exported)
 
 
-def test_every_alert_rule_names_exported_metrics(exported: set[str]) -> None:
+def test_every_alert_rule_names_exported_metrics(exported: dict[str, set[str]]) -> None:
     rules = alert_rules()
     assert {r["alert"] for r in rules} >= {
         "FstoreConsumerLagHigh",
@@ -160,8 +204,7 @@ def test_every_alert_rule_names_exported_metrics(exported: set[str]) -> None:
     for rule in rules:
         assert set(rule) >= {"alert", "expr", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}
-        names = metric_names(rule["expr"])
-        assert names and not names - exported - SYNTHETIC, (rule["alert"], names - exported)
+        check_query(f"rule {rule['alert']}", rule["expr"], exported)
 
 
 def test_the_dashboard_panels_have_unique_ids_and_a_prometheus_source() -> None:
