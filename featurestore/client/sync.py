@@ -51,7 +51,7 @@ def http_options(
 
 
 class Client:
-    """A client of `fstore serve`; thread-safe, reuse one (its connections stay open).
+    """A client of `fstore serve`: reuse one, its connections stay open between calls.
 
     >>> with Client("http://127.0.0.1:8000", api_key="...") as client:  # doctest: +SKIP
     ...     client.predict("fraud", {"user_id": ["u1", "u2"]}).scores
