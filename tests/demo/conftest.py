@@ -13,12 +13,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+_PIP_TO_UV = {
+    "PIP_INDEX_URL": "UV_DEFAULT_INDEX",
+    "PIP_EXTRA_INDEX_URL": "UV_INDEX",
+    "PIP_FIND_LINKS": "UV_FIND_LINKS",
+    "PIP_CERT": "SSL_CERT_FILE",
+}
 
 
 def _uv(*args: str) -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     assert uv, "uv is missing: pip install -e '.[dev]'"
-    done = subprocess.run([uv, *args], capture_output=True, text=True, timeout=600, check=False)
+    # uv reads UV_* only: a pip index or mirror the machine is set up with applies to it too.
+    env = dict(os.environ)
+    for pip, uv_name in _PIP_TO_UV.items():
+        if pip in env and uv_name not in env:
+            env[uv_name] = env[pip]
+    done = subprocess.run(
+        [uv, *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, f"uv {' '.join(args)}:\n{done.stdout}{done.stderr}"
 
 
