@@ -3,8 +3,6 @@ ignored, so an older client keeps working against a newer server."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 __all__ = ["FeatureColumn", "FeatureValues", "ModelSummary", "Prediction"]
@@ -21,7 +19,7 @@ class Prediction(_Result):
     model: str
     request_id: str
     scores: list[float | None]
-    statuses: list[Literal["scored", "unscored"]]
+    statuses: list[str]  # scored | unscored (a str: a newer server may add one)
     reasons: list[str | None]
     versions: list[int]
     aliases: list[str]
