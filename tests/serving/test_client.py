@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -33,7 +33,7 @@ from featurestore.client import (
     Unauthorized,
     Unavailable,
 )
-from featurestore.config import Settings
+from featurestore.config import ModelsSettings, RedisSettings, Settings
 from featurestore.services import free_port
 from serving.schemas import (
     FeatureColumnOut,
@@ -41,7 +41,7 @@ from serving.schemas import (
     ModelSummaryOut,
     PredictResponse,
 )
-from tests.redis_faults import OwnRedis
+from tests.redis_faults import OwnRedis, copy_keys, own_redis
 from tests.serving.conftest import FEATURES, World
 
 pytestmark = pytest.mark.integration
@@ -110,13 +110,25 @@ def fstore_serve(settings: Settings, folder: Path) -> Iterator[str]:
         process.wait(30)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(
-    own_redis_world: tuple[OwnRedis, Settings], tmp_path: Path
+    world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, OwnRedis]]:
-    server, settings = own_redis_world
-    with fstore_serve(settings, tmp_path) as url:
-        yield url, server
+    """One `fstore serve` for the module, on a redis-server of its own holding a copy of the
+    world's keys (the tests freeze it) and a copy of the model registry."""
+    root = tmp_path_factory.mktemp("client")
+    shutil.copytree(world.settings.models.path, root / "models")
+    with own_redis(root / "redis") as server:
+        namespace = world.settings.redis.namespace
+        assert copy_keys(world.settings.redis.url, f"{namespace}:*", server) > 0
+        settings = world.settings.model_copy(
+            update={
+                "redis": RedisSettings(url=server.url, namespace=namespace),
+                "models": ModelsSettings(path=root / "models"),
+            }
+        )
+        with fstore_serve(settings, root) as url:
+            yield url, server
 
 
 def answered_503(url: str) -> float:
@@ -194,9 +206,8 @@ def test_a_503_is_asked_again_after_retry_after_until_served(
     served: tuple[str, OwnRedis],
 ) -> None:
     url, redis_server = served
-    assert redis_server.process is not None
     before = answered_503(url)
-    redis_server.process.send_signal(signal.SIGSTOP)  # Redis frozen: reads pass the deadline
+    redis_server.pause()  # SIGSTOP: Redis frozen, reads pass the deadline
     outcome: list[Prediction | BaseException] = []
 
     def call() -> None:
@@ -214,7 +225,7 @@ def test_a_503_is_asked_again_after_retry_after_until_served(
             assert time.monotonic() < deadline, "no 503 while Redis was frozen"
             time.sleep(0.1)
     finally:
-        redis_server.process.send_signal(signal.SIGCONT)
+        redis_server.resume()
     thread.join(90)
     assert not thread.is_alive()
     (result,) = outcome
@@ -227,13 +238,12 @@ def test_spent_retries_raise_unavailable_with_the_server_s_advice(
     served: tuple[str, OwnRedis],
 ) -> None:
     url, redis_server = served
-    assert redis_server.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)
+    redis_server.pause()
     try:
         with Client(url, api_key=KEY, retries=1) as client, pytest.raises(Unavailable) as down:
             client.predict("fraud", {"user_id": ["u1"]})
     finally:
-        redis_server.process.send_signal(signal.SIGCONT)
+        redis_server.resume()
     assert down.value.status == 503 and down.value.retry_after == 1.0
     assert "serving.redis_deadline_ms" in down.value.detail
     assert "retry later" in str(down.value)
