@@ -49,3 +49,7 @@ clean: ## Remove the virtualenv and caches (not the Kafka jar cache)
 bench: $(STAMP) ## Ingest benchmark (bench/ingest.py; BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+
+.PHONY: wheel
+wheel: $(STAMP) ## Build the sdist and the wheel into dist/ (what users pip install)
+	$(BIN)/uv build -o dist

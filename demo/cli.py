@@ -54,7 +54,8 @@ def demo(
         float, typer.Option(help="Fail unless the model's holdout AUC is above this.")
     ] = _DEFAULTS.min_auc,
     repo: Annotated[
-        Path | None, typer.Option(help="The feature repo (default: the project's examples/fraud).")
+        Path | None,
+        typer.Option(help="The feature repo (default: the fraud example the package ships)."),
     ] = None,
     host: Annotated[str, typer.Option(help="Address the scoring API listens on.")] = (
         _DEFAULTS.host

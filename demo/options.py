@@ -16,7 +16,7 @@ WARM_UP_HOURS = 24  # the longest window: labelled rows start once it is full
 @dataclass(frozen=True)
 class DemoOptions:
     data_dir: Path = Path("demo-data")
-    repo: Path | None = None  # the feature repo; None: examples/fraud of this project
+    repo: Path | None = None  # the feature repo; None: the shipped fraud template
     seed: int = 42
     users: int = 10_000
     merchants: int = 500

@@ -34,6 +34,7 @@ from demo.training import MODEL, SERVICE, entity_rows, train_and_promote
 from demo.workspace import Workspace
 from featurestore.config import DriftThresholds, MonitorSettings, Settings, load_settings
 from featurestore.errors import FeatureStoreError
+from featurestore.scaffold import template_dir
 from featurestore.services import free_port
 from featurestore.store import FeatureStore
 from featurestore.timestamps import from_us
@@ -48,16 +49,9 @@ _STEPS = 8
 
 
 def find_repo() -> Path:
-    """examples/fraud of this project: beside the package (a source checkout or an editable
-    install), else under the working directory (a container's copy of the project)."""
-    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
-        candidate = base / "examples" / "fraud"
-        if (candidate / "features.py").exists():
-            return candidate
-    raise DemoError(
-        "cannot find the demo's feature repo examples/fraud",
-        "run the demo from the project folder, or pass --repo PATH/TO/examples/fraud",
-    )
+    """The fraud feature repo, shipped inside the package (`fstore init --template fraud`
+    writes a copy): the demo runs from any folder, from an installed wheel too."""
+    return template_dir("fraud")
 
 
 def monitor_settings(options: DemoOptions) -> MonitorSettings:

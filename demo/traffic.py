@@ -25,11 +25,30 @@ Row = tuple[str, str]  # (user_id, merchant_id)
 
 
 class ScoringClient:
-    def __init__(self, host: str, port: int, model: str, timeout: float = 10.0) -> None:
+    """One keep-alive connection. A 503 (Redis slow past the deadline on a busy machine, a
+    shed request) is asked again after its `Retry-After`, as any client should, `retries`
+    times."""
+
+    def __init__(
+        self, host: str, port: int, model: str, timeout: float = 10.0, retries: int = 3
+    ) -> None:
         self.connection = http.client.HTTPConnection(host, port, timeout=timeout)
         self.path = f"/v1/predict/{model}"
+        self.retries = retries
 
     def predict(self, rows: Sequence[Row]) -> list[float]:
+        attempts = 0
+        while True:
+            try:
+                return self._predict(rows)
+            except _Again as again:
+                attempts += 1
+                if attempts > self.retries:
+                    body = again.body[:300]
+                    raise DemoError(f"POST {self.path} answered 503: {body!r}") from None
+                time.sleep(again.seconds)
+
+    def _predict(self, rows: Sequence[Row]) -> list[float]:
         body = orjson.dumps(
             {
                 "entities": {
@@ -47,6 +66,8 @@ class ScoringClient:
         except (OSError, http.client.HTTPException) as exc:
             self.connection.close()  # reconnects on the next request
             raise DemoError(f"POST {self.path} failed: {exc}") from exc
+        if response.status == 503:
+            raise _Again(_retry_after(response.getheader("Retry-After")), payload)
         if response.status != 200:
             raise DemoError(f"POST {self.path} answered {response.status}: {payload[:300]!r}")
         scores: list[float] = orjson.loads(payload)["scores"]
@@ -68,6 +89,22 @@ class ScoringClient:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class _Again(Exception):
+    """A 503: come back after `seconds`."""
+
+    def __init__(self, seconds: float, body: bytes) -> None:
+        super().__init__(f"retry after {seconds:g}s")
+        self.seconds, self.body = seconds, body
+
+
+def _retry_after(header: str | None, most: float = 5.0) -> float:
+    """The wait a `Retry-After` of whole seconds asks for (1 s without one), capped."""
+    try:
+        return min(most, max(0.0, float(header))) if header else 1.0
+    except ValueError:
+        return 1.0
 
 
 @dataclass

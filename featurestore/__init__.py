@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from featurestore.config import Settings, load_settings
 from featurestore.definitions import (
     Aggregation,
@@ -23,7 +26,10 @@ from featurestore.registry import RegisteredView, Registry
 from featurestore.repo import load_repo
 from featurestore.store import FeatureStore, OnlineResponse
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("fstore")  # one home for the version: pyproject.toml
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Aggregation",

@@ -19,11 +19,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from featurestore import __version__
 from featurestore.api_keys_cli import keys_app
 from featurestore.config import ServicesSettings, load_settings, url_without_password
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
+from featurestore.scaffold import TEMPLATES, init_repo
 from featurestore.services import (
     KafkaServer,
     KafkaStatus,
@@ -149,6 +151,37 @@ def _s3_up(config: ServicesSettings) -> None:
         f"s3://BUCKET/PREFIX, offline.s3_endpoint: {server.endpoint}, offline.s3_access_key "
         "and offline.s3_secret_key (or FSTORE_OFFLINE_S3_*)"
     )
+
+
+def _print_version(show: bool) -> None:
+    if show:
+        console.print(f"fstore {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Streaming feature store and online inference service."""
+
+
+@app.command("init")
+def init(
+    name: Annotated[Path, typer.Argument(help="Folder of the new repo (new or empty).")],
+    template: Annotated[
+        str, typer.Option(help=f"What to start from: {' or '.join(TEMPLATES)}.")
+    ] = TEMPLATES[0],
+) -> None:
+    """Scaffold a feature repo: settings, an entity, a Kafka source, a view, a service."""
+    for path in init_repo(name, template):
+        console.print(f"[green]wrote[/] {path}", highlight=False)
+    console.print(f"Next: cd {name} && fstore apply  (its README.md says what follows)")
 
 
 @app.command("config")

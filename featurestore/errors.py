@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "DefinitionError",
     "FeatureStoreError",
+    "InitError",
     "OfflineStoreError",
     "OnlineStoreError",
     "RedisUnavailable",
@@ -64,3 +65,7 @@ class RequestError(FeatureStoreError):
 class OfflineStoreError(FeatureStoreError):
     """The offline log's storage (a local folder or an S3 bucket) could not be reached or
     answered an error. The message never holds the storage's credentials."""
+
+
+class InitError(FeatureStoreError):
+    """`fstore init` cannot write a new repo: the folder holds files, or no such template."""

@@ -13,6 +13,7 @@ import yaml
 from typer.main import get_command
 
 from featurestore.cli import _load_plugins, app
+from featurestore.scaffold import template_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -78,7 +79,7 @@ def test_the_stack_waits_for_its_feature_repo_and_mounts_it() -> None:
         condition = services[name]["depends_on"]["apply"]["condition"]
         assert condition == "service_completed_successfully", name
     mount = next(v for v in services["apply"]["volumes"] if v.endswith(":/repo:ro"))
-    assert (ROOT / mount.split(":")[0]).resolve() == ROOT / "examples" / "fraud"
+    assert (ROOT / mount.split(":")[0]).resolve() == template_dir("fraud")
 
 
 def _has_compose() -> bool:

@@ -24,12 +24,20 @@ PACKAGES = [
     "featurestore.services",
     "featurestore.offline",
     "featurestore.drift",
+    "featurestore.client",
     "streaming",
     "serving",
     "demo",
 ]
 PRODUCT = ["featurestore", "streaming", "serving", "demo"]
-MODULES = sorted(path.relative_to(ROOT) for top in PRODUCT for path in (ROOT / top).rglob("*.py"))
+# featurestore/templates/ holds users' feature repos (`fstore init`), not modules of the product.
+TEMPLATES = ROOT / "featurestore" / "templates"
+MODULES = sorted(
+    path.relative_to(ROOT)
+    for top in PRODUCT
+    for path in (ROOT / top).rglob("*.py")
+    if not path.is_relative_to(TEMPLATES)
+)
 
 
 def _source(module: str) -> Path:

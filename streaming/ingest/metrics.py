@@ -65,3 +65,22 @@ class WorkerCollector(Collector):
             "fstore_ingest_dead_letters", "Dead letters", self.worker.loop.outbox
         )
         yield consumer_lag_gauge("fstore_ingest_consumer_lag", self.worker.lag)
+        yield self._watermarks()
+
+    def _watermarks(self) -> GaugeMetricFamily:
+        """Per view version, the newest event time applied (its watermark): the features'
+        freshness is `time() - fstore_ingest_watermark_seconds`."""
+        gauge = GaugeMetricFamily(
+            "fstore_ingest_watermark_seconds",
+            "Newest event time applied to the view version (Unix seconds), over the partitions "
+            "this worker knows; freshness is time() minus this",
+            labels=["view", "version"],
+        )
+        for writers in self.worker.views.values():
+            for writer in writers:
+                # list(): one step under the GIL while the worker's thread replaces positions
+                marks = [p.watermark for p in list(writer.positions.values()) if p.offset >= 0]
+                if marks:
+                    labels = [writer.view.name, str(writer.version)]
+                    gauge.add_metric(labels, max(marks) / 1_000_000)
+        return gauge

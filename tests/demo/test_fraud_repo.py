@@ -1,4 +1,4 @@
-"""The demo's feature repo (examples/fraud) loads: two views on one topic and the service."""
+"""The demo's feature repo (the fraud template) loads: two views on one topic and the service."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+import featurestore
 from demo.steps import find_repo
 from featurestore import load_repo
+from featurestore.scaffold import template_dir
 
-REPO = Path(__file__).resolve().parents[2] / "examples" / "fraud"
+REPO = template_dir("fraud")
 
 
 def test_the_fraud_repo_defines_user_and_merchant_views_and_a_service(
@@ -29,5 +31,15 @@ def test_the_fraud_repo_defines_user_and_merchant_views_and_a_service(
     assert len(contents.services["fraud_detection"].refs()) == 20
 
 
-def test_the_demo_finds_it() -> None:
+def test_the_demo_finds_it_inside_the_package_whatever_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     assert find_repo() == REPO
+    assert REPO.is_relative_to(Path(featurestore.__file__).parent)  # package data: in the wheel
+
+
+def test_examples_fraud_is_the_same_repo() -> None:
+    """examples/fraud stays, for the docker-compose stack and readers of the checkout."""
+    examples = Path(__file__).resolve().parents[2] / "examples" / "fraud"
+    assert examples.resolve() == REPO
