@@ -132,8 +132,10 @@ def served(
 
 
 def answered_503(url: str) -> float:
-    """How many requests the server answered 503, from its own /metrics."""
-    text = httpx.get(f"{url}/metrics").text
+    """How many requests the server answered 503, from its own /metrics (`metrics:read`)."""
+    response = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    response.raise_for_status()
+    text = response.text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
