@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featurestore.config import load_settings
+from featurestore.config import load_settings, masked
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
@@ -87,8 +87,9 @@ def services_status() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective configuration (YAML file + FSTORE_* overrides)."""
-    console.print_json(load_settings().model_dump_json())
+    """Print the effective configuration (YAML file + FSTORE_* overrides), every password,
+    token and SASL secret shown as ***."""
+    console.print_json(data=masked(load_settings().model_dump(mode="json")))
 
 
 _STATUS_STYLE = {

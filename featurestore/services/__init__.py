@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from featurestore.services.kafka import KafkaServer, KafkaStatus, broker_answers
+from featurestore.services.kafka import KafkaSecurity, KafkaServer, KafkaStatus, broker_answers
 from featurestore.services.process import free_port
-from featurestore.services.redis import RedisServer, RedisStatus
+from featurestore.services.redis import RedisSecurity, RedisServer, RedisStatus
 
 __all__ = [
+    "KafkaSecurity",
     "KafkaServer",
     "KafkaStatus",
+    "RedisSecurity",
     "RedisServer",
     "RedisStatus",
     "broker_answers",
