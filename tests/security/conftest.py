@@ -34,6 +34,7 @@ from featurestore.services import (
     free_port,
 )
 from tests.conftest import unavailable
+from tests.serving.conftest import world  # noqa: F401 - the served world, a fixture here too
 
 # The secrets of the session's servers: no message, log line or answer may show one.
 BROKER_PASSWORD = "broker-pw-B8x1q"  # noqa: S105
