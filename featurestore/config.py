@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -106,18 +106,21 @@ def url_without_password(url: str) -> str:
     'rediss://cache:6380/0?password=***&ssl_ca_certs=/etc/ca.pem'
     """
     parts = urlsplit(url)
+    shown = url
     if parts.password is not None:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        parts = parts._replace(netloc=netloc)
+        shown = shown.replace(f":{parts.password}@", ":***@", 1)
     if parts.query:
-        # Piece by piece, so the parameters that are no secret keep their exact spelling.
+        # Edited in place (no password or path holds a raw "?", so the first one starts the
+        # query), so that everything else keeps its exact spelling: unix:/// stays unix:///.
+        base, _, rest = shown.partition("?")
+        query, hash_, fragment = rest.partition("#")
         pieces = []
-        for piece in parts.query.split("&"):
+        for piece in query.split("&"):
             name, equals, _value = piece.partition("=")
             secret = equals and is_secret_name(unquote_plus(name))
             pieces.append(f"{name}=***" if secret else piece)
-        parts = parts._replace(query="&".join(pieces))
-    return urlunsplit(parts)
+        shown = f"{base}?{'&'.join(pieces)}{hash_}{fragment}"
+    return shown
 
 
 # Words in a setting's or parameter's name that make its value a secret: passwords of every
