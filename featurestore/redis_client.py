@@ -246,7 +246,11 @@ _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # Like an outage, they clear only by a hand (the URL's credentials, or the server's ACL), and a
 # request answers 503 meanwhile; their message says what to check.
 _REFUSED_REPLIES = frozenset({"WRONGPASS", "NOAUTH", "NOPERM"})
-_REFUSED_HINT = "check the user and password in redis.url, and that the user's ACL allows +@all"
+_REFUSED_WHAT = {
+    "login": "refused our login (check the user and password in redis.url)",
+    "NOPERM": "refused a command to our ACL user (allow the user the commands and keys this "
+    "needs, e.g. `+@all ~<namespace>:*`)",
+}
 _TLS_HINT = "check redis.url's ssl_ca_certs, and ssl_certfile/ssl_keyfile if it asks for one"
 
 
@@ -289,8 +293,7 @@ def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterato
             what = f"answered {code}"
         elif code in _REFUSED_REPLIES or isinstance(exc, redis.AuthenticationError):
             code, text = code or "WRONGPASS", str(exc)
-            refused = "a command of our user" if code == "NOPERM" else "our login"
-            what = f"refused {refused} ({_REFUSED_HINT})"
+            what = _REFUSED_WHAT["NOPERM" if code == "NOPERM" else "login"]
         elif isinstance(exc, redis.ResponseError):
             raise
         elif "[SSL" in str(exc):

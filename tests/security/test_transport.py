@@ -31,9 +31,18 @@ from fastapi.testclient import TestClient
 
 from featurestore import FeatureStore, Registry, load_repo
 from featurestore.config import RedisSettings, Settings
+from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
 from featurestore.errors import RedisUnavailable
-from featurestore.redis_client import PROBE, make_pipe, redis_errors
+from featurestore.online import OnlineStore, read_views
+from featurestore.redis_client import (
+    PROBE,
+    check_eviction_policy,
+    make_client,
+    make_pipe,
+    redis_errors,
+)
 from featurestore.redis_pipe import pack
+from featurestore.tiles import TileLayout
 from serving import create_app
 from streaming.errors import StreamingError
 from streaming.ingest.worker import Worker
@@ -302,3 +311,48 @@ def test_fstore_ingest_with_a_wrong_sasl_password_exits_saying_so(
     assert f"Kafka at {wrong.bootstrap} refused us" in flat, output
     assert "SASL authentication" in flat, output
     assert_no_secret(output, "fstore ingest")
+
+
+def test_an_acl_user_without_config_is_warned_about_and_one_refused_a_read_is_told_so(
+    secure: SecureServices, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL user may lack CONFIG (managed Redis): the eviction check warns and goes on. One
+    that lacks a command the store needs gets a 503-kind error naming the server and NOPERM."""
+    admin = make_client(RedisSettings(url=secure.redis_url()))
+    name, password = f"limited-{uuid.uuid4().hex[:6]}", "limited-pw-T5"
+    admin.acl_setuser(
+        name, enabled=True, passwords=[f"+{password}"], keys=["*"],
+        commands=["+@all", "-config", "-evalsha", "-eval"],
+    )  # fmt: skip
+    try:
+        port = secure.redis.config.redis_port
+        tls = {
+            "ssl_certfile": str(secure.certs.client_cert),
+            "ssl_keyfile": str(secure.certs.client_key),
+        }
+        limited = RedisSettings(
+            url=secure.redis_security.url(port, name, password, tls=tls), namespace="lim"
+        )
+        assert check_eviction_policy(limited) is None
+        assert "could not check that it evicts no keys" in caplog.text
+        store = OnlineStore(limited)
+        with pytest.raises(RedisUnavailable, match="refused a command to our ACL user") as caught:
+            read_views(store, [("v", 1, _layout(), ["ann"])], 1_767_225_600_000_000)
+        assert f"rediss://{name}:***@127.0.0.1:{port}/0" in str(caught.value)
+        assert password not in str(caught.value)
+        store.close()
+    finally:
+        admin.acl_deluser(name)
+
+
+def _layout() -> TileLayout:
+    view = FeatureView(
+        name="v",
+        entities=[Entity(name="user", join_keys=["user_id"])],
+        source=KafkaSource(
+            name="s", topic="t", timestamp_field="ts", schema={"user_id": "string", "x": "float64"}
+        ),
+        tile="1m",
+        aggregations=[Aggregation(column="x", function="sum", windows=["10m"])],
+    )
+    return TileLayout(view)
