@@ -26,12 +26,14 @@ from fastapi.testclient import TestClient
 from featurestore.config import (
     KafkaSettings,
     ModelsSettings,
+    MonitorSettings,
     RedisSettings,
     ServingSettings,
     Settings,
 )
 from featurestore.services import free_port
 from serving import create_app
+from streaming.monitor.alerts import AlertSink
 from tests.security.conftest import Certs
 from tests.serving.conftest import FEATURES, USERS, World
 
@@ -282,3 +284,18 @@ def _check_outputs(settings: Settings, outputs: dict[str, tuple[int, str]]) -> N
     flat = " ".join(outputs["fstore ingest"][1].split())
     assert "topic" in flat and settings.kafka.bootstrap in flat, flat
     assert "cannot serve HTTPS" in outputs["fstore serve (unusable certificate)"][1]
+
+
+def test_a_failing_alert_webhook_is_logged_without_its_secrets(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A webhook URL often carries a token (`?token=`) or a user's password: its failure is
+    logged naming the URL without them."""
+    port = free_port()  # nothing listens: the call fails for real
+    url = f"http://hooks:{ADMIN_SECRET}@127.0.0.1:{port}/alert?channel=ops&token={READ_SECRET}"
+    settings = MonitorSettings(webhook_url=url, webhook_timeout_s=2)
+    sink = AlertSink(settings, outbox=None)  # type: ignore[arg-type] - notify never sends
+    sink.notify([{"episode": "e1", "kind": "alert"}])
+    assert sink.failures == 1
+    assert f"http://hooks:***@127.0.0.1:{port}/alert?channel=ops&token=***" in caplog.text
+    assert_clean(caplog.text, "the webhook's warning")
