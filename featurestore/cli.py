@@ -21,7 +21,7 @@ from rich.table import Table
 
 from featurestore import __version__
 from featurestore.api_keys_cli import keys_app
-from featurestore.config import ServicesSettings, load_settings, url_without_password
+from featurestore.config import ServicesSettings, load_settings, masked
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
@@ -186,13 +186,9 @@ def init(
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective configuration (YAML file + FSTORE_* overrides)."""
-    settings = load_settings()
-    shown = settings.model_dump(mode="json")
-    for section in ("registry", "models"):  # database URLs may hold a password
-        if shown[section].get("url"):
-            shown[section]["url"] = url_without_password(shown[section]["url"])
-    console.print_json(data=shown)
+    """Print the effective configuration (YAML file + FSTORE_* overrides), every password,
+    token and SASL secret shown as ***."""
+    console.print_json(data=masked(load_settings().model_dump(mode="json")))
 
 
 _STATUS_STYLE = {

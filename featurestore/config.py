@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import yaml
 from pydantic import (
@@ -49,13 +49,16 @@ __all__ = [
     "OfflineSettings",
     "RedisSettings",
     "RegistrySettings",
+    "SECRET_SHOWN",
     "ServicesSettings",
     "ServingSettings",
     "Settings",
     "UserPath",
     "WatchSettings",
     "config_path",
+    "is_secret_name",
     "load_settings",
+    "masked",
     "url_without_password",
 ]
 
@@ -102,20 +105,78 @@ class RedisSettings(BaseModel):
 
 
 def url_without_password(url: str) -> str:
-    """A service URL with its password, if any, as ***.
+    """A service URL with its secrets as ***: the password of its user, and the value of any
+    query parameter whose name says it is a secret (`?password=`, `?ssl_password=`, `?token=`;
+    `is_secret_name`).
 
     >>> url_without_password("redis://user:secret@cache:6379/2")
     'redis://user:***@cache:6379/2'
+    >>> url_without_password("rediss://cache:6380/0?password=secret&ssl_ca_certs=/etc/ca.pem")
+    'rediss://cache:6380/0?password=***&ssl_ca_certs=/etc/ca.pem'
     """
     parts = urlsplit(url)
-    # libpq also takes the password as a query parameter (`?password=`, `&sslpassword=`).
-    query = re.sub(r"(^|&)((?:ssl)?password)=[^&]*", r"\1\2=***", parts.query)
-    if parts.password is None and query == parts.query:
-        return url
-    netloc = parts.netloc
+    shown = url
     if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+        shown = shown.replace(f":{parts.password}@", ":***@", 1)
+    if parts.query:
+        # Edited in place (no password or path holds a raw "?", so the first one starts the
+        # query), so that everything else keeps its exact spelling: unix:/// stays unix:///.
+        base, _, rest = shown.partition("?")
+        query, hash_, fragment = rest.partition("#")
+        pieces = []
+        for piece in query.split("&"):
+            name, equals, _value = piece.partition("=")
+            secret = equals and is_secret_name(unquote_plus(name))
+            pieces.append(f"{name}=***" if secret else piece)
+        shown = f"{base}?{'&'.join(pieces)}{hash_}{fragment}"
+    return shown
+
+
+# Words in a setting's or parameter's name that make its value a secret: passwords of every
+# kind (sasl.password, ssl.key.password, ?password=), tokens, client secrets, credentials, an
+# inline private key (librdkafka's ssl.key.pem) and a JAAS/OAuth config that embeds them.
+_SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|credential|key[._-]?pem|private[._-]?key|jaas|"
+    r"sasl[._-]oauthbearer[._-]config|api[._-]?key|access[._-]?key|session[._-]?key",
+    re.IGNORECASE,
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting (or URL parameter) of this name holds a secret.
+
+    >>> [is_secret_name(n) for n in ("sasl.password", "ssl.key.location", "admin_token")]
+    [True, False, True]
+    """
+    return _SECRET_NAME.search(name) is not None
+
+
+SECRET_SHOWN = "***"  # noqa: S105 - what a masked secret reads as, not a secret
+
+
+def masked(value: Any, name: str = "") -> Any:
+    """A settings dump (`Settings.model_dump(mode="json")`, or any part of one) with every
+    secret replaced by `SECRET_SHOWN`: values under a secret name (`is_secret_name`), and the
+    passwords in URLs (`url_without_password`). What `fstore config` prints.
+
+    >>> masked({"kafka": {"properties": {"sasl.password": "pw", "sasl.username": "u"}},
+    ...         "redis": {"url": "redis://:pw@cache:6379/0"}})
+    {'kafka': {'properties': {'sasl.password': '***', 'sasl.username': 'u'}}, \
+'redis': {'url': 'redis://:***@cache:6379/0'}}
+    """
+    secret = bool(name) and is_secret_name(name)
+    if isinstance(value, dict):
+        # Under a secret name (`credentials: {...}`) everything is secret.
+        return {key: masked(item, name if secret else str(key)) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(item, name) for item in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if secret:
+        return SECRET_SHOWN
+    if isinstance(value, str) and "://" in value:
+        return url_without_password(value)
+    return value
 
 
 def _offline_root(value: object) -> object:

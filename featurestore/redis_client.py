@@ -241,6 +241,17 @@ UNAVAILABLE_REPLIES = frozenset(
     }
 )
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# Replies of a server that does not accept who we are, or what this ACL user may do: a wrong
+# user or password (WRONGPASS), none given (NOAUTH), a command or key the user lacks (NOPERM).
+# Like an outage, they clear only by a hand (the URL's credentials, or the server's ACL), and a
+# request answers 503 meanwhile; their message says what to check.
+_REFUSED_REPLIES = frozenset({"WRONGPASS", "NOAUTH", "NOPERM"})
+_REFUSED_WHAT = {
+    "login": "refused our login (check the user and password in redis.url)",
+    "NOPERM": "refused a command to our ACL user (allow the user the commands and keys this "
+    "needs, e.g. `+@all ~<namespace>:*`)",
+}
+_TLS_HINT = "check redis.url's ssl_ca_certs, and ssl_certfile/ssl_keyfile if it asks for one"
 
 
 def reply_code(exc: redis.RedisError) -> str | None:
@@ -280,13 +291,19 @@ def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterato
             if text.startswith(f"{code} "):
                 text = text[len(code) + 1 :]
             what = f"answered {code}"
+        elif code in _REFUSED_REPLIES or isinstance(exc, redis.AuthenticationError):
+            code, text = code or "WRONGPASS", str(exc)
+            what = _REFUSED_WHAT["NOPERM" if code == "NOPERM" else "login"]
         elif isinstance(exc, redis.ResponseError):
             raise
+        elif "[SSL" in str(exc):
+            code, text, what = None, str(exc), f"failed the TLS handshake ({_TLS_HINT})"
         else:
             code, text, what = None, str(exc), "is unreachable"
         shown, secrets = _described(where)
         while_ = f" while {doing}" if doing else ""
-        reason = _scrubbed(text, secrets)
+        # The pipe's errors name the server themselves: once is enough.
+        reason = _scrubbed(text, secrets).replace(f"Redis at {shown}", "the server")
         error = RedisUnavailable(
             _scrubbed(f"Redis at {shown} {what}{while_}: {reason}", secrets), reply=code
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +13,7 @@ import uvicorn
 from featurestore.config import load_settings
 from featurestore.errors import ConfigError
 from serving.auth import guards_reads
+from serving.tls import tls_options
 
 __all__ = ["is_loopback", "register", "serve"]
 
@@ -42,6 +44,12 @@ def serve(
             help="Listen beyond loopback with no API key defined: every read open to the network.",
         ),
     ] = False,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="PEM certificate (chain): serve HTTPS instead of HTTP.")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="PEM private key of --ssl-certfile (if not in it).")
+    ] = None,
 ) -> None:
     """Run the online scoring API (OpenAPI docs at /docs, metrics at /metrics).
 
@@ -51,6 +59,7 @@ def serve(
     settings = load_settings()  # a bad configuration fails here, before any worker starts
     config = settings.serving
     address = host or config.host
+    tls = tls_options(ssl_certfile, ssl_keyfile)  # an unusable certificate fails here too
     if not is_loopback(address) and not guards_reads(settings):
         if not insecure:
             raise ConfigError(
@@ -82,6 +91,7 @@ def serve(
             port=port or config.port,
             workers=workers,
             access_log=False,  # a log line per request costs more than scoring it
+            **tls,
         )
     finally:
         if shared is not None and made_here:

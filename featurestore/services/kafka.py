@@ -3,16 +3,23 @@
 No Docker engine and no Kafka package are needed: Maven resolves `org.apache.kafka:kafka_2.13`
 and its dependencies into a cache directory once; the broker then runs on the machine's JDK
 (`java -cp 'libs/*' kafka.Kafka server.properties`). The second start reuses the cache.
+
+With a `KafkaSecurity` the client listener is SASL_SSL instead of PLAINTEXT: TLS with a PEM
+certificate and key (Kafka reads PEM key stores since 2.7, so no keytool), and SCRAM-SHA-512
+users whose credentials go into the metadata log when the storage is formatted (KRaft has no
+ZooKeeper to add them to later: `kafka-storage format --add-scram`).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import subprocess  # noqa: S404 - running java and mvn is this module's job
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from featurestore.config import ServicesSettings
@@ -26,6 +33,8 @@ from featurestore.services.process import (
 )
 
 __all__ = [
+    "SCRAM_MECHANISM",
+    "KafkaSecurity",
     "KafkaServer",
     "KafkaStatus",
     "broker_answers",
@@ -73,6 +82,53 @@ _REGISTRY_FAILURE = re.compile(
 )
 
 
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+# Characters a SCRAM name or password may not hold: they delimit `--add-scram`'s
+# `[name=...,password=...]` and the JAAS line `password="...";`.
+_SCRAM_UNSAFE = re.compile(r'[\s",=\[\]\\;]')
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """A SASL_SSL client listener: TLS (the broker's certificate chain and its unencrypted
+    PKCS#8 key, both PEM; `cafile` the CA clients and the broker itself verify it with) and
+    SCRAM-SHA-512 users (name -> password). The first user is the broker's own, for the
+    connections it makes to its own listener."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    users: Mapping[str, str] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ServiceError("KafkaSecurity needs at least one SCRAM user (the broker's own)")
+        for name, password in self.users.items():
+            if not name or not password or _SCRAM_UNSAFE.search(name + password):
+                raise ServiceError(
+                    f"SCRAM user {name!r}: a name and password must be non-empty, without "
+                    "spaces or any of \",=[]\\; (they delimit the broker's credential syntax)"
+                )
+        head = self.keyfile.read_text(errors="replace")[:64] if self.keyfile.exists() else ""
+        if "-----BEGIN PRIVATE KEY-----" not in head:
+            raise ServiceError(
+                f"{self.keyfile} must be an unencrypted PKCS#8 PEM key (-----BEGIN PRIVATE "
+                "KEY-----), the form Kafka's PEM key store reads; convert one with "
+                "`openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`"
+            )
+
+    def client_properties(self, user: str, password: str | None = None) -> dict[str, str]:
+        """The librdkafka properties (`kafka.properties`) of a client logging in as `user`
+        (with its own password unless `password` says otherwise)."""
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SCRAM_MECHANISM,
+            "sasl.username": user,
+            "sasl.password": self.users[user] if password is None else password,
+            "ssl.ca.location": str(self.cafile),
+        }
+
+
 @dataclass(frozen=True)
 class KafkaStatus:
     running: bool
@@ -86,8 +142,9 @@ class KafkaStatus:
 class KafkaServer:
     """One local broker, described entirely by `ServicesSettings`."""
 
-    def __init__(self, config: ServicesSettings) -> None:
+    def __init__(self, config: ServicesSettings, security: KafkaSecurity | None = None) -> None:
         self.config = config
+        self.security = security
         self.version = config.kafka_version
         self.home = config.state_dir / "kafka"
         self.data_dir = self.home / "data"
@@ -211,9 +268,52 @@ class KafkaServer:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
         }
+        if self.security is not None:
+            properties.update(self._secure_listener())
         text = "".join(f"{key}={value}\n" for key, value in properties.items())
+        # The broker's own SCRAM password is in it (its JAAS line): readable by us alone.
+        self.properties_file.touch(mode=0o600)
+        os.chmod(self.properties_file, 0o600)
         self.properties_file.write_text(text)
         (self.home / "log4j2.properties").write_text(_LOG4J)
+
+    def _secure_listener(self) -> dict[str, str]:
+        """The properties that turn the client listener into SASL_SSL (the controller's stays
+        PLAINTEXT on loopback: only the broker itself talks to it)."""
+        assert self.security is not None  # noqa: S101 - called only with one
+        port, controller = self.config.kafka_port, self.config.kafka_controller_port
+        broker, password = next(iter(self.security.users.items()))
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        return {
+            "listeners": f"SASL_SSL://{HOST}:{port},CONTROLLER://{HOST}:{controller}",
+            "advertised.listeners": f"SASL_SSL://{HOST}:{port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                f'{login} required username="{broker}" password="{password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self._keystore()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.security.cafile),
+            "ssl.client.auth": "none",  # clients prove who they are with SCRAM
+        }
+
+    def _keystore(self) -> Path:
+        """Kafka's PEM key store: the private key, then the certificate chain, in one file."""
+        assert self.security is not None  # noqa: S101
+        path = self.home / "keystore.pem"
+        path.touch(mode=0o600)
+        os.chmod(path, 0o600)
+        path.write_text(
+            self.security.keyfile.read_text().rstrip()
+            + "\n"
+            + self.security.certfile.read_text().rstrip()
+            + "\n"
+        )
+        return path
 
     def _format_storage(self, java: str) -> None:
         """Format the log directory once, with a cluster id generated on first start."""
@@ -232,19 +332,33 @@ class KafkaServer:
                 cluster_id,
                 "-c",
                 str(self.properties_file),
+                *self._scram_arguments(),
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
-            raise ServiceError(
-                f"formatting Kafka storage in {self.data_dir} failed:\n"
-                f"{result.stdout}{result.stderr}"
-            )
+            output = f"{result.stdout}{result.stderr}"
+            for password in self.security.users.values() if self.security else ():
+                output = output.replace(password, "***")  # the tool may echo its arguments
+            raise ServiceError(f"formatting Kafka storage in {self.data_dir} failed:\n{output}")
+
+    def _scram_arguments(self) -> list[str]:
+        if self.security is None:
+            return []
+        arguments = []
+        for name, password in self.security.users.items():
+            arguments += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+        return arguments
 
     def _answers(self) -> bool:
-        return port_open(HOST, self.config.kafka_port) and broker_answers(self.bootstrap)
+        properties = None
+        if self.security is not None:
+            properties = self.security.client_properties(next(iter(self.security.users)))
+        return port_open(HOST, self.config.kafka_port) and broker_answers(
+            self.bootstrap, properties
+        )
 
 
 def broker_answers(bootstrap: str, properties: dict[str, str] | None = None) -> bool:

@@ -1,22 +1,86 @@
-"""A local Redis server: Debian's `redis-server`, on loopback, with a config written here."""
+"""A local Redis server: Debian's `redis-server`, on loopback, with a config written here.
+
+With a `RedisSecurity` it speaks TLS only (`port 0`, `tls-port`) and knows only the ACL users
+it names: the `default` user is switched off, so nobody gets in without a name and password.
+Debian builds redis-server with TLS (6.0 on); a build without it says so and the start fails
+with its log."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess  # noqa: S404 - installing and running redis-server is this module's job
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from featurestore.config import ServicesSettings
 from featurestore.errors import ServiceError
 from featurestore.services.process import ManagedProcess, ensure_port_free, wait_until
 
-__all__ = ["HOST", "PACKAGE", "RedisServer", "RedisStatus"]
+__all__ = ["HOST", "PACKAGE", "RedisSecurity", "RedisServer", "RedisStatus"]
 
 HOST = "127.0.0.1"
 PACKAGE = "redis-server"
+
+
+@dataclass(frozen=True)
+class RedisSecurity:
+    """TLS with the server's PEM certificate and key (`cafile`: the CA clients verify it with,
+    and that signs the client certificates the server asks for when `client_certificates`),
+    and ACL users (name -> password) with every right; the default user is off."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+    users: Mapping[str, str] = field(repr=False)
+    client_certificates: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ServiceError("RedisSecurity needs at least one ACL user: the default is off")
+        for name, password in self.users.items():
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not password:
+                raise ServiceError(
+                    f"Redis ACL user {name!r}: a name of letters, digits, _ . - and a password"
+                )
+
+    def url(
+        self,
+        port: int,
+        user: str,
+        password: str | None = None,
+        db: int = 0,
+        tls: Mapping[str, str] | None = None,
+    ) -> str:
+        """The rediss:// URL of a client logging in as `user` (with its own password unless
+        `password` says otherwise), verifying the server with `cafile`; `tls` adds or
+        overrides redis-py's `ssl_*` options (a client certificate: ssl_certfile,
+        ssl_keyfile)."""
+        secret = self.users[user] if password is None else password
+        options = {"ssl_ca_certs": str(self.cafile), **(tls or {})}
+        auth = f"{quote(user, safe='')}:{quote(secret, safe='')}@"
+        return f"rediss://{auth}{HOST}:{port}/{db}?{urlencode(options)}"
+
+    def config_lines(self, port: int) -> str:
+        """redis.conf lines: TLS on `port` alone, and the users. Passwords are stored as their
+        SHA-256 (`#<hex>`), so the file holds none."""
+        lines = [
+            "port 0",
+            f"tls-port {port}",
+            f"tls-cert-file {self.certfile}",
+            f"tls-key-file {self.keyfile}",
+            f"tls-ca-cert-file {self.cafile}",
+            f"tls-auth-clients {'yes' if self.client_certificates else 'no'}",
+            "user default off",
+        ]
+        for name, password in self.users.items():
+            digest = hashlib.sha256(password.encode()).hexdigest()
+            lines.append(f"user {name} on #{digest} ~* &* +@all")
+        return "".join(f"{line}\n" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -30,8 +94,9 @@ class RedisStatus:
 
 
 class RedisServer:
-    def __init__(self, config: ServicesSettings) -> None:
+    def __init__(self, config: ServicesSettings, security: RedisSecurity | None = None) -> None:
         self.config = config
+        self.security = security
         self.home = config.state_dir / "redis"
         self.config_file = self.home / "redis.conf"
         self.log_file = config.state_dir / "logs" / "redis.log"
@@ -39,7 +104,10 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.config.redis_port}/0"
+        """The server's URL (with a `RedisSecurity`: rediss:// without a user; a client's
+        own URL is `security.url(port, user)`)."""
+        scheme = "redis" if self.security is None else "rediss"
+        return f"{scheme}://{HOST}:{self.config.redis_port}/0"
 
     def status(self) -> RedisStatus:
         pid = self.process.pid()
@@ -71,6 +139,7 @@ class RedisServer:
             "loglevel notice\n"
             # Keep argv (with this config's path) visible: `down` identifies the process by it.
             "set-proc-title no\n"
+            + ("" if self.security is None else self.security.config_lines(self.config.redis_port))
         )
         proc = self.process.start([binary, str(self.config_file)], self.log_file, cwd=self.home)
         wait_until(self._answers, timeout, "redis-server", self.log_file, proc)
@@ -84,7 +153,18 @@ class RedisServer:
         from featurestore.config import RedisSettings
         from featurestore.redis_client import answers
 
-        return answers(RedisSettings(url=self.url))
+        url = self.url
+        if self.security is not None:
+            user = next(iter(self.security.users))
+            tls: dict[str, str] = {}
+            if self.security.client_certificates:
+                # The server's own certificate and key serve as a client's here.
+                tls = {
+                    "ssl_certfile": str(self.security.certfile),
+                    "ssl_keyfile": str(self.security.keyfile),
+                }
+            url = self.security.url(self.config.redis_port, user, tls=tls)
+        return answers(RedisSettings(url=url))
 
 
 def _redis_server() -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import redis
 
-from featurestore.config import MonitorSettings
+from featurestore.config import MonitorSettings, url_without_password
 from featurestore.drift.compare import ALERT, INSUFFICIENT
 from featurestore.drift.state import alerts_key
 from featurestore.redis_client import redis_errors
@@ -123,7 +123,8 @@ class AlertSink:
                 response.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             self.failures += 1
-            log.warning("alert webhook %s failed: %s", url, exc)
+            # Named without its secrets: a webhook URL often carries a token.
+            log.warning("alert webhook %s failed: %s", url_without_password(url), exc)
 
     def _start(self, command: list[str], body: bytes) -> None:
         try:
