@@ -172,3 +172,16 @@ def test_up_with_postgres_runs_a_registry_server_that_keeps_its_data(
         server.stop()
         subprocess.run([*FSTORE, "services", "down"], env=env, capture_output=True, check=False)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_postgres_under_root_names_a_state_dir_its_user_cannot_reach(tmp_path: Path) -> None:
+    """Under root PostgreSQL runs as an unprivileged user; a state dir below a folder closed to
+    others (pytest's temp root is 0700, as /root is) is refused with what to do instead."""
+    if os.geteuid() != 0:
+        pytest.skip("only root hands PostgreSQL to another user")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    server = PostgresServer(ServicesSettings(state_dir=closed / "state", postgres_port=free_port()))
+    with pytest.raises(ServiceError, match="FSTORE_SERVICES_STATE_DIR") as caught:
+        server.start()
+    assert "cannot reach" in str(caught.value) and server.process.pid() is None
