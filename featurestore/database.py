@@ -23,8 +23,14 @@ gives both. A schema's version is SQLite's `user_version` in its own file, and a
 A write transaction takes its schema's write lock first — SQLite's `BEGIN IMMEDIATE`, a
 PostgreSQL transaction-scoped advisory lock named after the schema — so two writers never both
 read version N and write N + 1: the second waits, then sees the first's work. Readers never
-wait. Every call opens a short-lived connection; errors become `RegistryError`s that name the
-database without its password.
+wait. Every call takes a connection of its own (SQLite: opened for it; PostgreSQL: an idle one
+kept from an earlier call, else a new one); errors become `RegistryError`s that name the database
+without its password.
+
+A new table set: give it a `Schema` of its own (its name keys its version and its write lock),
+its own SQLite file (one schema per file: the version is the file's), and on PostgreSQL the same
+URL as the registries (`registry.url`): tables of every schema live side by side there, so their
+names must not clash. A later change is a new `Migration` appended, never an edited one.
 """
 
 from __future__ import annotations

@@ -168,8 +168,10 @@ class ServingMetrics:
     def host(self) -> CollectorRegistry:
         """What to read for the host: every worker's values merged (multiprocess mode), or
         this process's own."""
-        if multiprocess_dir() is None:
+        folder = multiprocess_dir()
+        if folder is None:
             return self.registry
+        _forget_dead_workers(folder)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return merged
@@ -178,6 +180,30 @@ class ServingMetrics:
         """At a worker's exit: its live gauges leave the host's figures."""
         if multiprocess_dir() is not None:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _forget_dead_workers(folder: Path) -> None:
+    """A worker killed without its shutdown (kill -9, OOM) never said it left: its live gauges
+    (requests in flight, models loaded) would count on. Its counters and histograms stay: what
+    it served was served."""
+    for path in folder.glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), str(folder))  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's: a reused pid, or a worker of another user
+    try:  # a killed worker its supervisor has not reaped yet is a zombie: dead
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal probe is all there is
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class HostMetric:

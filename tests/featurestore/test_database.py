@@ -192,3 +192,19 @@ def test_processes_opening_a_new_database_at_once_create_it_once(
     assert errors == []
     with Database(target(tmp_path, registry_url, "models.db"), MODELS_SCHEMA).connect() as conn:
         assert conn.execute("SELECT COUNT(*) FROM generation").one()[0] == 1
+
+
+def test_fstore_config_shows_the_database_url_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from featurestore import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FSTORE_CONFIG", raising=False)
+    monkeypatch.setenv("FSTORE_REGISTRY_URL", "postgresql://fstore:hunter2@db:5432/fstore")
+    result = CliRunner().invoke(cli.app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    assert result.output.count("postgresql://fstore:***@db:5432/fstore") == 2  # registry, models

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -204,3 +205,33 @@ def test_the_shared_folder_is_emptied_or_made(
     made, made_here = prepare_multiprocess_dir()
     assert made_here and made.is_dir() and os.environ[MULTIPROCESS_ENV] == str(made)
     made.rmdir()
+
+
+# A worker's death is the same on either registry backend: SQLite only.
+@pytest.mark.parametrize("registry_url", [None])
+def test_a_killed_worker_leaves_its_counts_and_drops_its_gauges(
+    two_workers: tuple[str, Path, Settings],
+) -> None:
+    """kill -9 of a worker: uvicorn starts another; what the dead one served still counts, and
+    its live gauges (requests in flight, models loaded) leave the host's figures."""
+    url, shared, _settings = two_workers
+    body = {"entities": {"user_id": USERS[:5]}}
+    requests, deadline = 0, time.monotonic() + 120
+    while len(served_rows_by_worker(shared)) < 2:
+        assert time.monotonic() < deadline, f"one worker took every connection: {requests}"
+        assert httpx.post(f"{url}/v1/predict/fraud", json=body).status_code == 200
+        requests += 1
+    while sum(served_rows_by_worker(shared).values()) != 5 * requests:
+        assert time.monotonic() < deadline, served_rows_by_worker(shared)
+        time.sleep(0.05)
+    victim = min(served_rows_by_worker(shared))
+    assert (shared / f"gauge_livemax_{victim}.db").exists()
+
+    os.kill(victim, signal.SIGKILL)
+    # Every scrape after the kill reports the host as before: the dead worker's rows included,
+    # its live gauge file gone; the replacement worker answers too.
+    for _ in range(10):
+        assert scrape(url)["rows"] == 5.0 * requests
+        assert not (shared / f"gauge_livemax_{victim}.db").exists()
+    answered = httpx.post(f"{url}/v1/predict/fraud", json=body)
+    assert answered.status_code == 200, answered.text
