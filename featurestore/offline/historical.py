@@ -224,9 +224,10 @@ class HistoricalQuery:
         """The view's applied events, each (partition, offset) once, pruned to the rows' dates
         (the files of other dates are never opened)."""
         view = registered.view
-        first, last = self.con.execute(
+        # fetchall: an unfinished result would keep the connection from registering objects.
+        [(first, last)] = self.con.execute(
             f"SELECT min(__t) - {view.max_window_us}, max(__t) FROM labels"
-        ).fetchone() or (None, None)
+        ).fetchall()
         files = self.offline.files(view.name, registered.version)
         if first is not None and last is not None:
             low, high = f"date={_day(first)}", f"date={_day(last)}"
