@@ -32,7 +32,7 @@ pytest: $(STAMP) seaweedfs ## Only the test suite (starts real Kafka, Redis and 
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 seaweedfs: $(STAMP) ## Build the local S3 server once (SeaweedFS from the Go module proxy, cached)
-	$(BIN)/python -m featurestore.services.seaweedfs
+	$(BIN)/fstore services build
 
 test: lint typecheck pytest ## Everything CI runs: lint, types, tests
 

@@ -10,6 +10,7 @@ imports the packages above it.
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -136,6 +137,20 @@ def services_status() -> None:
             name, state, pid, address, version, str(status.data_dir), str(status.log_file)
         )
     console.print(table)
+
+
+@services_app.command("build")
+def services_build() -> None:
+    """Build the local S3 server (SeaweedFS) from the Go module proxy now, once: CI runs it
+    before the tests so that no test waits minutes for it."""
+    server = S3Server(load_settings().services)
+    if server.binary.exists():
+        console.print(f"SeaweedFS {server.version}: {server.binary} (cached)")
+        return
+    began = time.monotonic()
+    with console.status("Building SeaweedFS from the Go module proxy (once, minutes)..."):
+        binary = server.ensure_binary()
+    console.print(f"SeaweedFS {server.version}: built {binary} in {time.monotonic() - began:.0f}s")
 
 
 def _s3_up(config: ServicesSettings) -> None:

@@ -228,8 +228,7 @@ class HistoricalQuery:
         """The view's applied events, each (partition, offset) once, pruned to the rows' dates
         (the files of other dates are never opened)."""
         view = registered.view
-        # fetchall, not fetchone: DuckDB holds an unfinished result until a fetch comes back
-        # empty, and registering the S3 dataset below needs the connection free.
+        # fetchall: an unfinished result would keep the connection from registering objects.
         [(first, last)] = self.con.execute(
             f"SELECT min(__t) - {view.max_window_us}, max(__t) FROM labels"
         ).fetchall()

@@ -121,7 +121,7 @@ def batch_from_log(table: pa.Table, timestamp_field: str) -> EventBatch:
 
 
 class OfflineStore:
-    """The event log of every view version under one root directory."""
+    """The event log of every view version under one root: a local folder or an S3 prefix."""
 
     def __init__(self, config: OfflineSettings) -> None:
         self.storage = LogStorage(config)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -328,13 +327,6 @@ class LogStorage:
         if self.local and Path(directory).exists():
             return list(remove_orphans(Path(directory), pattern))
         return []
-
-    def remove_tree(self, directory: PurePath) -> None:
-        if self.local:
-            shutil.rmtree(directory, ignore_errors=True)
-            return
-        with suppress(FileNotFoundError):
-            self.fs.delete_dir(str(directory))
 
 
 def _text(value: SecretStr | str | None) -> str:

@@ -264,23 +264,3 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(text)
-
-
-def main() -> None:
-    """`python -m featurestore.services.seaweedfs`: build the cached `weed` binary now (CI runs
-    it before the tests, so that no test waits minutes for the build)."""
-    import time
-
-    from featurestore.config import load_settings
-
-    server = S3Server(load_settings().services)
-    if server.binary.exists():
-        print(f"SeaweedFS {server.version}: {server.binary} (cached)")  # noqa: T201
-        return
-    began = time.monotonic()
-    binary = server.ensure_binary()
-    print(f"SeaweedFS {server.version}: built {binary} in {time.monotonic() - began:.0f}s")  # noqa: T201
-
-
-if __name__ == "__main__":
-    main()
