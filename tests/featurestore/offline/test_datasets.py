@@ -231,21 +231,33 @@ def test_racing_creates_on_an_object_store_take_distinct_versions(
     tmp_path: Path, s3: Any, labels: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two creates claim v1 at once (both claims are written before either lists them): both
-    give it up, and each publishes a version of its own, whole."""
+    give it up, and each publishes a version of its own, whole. Two barriers force that order:
+    both list the versions before either claims (so both pick v1), and both have claimed before
+    either lists the claims."""
     store = make_store(tmp_path, s3.settings())
     storage = store.datasets.storage
-    both_claimed = threading.Barrier(2, timeout=30)
-    real_children = type(storage).children
-    first_round: set[int] = set()
+    chose, claimed = threading.Barrier(2, timeout=120), threading.Barrier(2, timeout=120)
+    real_subfolders, real_children = type(storage).subfolders, type(storage).children
+    first_listing: set[int] = set()
+    first_claims: set[int] = set()
+
+    def subfolders(self: Any, directory: PurePath) -> list[PurePath]:
+        found = real_subfolders(self, directory)
+        me = threading.get_ident()
+        if directory.name == "train" and me not in first_listing and len(first_listing) < 2:
+            first_listing.add(me)  # the two creators' first listing (not the test's own, later)
+            chose.wait()
+        return found
 
     def children(self: Any, directory: PurePath) -> list[PurePath]:
         if directory.name == "claims" and directory.parent.name == "v1":
-            ident = threading.get_ident()
-            if ident not in first_round:
-                first_round.add(ident)
-                both_claimed.wait()
+            me = threading.get_ident()
+            if me not in first_claims and len(first_claims) < 2:
+                first_claims.add(me)
+                claimed.wait()
         return real_children(self, directory)
 
+    monkeypatch.setattr(type(storage), "subfolders", subfolders)
     monkeypatch.setattr(type(storage), "children", children)
     made: list[datasets.Dataset] = []
 
@@ -256,9 +268,9 @@ def test_racing_creates_on_an_object_store_take_distinct_versions(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(300)
 
-    assert len(made) == 2
+    assert not any(t.is_alive() for t in threads) and len(made) == 2
     versions = sorted(d.version for d in made)
     assert len(set(versions)) == 2 and 1 not in versions
     assert store.datasets.versions("train") == versions
