@@ -212,8 +212,8 @@ class FeatureStore:
 
         Returns where it is (`.path`), its version and manifest, for training code to record.
         """
-        resolved = self.registry.resolve_refs(_refs(self, features, service))
-        return self.datasets.create(name, entity_rows, resolved, service, timestamp_column)
+        plan = self.registry.plan(_refs(self, features, service))
+        return self.datasets.create(name, entity_rows, plan, service, timestamp_column)
 
     def recreate_dataset(self, ref: str) -> Dataset:
         """Build `name[@version]` again from its manifest, as a new version of the same name.
@@ -222,7 +222,7 @@ class FeatureStore:
         """
         original = self.datasets.get(ref)
         manifest = original.manifest
-        resolved = self.registry.resolve_refs(manifest["features"])
+        resolved = self.registry.plan(manifest["features"])
         entities = original.read_entities()
         return self.datasets.create(
             original.name, entities, resolved, manifest["service"], manifest["timestamp_column"]
