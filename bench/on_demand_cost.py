@@ -28,29 +28,10 @@ import numpy as np
 import orjson
 from _cli import add_common_arguments
 from _report import log
+from serving_on_demand import ON_DEMAND as FEATURES
+from serving_workload import VIEW
 
-from featurestore.on_demand import RequestSource, evaluate, on_demand_feature
-
-TXN = RequestSource(name="txn", schema={"amount": "float64", "channel": "string"})
-
-
-@on_demand_feature(
-    request=[TXN],
-    features=["user_txn@1:amount_sum_24h", "user_txn@1:count_24h"],
-    outputs={"amount_vs_mean_24h": "float64"},
-)
-def amount_vs_mean(inputs):  # type: ignore[no-untyped-def]
-    count = inputs["count_24h"]
-    mean = inputs["amount_sum_24h"] / np.where(count > 0, count, np.nan)
-    return {"amount_vs_mean_24h": inputs["amount"] / np.where(mean > 0, mean, np.nan)}
-
-
-@on_demand_feature(request=[TXN], outputs={"channel_is_web": "bool"})
-def channel(inputs):  # type: ignore[no-untyped-def]
-    return {"channel_is_web": inputs["channel"] == "web"}
-
-
-FEATURES = (amount_vs_mean, channel)
+from featurestore.on_demand import evaluate
 
 
 def request_body(rows: int) -> bytes:
@@ -72,8 +53,8 @@ def per_request_us(rows: int, calls: int, repeat: int) -> dict[str, float]:
     request = orjson.loads(body)["request"]
     rng = np.random.default_rng(2)
     views = {
-        "user_txn@1:amount_sum_24h": rng.uniform(0, 5000, rows),
-        "user_txn@1:count_24h": rng.integers(0, 40, rows).astype(np.float64),
+        f"{VIEW}:amount_sum_24h": rng.uniform(0, 5000, rows),
+        f"{VIEW}:count_24h": rng.integers(0, 40, rows).astype(np.float64),
     }
     matrix = np.full((rows, 14), np.nan)
 
