@@ -195,6 +195,9 @@ class _Collector:
             for item in obj.features:
                 if isinstance(item, FeatureView):
                     self.add(item, inside)
+        elif isinstance(obj, OnDemandFeature):
+            for source in obj.request:
+                self.add(source, inside)
 
     def contents(self) -> RepoContents:
         found = [obj for _, (obj, _) in sorted(self._found.items())]
