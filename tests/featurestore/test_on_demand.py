@@ -313,3 +313,11 @@ def test_errors_online_and_offline(store: FeatureStore) -> None:
     )
     with pytest.raises(RequestError, match="needs request field 'channel'.*entity rows"):
         store.get_historical_features(rows, features=["txn_ratios:is_web"])
+
+
+def test_an_on_demand_feature_cannot_take_a_view_name(tmp_path: Path) -> None:
+    clash = REPO.replace(
+        "@on_demand_feature(request=[txn],", '@on_demand_feature(name="user_txn", request=[txn],'
+    ).replace('"txn_ratios:amount_vs_mean"', '"user_txn:count_1h"')
+    with pytest.raises(DefinitionError, match="'user_txn' has the name of a feature view"):
+        _apply(tmp_path, clash)
