@@ -49,6 +49,7 @@ __all__ = [
     "F64",
     "REQUEST_TYPES",
     "OnDemandFeature",
+    "PreparedFeature",
     "RegisteredOnDemand",
     "RequestSource",
     "compute",
@@ -62,6 +63,7 @@ F64 = npt.NDArray[np.float64]
 REQUEST_TYPES = (ValueType.FLOAT64, ValueType.INT64, ValueType.BOOL, ValueType.STRING)
 OUTPUT_TYPES = (ValueType.FLOAT64, ValueType.INT64, ValueType.BOOL)  # models score numbers
 _NUMPY_TYPES = {ValueType.FLOAT64: np.float64, ValueType.INT64: np.int64, ValueType.BOOL: np.bool_}
+_ALLOWED = {ValueType.FLOAT64: "fiub", ValueType.INT64: "iub", ValueType.BOOL: "b"}
 _MESSAGE_CHARS = 300  # an exception message is cut here in answers
 
 
@@ -238,43 +240,71 @@ def request_column(feature: str, field: str, kind: ValueType, values: Any, rows:
         ) from None
 
 
-def compute(feature: OnDemandFeature, inputs: Mapping[str, Column], rows: int) -> dict[str, F64]:
+@dataclass(frozen=True, eq=False)
+class PreparedFeature:
+    """An on-demand feature ready to run: its compiled function and its inputs and outputs as
+    tuples. Serving prepares each once, when it loads a model; a read prepares its own."""
+
+    feature: OnDemandFeature
+    function: Callable[[dict[str, Column]], Any]
+    fields: tuple[tuple[str, ValueType], ...]  # request field, type
+    features: tuple[tuple[str, str], ...]  # view ref, input name
+    outputs: tuple[tuple[str, ValueType], ...]
+    output_names: frozenset[str]
+
+    @classmethod
+    def of(cls, feature: OnDemandFeature) -> PreparedFeature:
+        outputs = tuple(feature.outputs.items())
+        return cls(
+            feature,
+            feature.function,
+            tuple(feature.request_fields().items()),
+            tuple((ref, ref.rsplit(":", 1)[-1]) for ref in feature.features),
+            outputs,
+            frozenset(name for name, _ in outputs),
+        )
+
+
+def compute(
+    feature: OnDemandFeature | PreparedFeature, inputs: Mapping[str, Column], rows: int
+) -> dict[str, F64]:
     """Run the function on `inputs` (every name of `input_names()`) and check what it returns:
     one array of `rows` values per declared output, of its type. Outputs come back as float64
     (NaN: missing, allowed in float64 outputs only), as every feature value is read.
 
     Raises `OnDemandError` naming the feature and the problem, never a wrong value.
     """
+    ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
+    name = ready.feature.name
     given = {}
-    for name in feature.input_names():
-        column = np.asarray(inputs[name]).view()
+    for key, value in inputs.items():
+        column = np.asarray(value).view()
         column.flags.writeable = False  # a function that writes its inputs fails loudly
-        given[name] = column
+        given[key] = column
     try:
-        result = feature.function(given)
+        result = ready.function(given)
     except Exception as exc:
         message = str(exc)[:_MESSAGE_CHARS]
         raise OnDemandError(
-            f"on-demand feature {feature.name!r} failed: {type(exc).__name__}: {message}"
+            f"on-demand feature {name!r} failed: {type(exc).__name__}: {message}"
         ) from exc
     if not isinstance(result, Mapping):
         raise OnDemandError(
-            f"on-demand feature {feature.name!r} returned {type(result).__name__}; it must "
-            f"return a dict of output name -> array ({list(feature.outputs)})"
+            f"on-demand feature {name!r} returned {type(result).__name__}; it must "
+            f"return a dict of output name -> array ({sorted(ready.output_names)})"
         )
-    if set(result) != set(feature.outputs):
+    if result.keys() != ready.output_names:
         raise OnDemandError(
-            f"on-demand feature {feature.name!r} returned outputs {sorted(map(str, result))}; "
-            f"it declares {sorted(feature.outputs)}"
+            f"on-demand feature {name!r} returned outputs {sorted(map(str, result))}; "
+            f"it declares {sorted(ready.output_names)}"
         )
     return {
-        output: _checked(feature.name, output, kind, result[output], rows)
-        for output, kind in feature.outputs.items()
+        output: _checked(name, output, kind, result[output], rows) for output, kind in ready.outputs
     }
 
 
 def evaluate(
-    feature: OnDemandFeature,
+    feature: OnDemandFeature | PreparedFeature,
     request: Mapping[str, Any],
     view_values: Mapping[str, F64],
     rows: int,
@@ -282,33 +312,42 @@ def evaluate(
     """`compute` with its inputs gathered: request fields by name (lists or arrays, one value
     per row) and view features by the feature's (pinned) refs, float64 with NaN for missing.
     A request lacking a field the feature needs is a `RequestError` naming the field."""
+    ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
     inputs: dict[str, Column] = {}
-    for field, kind in feature.request_fields().items():
+    for field, kind in ready.fields:
         if field not in request:
             raise RequestError(
-                f"on-demand feature {feature.name!r} needs request field {field!r} ({kind}); "
-                f"send it in the request (offline: a column of the entity rows); given: "
-                f"{sorted(request)}"
+                f"on-demand feature {ready.feature.name!r} needs request field {field!r} "
+                f"({kind}); send it in the request (offline: a column of the entity rows); "
+                f"given: {sorted(request)}"
             )
-        inputs[field] = request_column(feature.name, field, kind, request[field], rows)
-    for ref in feature.features:
-        inputs[ref.rsplit(":", 1)[-1]] = view_values[ref]
-    return compute(feature, inputs, rows)
+        inputs[field] = request_column(ready.feature.name, field, kind, request[field], rows)
+    for ref, name in ready.features:
+        inputs[name] = view_values[ref]
+    return compute(ready, inputs, rows)
 
 
 def _checked(feature: str, output: str, kind: ValueType, value: Any, rows: int) -> F64:
-    where = f"on-demand feature {feature!r}, output {output!r}"
-    array = np.asarray(value)
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
     if array.shape != (rows,):
         raise OnDemandError(
-            f"{where}: returned shape {array.shape} for {rows} rows; return one value per row"
+            f"on-demand feature {feature!r}, output {output!r}: returned shape {array.shape} "
+            f"for {rows} rows; return one value per row"
         )
-    allowed = {ValueType.FLOAT64: "fiub", ValueType.INT64: "iub", ValueType.BOOL: "b"}[kind]
+    allowed = _ALLOWED[kind]
     if array.dtype.kind not in allowed:
-        raise OnDemandError(f"{where}: returned dtype {array.dtype}; it is declared {kind}")
-    out = array.astype(np.float64)
-    if kind is ValueType.FLOAT64 and np.isinf(out).any():
-        raise OnDemandError(f"{where}: returned an infinite value; return NaN for missing")
+        raise OnDemandError(
+            f"on-demand feature {feature!r}, output {output!r}: returned dtype {array.dtype}; "
+            f"it is declared {kind}"
+        )
+    out: F64 = array if array.dtype == np.float64 else array.astype(np.float64)
+    if kind is ValueType.FLOAT64 and (
+        any(map(math.isinf, out.tolist())) if rows <= 16 else bool(np.isinf(out).any())
+    ):
+        raise OnDemandError(
+            f"on-demand feature {feature!r}, output {output!r}: returned an infinite value; "
+            "return NaN for missing"
+        )
     return out
 
 

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureStoreError
 from featurestore.models.registry import PRODUCTION, SHADOW, ModelRegistry, ModelVersion, Rollout
-from featurestore.on_demand import OnDemandFeature
+from featurestore.on_demand import PreparedFeature
 from featurestore.registry import Registry
 from featurestore.tiles import TileLayout
 from serving.errors import NotFound, Unavailable
@@ -61,7 +61,7 @@ class FeatureRead:
 class OnDemandStep:
     """One on-demand feature a model version computes per request, and where its outputs go."""
 
-    feature: OnDemandFeature
+    feature: PreparedFeature  # compiled once, at load
     inputs: tuple[tuple[str, tuple[str, int], int], ...]  # (pinned ref, view key, position)
     outputs: tuple[tuple[int, str], ...]  # (model column, output name)
 
@@ -223,7 +223,7 @@ class ModelCache:
                 for column, asked in enumerate(plan.asked)
                 if asked.key.rsplit(":", 1)[0] == key
             )
-            steps.append(OnDemandStep(on_demand.feature, tuple(refs), outputs))
+            steps.append(OnDemandStep(PreparedFeature.of(on_demand.feature), tuple(refs), outputs))
         reads = tuple(
             _feature_read(views[key].view, key[1], columns, key in inputs)
             for key, columns in grouped.items()
