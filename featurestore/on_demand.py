@@ -195,6 +195,18 @@ class RegisteredOnDemand:
 
 
 def request_column(feature: str, field: str, kind: ValueType, values: Any, rows: int) -> Column:
+    """One request field's values as a read-only array: `_request_column`'s conversion.
+
+    >>> request_column("f", "amount", ValueType.FLOAT64, [1, None], 2)
+    array([ 1., nan])
+    """
+    column = _request_column(feature, field, kind, values, rows)
+    if column.flags.owndata:
+        column.flags.writeable = False  # shared by the functions of one request
+    return column
+
+
+def _request_column(feature: str, field: str, kind: ValueType, values: Any, rows: int) -> Column:
     """One request field's values (a list from a request, an array from entity rows) as the
     array the function receives; the same conversion online and offline.
 
@@ -278,8 +290,10 @@ def compute(
     name = ready.feature.name
     given = {}
     for key, value in inputs.items():
-        column = np.asarray(value).view()
-        column.flags.writeable = False  # a function that writes its inputs fails loudly
+        column = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if column.flags.writeable:
+            column = column.view()
+            column.flags.writeable = False  # a function that writes its inputs fails loudly
         given[key] = column
     try:
         result = ready.function(given)
@@ -288,7 +302,7 @@ def compute(
         raise OnDemandError(
             f"on-demand feature {name!r} failed: {type(exc).__name__}: {message}"
         ) from exc
-    if not isinstance(result, Mapping):
+    if type(result) is not dict and not isinstance(result, Mapping):
         raise OnDemandError(
             f"on-demand feature {name!r} returned {type(result).__name__}; it must "
             f"return a dict of output name -> array ({sorted(ready.output_names)})"
@@ -308,13 +322,19 @@ def evaluate(
     request: Mapping[str, Any],
     view_values: Mapping[str, F64],
     rows: int,
+    converted: dict[tuple[str, ValueType], Column] | None = None,
 ) -> dict[str, F64]:
     """`compute` with its inputs gathered: request fields by name (lists or arrays, one value
     per row) and view features by the feature's (pinned) refs, float64 with NaN for missing.
-    A request lacking a field the feature needs is a `RequestError` naming the field."""
+    A request lacking a field the feature needs is a `RequestError` naming the field.
+    `converted` keeps the request fields converted for one feature, for the next of the same
+    request (the arrays are read-only to the functions)."""
     ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
     inputs: dict[str, Column] = {}
     for field, kind in ready.fields:
+        if converted is not None and (field, kind) in converted:
+            inputs[field] = converted[(field, kind)]
+            continue
         if field not in request:
             raise RequestError(
                 f"on-demand feature {ready.feature.name!r} needs request field {field!r} "
@@ -322,6 +342,8 @@ def evaluate(
                 f"given: {sorted(request)}"
             )
         inputs[field] = request_column(ready.feature.name, field, kind, request[field], rows)
+        if converted is not None:
+            converted[(field, kind)] = inputs[field]
     for ref, name in ready.features:
         inputs[name] = view_values[ref]
     return compute(ready, inputs, rows)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from featurestore.definitions import ValueType
 from featurestore.keys import entity_keys
 from featurestore.on_demand import evaluate
 from featurestore.online import OnlineStore, ViewRead, ViewValues, read_views, read_views_async
@@ -232,8 +233,9 @@ class _FeatureReads:
                     block, nothing = block[position[group.rows]], nothing[position[group.rows]]
                 matrix[:, read.targets] = block[:, read.sources]
                 empty = nothing if empty is None else empty & nothing
+            converted: dict[tuple[str, ValueType], npt.NDArray[Any]] = {}
             for step in version.on_demand:
-                outputs = self._on_demand(step, group, results)
+                outputs = self._on_demand(step, group, results, converted)
                 for target, output in step.outputs:
                     matrix[:, target] = outputs[output]
                     nothing = np.isnan(outputs[output])
@@ -248,7 +250,11 @@ class _FeatureReads:
             group.empty = np.ones(len(group.rows), dtype=bool) if empty is None else empty
 
     def _on_demand(
-        self, step: OnDemandStep, group: Group, results: dict[tuple[str, int], ViewValues]
+        self,
+        step: OnDemandStep,
+        group: Group,
+        results: dict[tuple[str, int], ViewValues],
+        converted: dict[tuple[str, ValueType], npt.NDArray[Any]],
     ) -> dict[str, F64]:
         """An on-demand feature's outputs for the group's rows: its function over the request
         fields and the view values read (featurestore/on_demand.py, as training computed it)."""
@@ -261,7 +267,7 @@ class _FeatureReads:
             column = results[key].values[:, position]
             where = self.positions[key]
             view_values[ref] = column if where is None else column[where[group.rows]]
-        return evaluate(step.feature, request, view_values, len(group.rows))
+        return evaluate(step.feature, request, view_values, len(group.rows), converted)
 
 
 def missing_names(group: Group) -> list[list[str]]:
