@@ -10,7 +10,8 @@ two features — `amount_vs_mean_24h` (a float request field over two view featu
 `channel_is_web` (a string request field) — for one row and for a batch of `--batch` rows, the
 best of `--repeat` timings of `--calls` requests each, beside the same run's plain Python
 request parse, so the figures can be read against the server CPU per saturated predict request
-(`server_cpu_ms_per_request` of bench/serving.py; 0.43 ms in the API-keys run of BENCHMARKS.md).
+(`server_cpu_ms_per_request` of bench/serving.py: 0.224 ms for the plain model in the
+`--on-demand` run of BENCHMARKS.md).
 
     python bench/on_demand_cost.py            # ~10 s
     python bench/on_demand_cost.py --quick
@@ -31,7 +32,7 @@ from _report import log
 from serving_on_demand import ON_DEMAND as FEATURES
 from serving_workload import VIEW
 
-from featurestore.on_demand import evaluate
+from featurestore.on_demand import PreparedFeature, evaluate
 
 
 def request_body(rows: int) -> bytes:
@@ -58,9 +59,12 @@ def per_request_us(rows: int, calls: int, repeat: int) -> dict[str, float]:
     }
     matrix = np.full((rows, 14), np.nan)
 
+    prepared = [PreparedFeature.of(feature) for feature in FEATURES]  # as a model load does
+
     def added() -> None:
-        for column, feature in enumerate(FEATURES):
-            for values in evaluate(feature, request, views, rows).values():
+        converted: dict[Any, Any] = {}  # one request's fields, converted once (scoring.py)
+        for column, feature in enumerate(prepared):
+            for values in evaluate(feature, request, views, rows, converted).values():
                 matrix[:, 12 + column] = values
 
     def parse() -> None:
@@ -95,7 +99,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--server-cpu-ms",
         type=float,
-        default=0.431,
+        default=0.224,
         help="server CPU per saturated single-entity predict (bench/serving.py) to compare with",
     )
     add_common_arguments(parser, files=False)
