@@ -18,6 +18,11 @@ side, each in a process of its own with one uvicorn worker:
    ships (recycling every 1,000 requests, Feast's default) takes the single-entity saturated
    point too (off with --no-feast-shipped).
 
+With `--on-demand`, ours also serves a second model (ours_od, same server, same trees) that
+reads the 12 features and two request-time features computed from fields of each request
+(bench/serving_on_demand.py): the cost of on-demand features is `rps_od_vs_plain_saturated`,
+the two models taking turns at each point (goal: at least 0.9, i.e. at most 10%).
+
 With `--keys`, a second `fstore serve` (ours_keyed) runs on a copy of the registry holding one
 API key (scope `predict:<model>`), and every request to it carries that key: the cost of keys
 is `rps_keyed_vs_open_saturated`, the two taking turns at each point like the others (goal:
@@ -76,6 +81,13 @@ from feast_serving import (
     start_feast,
     write_values,
 )
+from serving_on_demand import (
+    ON_DEMAND_MODEL,
+    on_demand_columns,
+    on_demand_differ,
+    register_on_demand,
+    request_fields,
+)
 from serving_workload import (
     VIEW,
     compare_scores,
@@ -105,6 +117,7 @@ GOALS = {
     "rps_vs_floor_saturated": 0.7,
     "rps_vs_feast_saturated": 6.0,
     "rps_keyed_vs_open_saturated": 0.95,
+    "rps_od_vs_plain_saturated": 0.9,
 }
 PREFIXES = {
     "ours": "",
@@ -112,6 +125,7 @@ PREFIXES = {
     "floor": "floor_",
     "feast": "feast_",
     "feast_shipped": "feast_shipped_",
+    "ours_od": "od_",
 }
 # `feast serve` recycles its worker every 1,000 requests (+ up to 50) unless told otherwise.
 FEAST_DEFAULT_MAX_REQUESTS = 1000
@@ -128,10 +142,14 @@ class Target:
     feature_names: tuple[str, ...] = ()
     saturated_single_only: bool = False  # measured at the single-entity saturated point only
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request (an API key)
+    request: bool = False  # send the on-demand features' request fields
 
     def body(self, users: list[str]) -> bytes:
         if self.feast_view is not None:
             return feast_body(self.feast_view, list(self.feature_names), users)
+        if self.request:
+            body = {"entities": {"user_id": users}, "request": request_fields(len(users))}
+            return json.dumps(body).encode()
         return json.dumps({"entities": {"user_id": users}}).encode()
 
 
@@ -209,8 +227,35 @@ def measure(
         settings.models, MODEL, booster, names, {"auc": metrics["auc"]}
     )
     log(f"model: {result['model']}, registered as {MODEL}@{result['model_version']}")
+    if args.on_demand:
+        specs = register_on_demand(settings)
+        fields = request_fields(len(matrix))
+        wide = np.hstack([matrix, on_demand_columns(names, matrix, fields)])
+        od_booster, od_metrics = train_model(
+            wide, names + [name for _, name in specs], args.trees, args.train_rows, args.seed
+        )
+        result["on_demand_model"] = {"trees": od_booster.num_trees(), **od_metrics}
+        register_model(
+            settings.models, ON_DEMAND_MODEL, od_booster, names, {"auc": od_metrics["auc"]}, specs
+        )
+        log(f"on-demand model: {result['on_demand_model']}, registered as {ON_DEMAND_MODEL}")
 
     targets = start_servers(settings, work, children, floor_prefix, len(names))
+    if args.on_demand:
+        ours = targets[0]
+        url = ours.url.replace(f"/v1/predict/{MODEL}", f"/v1/predict/{ON_DEMAND_MODEL}")
+        od_target = Target("ours_od", ours.child, url, request=True)
+        wait_ready(od_target, users[0])
+        targets.insert(1, od_target)
+        checked_od = [users[i] for i in sample]
+        for _attempt in range(3):  # again when a window edge passed between read and request
+            _, now_matrix, _ = feature_matrix(settings, checked_od)
+            fields = request_fields(len(checked_od))
+            expected = on_demand_columns(names, now_matrix, fields)
+            result["on_demand_differ"] = on_demand_differ(url, checked_od, expected)
+            if result["on_demand_differ"] == 0:
+                break
+        log(f"check: on-demand outputs differ {result['on_demand_differ']}")
     if args.keys:
         targets.insert(1, start_keyed(settings, work, children))
     if args.feast:
@@ -465,6 +510,10 @@ def figures(
         out["rps_saturated"], out.get("feast_shipped_rps_saturated")
     )
     out["rps_keyed_vs_open_saturated"] = ratio(out["keyed_rps_saturated"], out["rps_saturated"])
+    out["rps_od_vs_plain_saturated"] = ratio(out["od_rps_saturated"], out["rps_saturated"])
+    out[f"{batch}rps_od_vs_plain_saturated"] = ratio(
+        out[f"od_{batch}rps_saturated"], out[f"{batch}rps_saturated"]
+    )
     out[f"{batch}rps_keyed_vs_open_saturated"] = ratio(
         out[f"keyed_{batch}rps_saturated"], out[f"{batch}rps_saturated"]
     )
@@ -516,6 +565,10 @@ def goals_met(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, boo
     goals["rps_keyed_vs_open_saturated"] = check(
         "rps_keyed_vs_open_saturated", GOALS["rps_keyed_vs_open_saturated"], True
     )
+    if args.on_demand:
+        goals["rps_od_vs_plain_saturated"] = check(
+            "rps_od_vs_plain_saturated", GOALS["rps_od_vs_plain_saturated"], True
+        )
     return goals
 
 
@@ -525,7 +578,7 @@ def goals_met(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, boo
 def print_summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
     goals = result["goals_met"]
     batch = f"batch{args.batch}_"
-    names = ("ours", "ours + API key", "floor", "Feast", "Feast as shipped")
+    names = ("ours", "ours + API key", "floor", "Feast", "Feast as shipped", "ours + 2 on-demand")
     print(f"{'req/s, p50|p99 ms':<22} " + " ".join(f"{name:>22}" for name in names))
     tails = [f"{rate:g}rps" for rate in args.rates] + ["saturated"]
     for shape, head in (("single", ""), (f"batch of {args.batch}", batch)):
@@ -577,6 +630,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--check-users", type=int, default=200, help="users the checks compare")
     parser.add_argument(
         "--keys", action="store_true", help="also ours with an API key on every request"
+    )
+    parser.add_argument(
+        "--on-demand",
+        action="store_true",
+        help="also a model with two request-time features, on the same server",
     )
     parser.add_argument("--feast", dest="feast", action="store_true", default=None)
     parser.add_argument("--no-feast", dest="feast", action="store_false", help="skip Feast")

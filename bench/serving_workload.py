@@ -209,14 +209,15 @@ def register_model(
     booster: lgb.Booster,
     names: list[str],
     metrics: dict[str, float],
+    extra: list[tuple[str, str]] | None = None,
 ) -> int:
-    """Register the model with its 12 pinned feature refs and promote it to production."""
+    """Register the model with its 12 pinned feature refs (and the (ref, name) of any `extra`
+    features after them) and promote it to production."""
     registry = ModelRegistry(config)
     text = booster.model_to_string()
-    signature = Signature(
-        features=tuple(FeatureSpec(ref=f"{VIEW}@1:{n}", name=f"{VIEW}__{n}") for n in names),
-        entity_keys=("user_id",),
-    )
+    specs = [FeatureSpec(ref=f"{VIEW}@1:{n}", name=f"{VIEW}__{n}") for n in names]
+    specs += [FeatureSpec(ref=ref, name=name) for ref, name in extra or []]
+    signature = Signature(features=tuple(specs), entity_keys=("user_id",))
     registered = registry.register(
         name,
         text,

@@ -22,6 +22,7 @@ from featurestore.errors import (
     RequestError,
     ServiceError,
 )
+from featurestore.on_demand import OnDemandFeature, RequestSource, on_demand_feature
 from featurestore.registry import RegisteredView, Registry
 from featurestore.repo import load_repo
 from featurestore.store import FeatureStore, OnlineResponse
@@ -41,15 +42,18 @@ __all__ = [
     "FeatureStoreError",
     "FeatureView",
     "KafkaSource",
+    "OnDemandFeature",
     "OnlineResponse",
     "OnlineStoreError",
     "RegisteredView",
     "Registry",
     "RegistryError",
     "RequestError",
+    "RequestSource",
     "ServiceError",
     "Settings",
     "__version__",
     "load_repo",
     "load_settings",
+    "on_demand_feature",
 ]

@@ -11,6 +11,7 @@ __all__ = [
     "FeatureStoreError",
     "InitError",
     "OfflineStoreError",
+    "OnDemandError",
     "OnlineStoreError",
     "RedisUnavailable",
     "RegistryError",
@@ -69,3 +70,9 @@ class OfflineStoreError(FeatureStoreError):
 
 class InitError(FeatureStoreError):
     """`fstore init` cannot write a new repo: the folder holds files, or no such template."""
+
+
+class OnDemandError(FeatureStoreError):
+    """A request-time feature's function failed or returned a wrong value (it raised, or its
+    output has the wrong length or type). The message names the feature and the error; the
+    API answers 500 without a traceback."""

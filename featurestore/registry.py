@@ -39,6 +39,7 @@ from featurestore.definitions import (
     KafkaSource,
 )
 from featurestore.errors import DefinitionError, RegistryError
+from featurestore.on_demand import OnDemandFeature, RegisteredOnDemand
 from featurestore.repo import RepoContents, kind_of, parse_ref
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "ApplyResult",
     "AuditRow",
     "Change",
+    "FeaturePlan",
+    "PlannedRef",
     "RegisteredView",
     "Registry",
     "SCHEMA",
@@ -54,7 +57,7 @@ __all__ = [
 ]
 
 DB_FILE_NAME = "registry.db"
-SCHEMA_VERSION = 2  # 2: the audit table (a v1 file gains it on open)
+SCHEMA_VERSION = 3  # 2: the audit table (a v1 file gains it on open); 3: on-demand features
 _Model = TypeVar("_Model", bound=BaseModel)
 _Unversioned = Entity | KafkaSource | FeatureService
 
@@ -93,6 +96,15 @@ _AUDIT = """CREATE TABLE IF NOT EXISTS registry_audit (
     version INTEGER,
     detail TEXT NOT NULL
 )"""
+# Version 3: request-time features, versioned like views (a changed function is a new version).
+_ON_DEMAND = """CREATE TABLE IF NOT EXISTS on_demand_features (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+)"""
 # The same DDL reads the same on both backends, but for the triggers.
 SCHEMA = Schema(
     "registry",
@@ -102,6 +114,7 @@ SCHEMA = Schema(
             sqlite=[_AUDIT, *append_only_sqlite("registry_audit")],
             postgresql=[_AUDIT, *append_only_postgresql("registry_audit")],
         ),
+        Migration(sqlite=[_ON_DEMAND], postgresql=[_ON_DEMAND]),
     ],
 )
 assert SCHEMA.version == SCHEMA_VERSION  # noqa: S101 - a new migration bumps both
@@ -214,6 +227,9 @@ class Registry:
             changes.extend(self._put(conn, obj, now) for obj in contents.entities.values())
             changes.extend(self._put(conn, obj, now) for obj in contents.sources.values())
             changes.extend(self._put_view(conn, view, now) for view in contents.views.values())
+            changes.extend(
+                self._put_on_demand(conn, feature, now) for feature in contents.on_demand.values()
+            )
             for service in contents.services.values():
                 # Stored with refs only: a service follows its views' latest versions.
                 stored = FeatureService(
@@ -222,7 +238,7 @@ class Registry:
                     description=service.description,
                 )
                 try:
-                    self._resolve(conn, stored.refs())
+                    self._plan(conn, stored.refs())
                 except (RegistryError, DefinitionError) as exc:
                     raise DefinitionError(f"feature service {service.name!r}: {exc}") from None
                 changes.append(self._put(conn, stored, now))
@@ -295,6 +311,114 @@ class Registry:
         """`view:feature` or `view@version:feature` -> (registered view, feature name), in order."""
         with self._connect() as conn:
             return self._resolve(conn, refs)
+
+    def get_on_demand(self, name: str, version: int | None = None) -> RegisteredOnDemand:
+        """The latest version of an on-demand feature, or the given one."""
+        with self._connect() as conn:
+            found = self._get_on_demand(conn, name, version)
+        if found is None:
+            raise RegistryError(f"unknown on-demand feature {name!r}")
+        return found
+
+    def plan(self, refs: Iterable[str]) -> FeaturePlan:
+        """Refs to view features and to on-demand outputs: what to read and what to compute."""
+        with self._connect() as conn:
+            return self._plan(conn, refs)
+
+    def _plan(self, conn: Connection, refs: Iterable[str]) -> FeaturePlan:
+        asked: list[PlannedRef] = []
+        views: dict[str, tuple[RegisteredView, str]] = {}
+        on_demand: dict[str, RegisteredOnDemand] = {}
+        for text in refs:
+            ref = parse_ref(text)
+            found = self._get_on_demand(conn, ref.view, ref.version)
+            if found is None:
+                [(registered, feature)] = self._resolve(conn, [text])
+                canonical = f"{registered.name}@{registered.version}:{feature}"
+                views.setdefault(canonical, (registered, feature))
+                asked.append(PlannedRef(text, canonical, feature, None))
+                continue
+            if ref.feature not in found.feature.outputs:
+                raise RegistryError(
+                    f"{text!r}: on-demand feature {found.name!r} version {found.version} has no "
+                    f"output {ref.feature!r} (it has: {', '.join(found.feature.outputs)})"
+                )
+            key = f"{found.name}@{found.version}"
+            if key not in on_demand:
+                on_demand[key] = found
+                for pinned, resolved in zip(
+                    found.feature.features,
+                    self._resolve(conn, found.feature.features),
+                    strict=True,
+                ):
+                    views.setdefault(pinned, resolved)
+            asked.append(PlannedRef(text, f"{key}:{ref.feature}", ref.feature, found))
+        return FeaturePlan(asked, views, on_demand)
+
+    def _get_on_demand(
+        self, conn: Connection, name: str, version: int | None
+    ) -> RegisteredOnDemand | None:
+        """None when no on-demand feature has this name (it may be a view)."""
+        rows = conn.execute(
+            "SELECT name, version, fingerprint, definition, created_at FROM on_demand_features "
+            "WHERE name = ? ORDER BY version DESC",
+            (name,),
+        ).fetchall()
+        if not rows:
+            return None
+        for row in rows:
+            if version is None or row["version"] == version:
+                return RegisteredOnDemand(
+                    _load(OnDemandFeature, row["definition"]),
+                    row["version"],
+                    row["fingerprint"],
+                    datetime.fromisoformat(row["created_at"]).astimezone(UTC),
+                )
+        versions = ", ".join(str(row["version"]) for row in reversed(rows))
+        raise RegistryError(
+            f"on-demand feature {name!r} has no version {version} (versions: {versions})"
+        )
+
+    def _put_on_demand(self, conn: Connection, feature: OnDemandFeature, now: str) -> Change:
+        """A new version when the fingerprint changes. Its view refs are stored pinned to the
+        versions they resolve to now, so a new version of an input view is a new version here
+        too, and a model pinned to this version reads what it was trained on."""
+        kind = "on-demand feature"
+        clash = conn.execute(
+            "SELECT 1 FROM feature_views WHERE name = ? LIMIT 1", (feature.name,)
+        ).fetchone()
+        if clash is not None:
+            raise DefinitionError(
+                f"{kind} {feature.name!r}: a feature view has this name; rename one of them"
+            )
+        try:
+            resolved = self._resolve(conn, feature.features)
+        except (RegistryError, DefinitionError) as exc:
+            raise DefinitionError(f"{kind} {feature.name!r}: {exc}") from None
+        pinned = [f"{r.name}@{r.version}:{name}" for r, name in resolved]
+        stored = feature.model_copy(update={"features": pinned})
+        fingerprint, definition = stored.fingerprint(), _dump(stored)
+        latest = conn.execute(
+            "SELECT version, fingerprint, definition FROM on_demand_features "
+            "WHERE name = ? ORDER BY version DESC LIMIT 1",
+            (feature.name,),
+        ).fetchone()
+        if latest is not None and latest["fingerprint"] == fingerprint:
+            if latest["definition"] == definition:
+                return Change(kind, feature.name, Status.UNCHANGED, latest["version"], fingerprint)
+            conn.execute(
+                "UPDATE on_demand_features SET definition = ? WHERE name = ? AND version = ?",
+                (definition, feature.name, latest["version"]),
+            )
+            return Change(kind, feature.name, Status.METADATA, latest["version"], fingerprint)
+        version = 1 if latest is None else latest["version"] + 1
+        conn.execute(
+            "INSERT INTO on_demand_features (name, version, fingerprint, definition, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (feature.name, version, fingerprint, definition, now),
+        )
+        status = Status.CREATED if latest is None else Status.UPDATED
+        return Change(kind, feature.name, status, version, fingerprint)
 
     def _resolve(self, conn: Connection, refs: Iterable[str]) -> list[tuple[RegisteredView, str]]:
         views: dict[tuple[str, int | None], RegisteredView] = {}
@@ -383,6 +507,30 @@ class Registry:
 
     def _transaction(self) -> AbstractContextManager[Connection]:
         return self.db.transaction()
+
+
+@dataclass(frozen=True)
+class PlannedRef:
+    """One asked ref: a view feature (`on_demand` None) or an on-demand output."""
+
+    ref: str  # as asked
+    key: str  # `view@version:feature` or `on_demand@version:output`
+    feature: str  # the feature or output name
+    on_demand: RegisteredOnDemand | None
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """What a read of some refs does: the view features to read (those asked, then the inputs
+    of the on-demand features asked, each once) and the on-demand features to compute."""
+
+    asked: list[PlannedRef]
+    views: dict[str, tuple[RegisteredView, str]]  # `view@version:feature` -> resolved
+    on_demand: dict[str, RegisteredOnDemand]  # `name@version` -> registered
+
+    @property
+    def has_on_demand(self) -> bool:
+        return bool(self.on_demand)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from featurestore.definitions import Entity, FeatureService, FeatureView, KafkaSource
 from featurestore.errors import DefinitionError
+from featurestore.on_demand import OnDemandFeature, RequestSource
 
 __all__ = [
     "Definition",
@@ -35,13 +36,15 @@ __all__ = [
     "parse_ref",
 ]
 
-Definition = Entity | KafkaSource | FeatureView | FeatureService
+Definition = Entity | KafkaSource | FeatureView | FeatureService | OnDemandFeature | RequestSource
 
 _KINDS: dict[str, str] = {
     "Entity": "entity",
     "KafkaSource": "source",
     "FeatureView": "feature view",
     "FeatureService": "feature service",
+    "OnDemandFeature": "on-demand feature",
+    "RequestSource": "request source",
     "Aggregation": "aggregation",
 }
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -95,6 +98,7 @@ class RepoContents:
     sources: dict[str, KafkaSource] = field(default_factory=dict)
     views: dict[str, FeatureView] = field(default_factory=dict)
     services: dict[str, FeatureService] = field(default_factory=dict)
+    on_demand: dict[str, OnDemandFeature] = field(default_factory=dict)
 
     def check_refs(self) -> None:
         """Fail on a service feature the repo does not define, before anything is registered.
@@ -102,22 +106,38 @@ class RepoContents:
         Pinned refs (`view@2:feature`) name a registered version, so only their view is checked
         here; the registry checks the rest when it applies the repo.
         """
-        for service in self.services.values():
-            for text in service.refs():
+        for name in sorted(set(self.on_demand) & set(self.views)):
+            raise DefinitionError(
+                f"on-demand feature {name!r} has the name of a feature view; rename one of them"
+            )
+        owners: list[tuple[str, list[str]]] = [
+            (f"on-demand feature {f.name!r}", f.features) for f in self.on_demand.values()
+        ]
+        owners += [(f"feature service {s.name!r}", s.refs()) for s in self.services.values()]
+        for owner, refs in owners:
+            for text in refs:
                 try:
                     ref = parse_ref(text)
                 except DefinitionError as exc:
-                    raise DefinitionError(f"feature service {service.name!r}: {exc}") from None
+                    raise DefinitionError(f"{owner}: {exc}") from None
+                on_demand = self.on_demand.get(ref.view)
+                if on_demand is not None and owner.startswith("feature service"):
+                    if ref.version is None and ref.feature not in on_demand.outputs:
+                        raise DefinitionError(
+                            f"{owner}: on-demand feature {on_demand.name!r} has no output "
+                            f"{ref.feature!r} (it has: {', '.join(on_demand.outputs)})"
+                        )
+                    continue
                 view = self.views.get(ref.view)
                 if view is None:
                     known = ", ".join(sorted(self.views)) or "none"
                     raise DefinitionError(
-                        f"feature service {service.name!r}: {text!r} names an unknown feature "
+                        f"{owner}: {text!r} names an unknown feature "
                         f"view {ref.view!r} (the repo defines: {known})"
                     )
                 if ref.version is None and ref.feature not in view.feature_names():
                     raise DefinitionError(
-                        f"feature service {service.name!r}: feature view {view.name!r} has no "
+                        f"{owner}: feature view {view.name!r} has no "
                         f"feature {ref.feature!r} (it has: {', '.join(view.feature_names())})"
                     )
 
@@ -175,6 +195,9 @@ class _Collector:
             for item in obj.features:
                 if isinstance(item, FeatureView):
                     self.add(item, inside)
+        elif isinstance(obj, OnDemandFeature):
+            for source in obj.request:
+                self.add(source, inside)
 
     def contents(self) -> RepoContents:
         found = [obj for _, (obj, _) in sorted(self._found.items())]
@@ -183,6 +206,7 @@ class _Collector:
             sources={obj.name: obj for obj in found if isinstance(obj, KafkaSource)},
             views={obj.name: obj for obj in found if isinstance(obj, FeatureView)},
             services={obj.name: obj for obj in found if isinstance(obj, FeatureService)},
+            on_demand={obj.name: obj for obj in found if isinstance(obj, OnDemandFeature)},
         )
 
 

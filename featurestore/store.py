@@ -15,7 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featurestore.config import Settings, load_settings
 from featurestore.errors import RequestError
@@ -25,10 +28,14 @@ from featurestore.models.train import train_model
 from featurestore.offline.datasets import Dataset, DatasetStore
 from featurestore.offline.historical import HistoricalQuery
 from featurestore.offline.log import OfflineStore
+from featurestore.offline.on_demand import historical_with_on_demand
+from featurestore.on_demand import evaluate
 from featurestore.online import OnlineStore, read_views
 from featurestore.registry import RegisteredView, Registry
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import from_us, to_us
+
+F64 = npt.NDArray[np.float64]
 
 __all__ = [
     "FeatureColumn",
@@ -79,17 +86,50 @@ class FeatureStore:
         features: Sequence[str] | None = None,
         service: str | None = None,
         as_of: datetime | None = None,
+        request: Mapping[str, Sequence[Any]] | None = None,
     ) -> OnlineResponse:
         """Feature values for each entity row at `as_of` (default: now), in one Redis round trip.
 
         `features` are refs `view:feature` (or `view@version:feature`); `service` names a
         FeatureService instead. Each value comes with a status (ok, stale, missing) and the event
-        time of the newest event it covers.
+        time of the newest event it covers. Refs to on-demand features (`name:output`) are
+        computed from their inputs: view features read here and `request` fields (field -> one
+        value per row); their status is ok, or missing where the function returned NaN.
         """
         refs = _refs(self, features, service)
-        _entity_rows(entities)  # checks that every key has as many rows
+        rows = _entity_rows(entities)  # checks that every key has as many rows
         when = _as_of_us(as_of)
-        resolved = self.registry.resolve_refs(refs)
+        plan = self.registry.plan(refs)
+        read = self._read_views(entities, list(plan.views.values()), when)
+        columns = dict(zip(plan.views, read, strict=True))
+        outputs: dict[str, dict[str, F64]] = {}
+        for key, registered in plan.on_demand.items():
+            inputs = {
+                ref: np.array(columns[ref].values, dtype=np.float64)
+                for ref in registered.feature.features
+            }
+            outputs[key] = evaluate(registered.feature, request or {}, inputs, rows)
+        response = OnlineResponse({k: list(v) for k, v in entities.items()})
+        for asked in plan.asked:
+            if asked.on_demand is None:
+                response.features[asked.ref] = columns[asked.key]
+                continue
+            values = outputs[asked.key.rsplit(":", 1)[0]][asked.feature]
+            nulls = np.isnan(values).tolist()
+            response.features[asked.ref] = FeatureColumn(
+                _nullable(values),
+                ["missing" if null else "ok" for null in nulls],
+                [None] * rows,
+            )
+        return response
+
+    def _read_views(
+        self,
+        entities: Mapping[str, Sequence[Any]],
+        resolved: Sequence[tuple[RegisteredView, str]],
+        when: int,
+    ) -> list[FeatureColumn]:
+        """One column per resolved view feature, read in one Redis round trip."""
         views: dict[tuple[str, int], RegisteredView] = {}
         for registered, _feature in resolved:
             views.setdefault((registered.name, registered.version), registered)
@@ -103,22 +143,23 @@ class FeatureStore:
                     f"(given: {sorted(entities)})"
                 )
             reads.append((name, version, self._layout(registered), entity_keys(entities, keys)))
-        results = read_views(self.online, reads, when)
+        results = read_views(self.online, reads, when) if reads else []
         by_view = dict(zip(views, results, strict=True))
-
-        response = OnlineResponse({k: list(v) for k, v in entities.items()})
         statuses = {key: result.statuses() for key, result in by_view.items()}
-        for ref, (registered, feature) in zip(refs, resolved, strict=True):
+        columns = []
+        for registered, feature in resolved:
             key = (registered.name, registered.version)
             result = by_view[key]
             f = result.features.index(feature)
             times = result.event_times[:, f]
-            response.features[ref] = FeatureColumn(
-                _nullable(result.values[:, f]),
-                [row[f] for row in statuses[key]],
-                [None if math.isnan(t) else from_us(int(t)) for t in times.tolist()],
+            columns.append(
+                FeatureColumn(
+                    _nullable(result.values[:, f]),
+                    [row[f] for row in statuses[key]],
+                    [None if math.isnan(t) else from_us(int(t)) for t in times.tolist()],
+                )
             )
-        return response
+        return columns
 
     def get_historical_features(
         self,
@@ -139,11 +180,20 @@ class FeatureStore:
         missing) as online reads report it. With `output`, rows stream into that Parquet file
         (for results larger than memory) and its path is returned; otherwise an Arrow table.
         """
-        resolved = self.registry.resolve_refs(_refs(self, features, service))
+        plan = self.registry.plan(_refs(self, features, service))
+        offline = OfflineStore(self.settings.offline)
+        if plan.has_on_demand:
+            table = historical_with_on_demand(
+                offline, entity_rows, plan, timestamp_column, full_feature_names, statuses
+            )
+            if output is None:
+                return table
+            pq.write_table(table, output)
+            return Path(output)
         query = HistoricalQuery(
-            OfflineStore(self.settings.offline),
+            offline,
             entity_rows,
-            resolved,
+            list(plan.views.values()),
             timestamp_column=timestamp_column,
             full_feature_names=full_feature_names,
             statuses=statuses,
@@ -162,8 +212,8 @@ class FeatureStore:
 
         Returns where it is (`.path`), its version and manifest, for training code to record.
         """
-        resolved = self.registry.resolve_refs(_refs(self, features, service))
-        return self.datasets.create(name, entity_rows, resolved, service, timestamp_column)
+        plan = self.registry.plan(_refs(self, features, service))
+        return self.datasets.create(name, entity_rows, plan, service, timestamp_column)
 
     def recreate_dataset(self, ref: str) -> Dataset:
         """Build `name[@version]` again from its manifest, as a new version of the same name.
@@ -172,7 +222,7 @@ class FeatureStore:
         """
         original = self.datasets.get(ref)
         manifest = original.manifest
-        resolved = self.registry.resolve_refs(manifest["features"])
+        resolved = self.registry.plan(manifest["features"])
         entities = original.read_entities()
         return self.datasets.create(
             original.name, entities, resolved, manifest["service"], manifest["timestamp_column"]

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from featurestore.errors import (
     DefinitionError,
     FeatureStoreError,
+    OnDemandError,
     OnlineStoreError,
     RedisUnavailable,
     RegistryError,
@@ -37,6 +38,7 @@ ANSWERED = (FeatureStoreError, HTTPException)
 # Errors of the core that a request can cause, and the status each answers with.
 _STATUS: tuple[tuple[type[FeatureStoreError], int], ...] = (
     (PromotionRefused, 409),
+    (OnDemandError, 500),  # a request-time feature's function failed: named, no traceback
     (OnlineStoreError, 503),
     (RequestError, 422),
     (DefinitionError, 422),  # a malformed feature ref
@@ -70,6 +72,8 @@ def _answer(exc: FeatureStoreError | HTTPException) -> tuple[int, str, Mapping[s
                 wait = exc.retry_after_s if isinstance(exc, RedisUnavailable) else 1.0
                 detail = f"{exc}; the online store cannot serve now: retry later"
                 return status, detail, _retry_after(wait)
+            if status == 500:
+                log.warning("%s", exc)  # the message only: the user function's traceback stays out
             return status, str(exc), None
     log.error("unexpected error answering a request: %s", exc, exc_info=exc)
     return 500, f"internal error: {exc}", None

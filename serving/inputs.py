@@ -10,7 +10,7 @@ wrong, what it holds, and what was expected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,14 @@ from serving.errors import BadRequest, TooLarge
 
 __all__ = ["FeaturesInput", "PredictInput", "parse_features", "parse_predict"]
 
-_PREDICT_FIELDS = ("entities", "request_features", "return_features", "score_missing")
-_FEATURES_FIELDS = ("features", "feature_service", "entities")
+_PREDICT_FIELDS = (
+    "entities",
+    "request",
+    "request_features",
+    "return_features",
+    "score_missing",
+)
+_FEATURES_FIELDS = ("features", "feature_service", "entities", "request")
 _PREDICT_EXAMPLE = '{"entities": {"user_id": ["u1", "u2"]}}'
 
 
@@ -33,6 +39,9 @@ class PredictInput:
     request_features: dict[str, npt.NDArray[np.float64]]  # model feature name -> value per row
     return_features: bool
     score_missing: bool = False  # score a row whose every feature is missing (scoring.py)
+    # Request fields of on-demand features: field -> one JSON value per row (on_demand.py
+    # checks their types against the feature's RequestSource).
+    request: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class FeaturesInput:
     service: str | None
     entities: dict[str, list[Any]]
     rows: int
+    request: dict[str, list[Any]] = field(default_factory=dict)  # on-demand request fields
 
 
 def parse_predict(body: bytes, max_batch: int) -> PredictInput:
@@ -62,7 +72,8 @@ def parse_predict(body: bytes, max_batch: int) -> PredictInput:
     score_missing = data.get("score_missing", False)
     if not isinstance(score_missing, bool):
         raise BadRequest(f"score_missing must be true or false, not {_kind(score_missing)}")
-    return PredictInput(entities, rows, request_features, return_features, score_missing)
+    request = _request_fields(data.get("request"), rows)
+    return PredictInput(entities, rows, request_features, return_features, score_missing, request)
 
 
 def parse_features(body: bytes, max_batch: int) -> FeaturesInput:
@@ -86,7 +97,31 @@ def parse_features(body: bytes, max_batch: int) -> FeaturesInput:
     if service is not None and not isinstance(service, str):
         raise BadRequest(f'"feature_service" must be a name, not {_kind(service)}')
     entities, rows = _entities(data.get("entities"), max_batch)
-    return FeaturesInput(features, service, entities, rows)
+    return FeaturesInput(
+        features, service, entities, rows, _request_fields(data.get("request"), rows)
+    )
+
+
+def _request_fields(raw: Any, rows: int) -> dict[str, list[Any]]:
+    """`request`: the request fields on-demand features compute from, field -> one value per
+    row (a single value is one row's)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadRequest(
+            "request must be an object of request field -> values (one per row), like "
+            f'{{"amount": [12.5]}}, not {_kind(raw)}'
+        )
+    fields: dict[str, list[Any]] = {}
+    for name, values in raw.items():
+        if not isinstance(values, list):
+            values = [values]
+        if len(values) != rows:
+            raise BadRequest(
+                f"request[{name!r}] has {len(values)} values for {rows} rows; give one per row"
+            )
+        fields[name] = values
+    return fields
 
 
 def _json_object(body: bytes, fields: tuple[str, ...], example: str) -> dict[str, Any]:

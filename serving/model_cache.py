@@ -22,6 +22,7 @@ import numpy.typing as npt
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureStoreError
 from featurestore.models.registry import PRODUCTION, SHADOW, ModelRegistry, ModelVersion, Rollout
+from featurestore.on_demand import PreparedFeature
 from featurestore.registry import Registry
 from featurestore.tiles import TileLayout
 from serving.errors import NotFound, Unavailable
@@ -29,7 +30,14 @@ from serving.metrics import ServingMetrics
 from serving.single_row import SingleRowScorer
 from serving.traffic_split import Split
 
-__all__ = ["FeatureRead", "LoadedModel", "LoadedVersion", "ModelCache", "Snapshot"]
+__all__ = [
+    "FeatureRead",
+    "LoadedModel",
+    "LoadedVersion",
+    "ModelCache",
+    "OnDemandStep",
+    "Snapshot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,16 @@ class FeatureRead:
     # The same as index arrays: model columns, and the view's feature positions in a read.
     targets: npt.NDArray[np.intp]
     sources: npt.NDArray[np.intp]
+    on_demand_input: bool = False  # an on-demand feature of the model reads it: always read
+
+
+@dataclass(frozen=True, eq=False)
+class OnDemandStep:
+    """One on-demand feature a model version computes per request, and where its outputs go."""
+
+    feature: PreparedFeature  # compiled once, at load
+    inputs: tuple[tuple[str, tuple[str, int], int], ...]  # (pinned ref, view key, position)
+    outputs: tuple[tuple[int, str], ...]  # (model column, output name)
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,7 @@ class LoadedVersion:
     index: Mapping[str, int]  # name -> column
     reads: tuple[FeatureRead, ...]
     entity_keys: tuple[str, ...]  # the join keys a request must give
+    on_demand: tuple[OnDemandStep, ...] = ()  # computed after the reads, before scoring
 
     @property
     def version(self) -> int:
@@ -177,15 +196,37 @@ class ModelCache:
                 f"{meta.ref}: the artifact has {booster.num_feature()} features, its signature "
                 f"{len(specs)}; re-register the model"
             )
-        resolved = self.features.resolve_refs([spec.ref for spec in specs])
+        plan = self.features.plan([spec.ref for spec in specs])
         grouped: dict[tuple[str, int], list[tuple[int, str]]] = {}
         views = {}
-        for column, (registered, feature) in enumerate(resolved):
-            key = (registered.name, registered.version)
-            grouped.setdefault(key, []).append((column, feature))
-            views[key] = registered
+        inputs: set[tuple[str, int]] = set()
+        for registered, _feature in plan.views.values():
+            views[(registered.name, registered.version)] = registered
+        for column, asked in enumerate(plan.asked):
+            if asked.on_demand is None:
+                registered, feature = plan.views[asked.key]
+                grouped.setdefault((registered.name, registered.version), []).append(
+                    (column, feature)
+                )
+        steps = []
+        for key, on_demand in plan.on_demand.items():
+            refs = []
+            for ref in on_demand.feature.features:
+                registered, feature = plan.views[ref]
+                view_key = (registered.name, registered.version)
+                grouped.setdefault(view_key, [])
+                inputs.add(view_key)
+                order = [f.name for f in TileLayout(registered.view).features]
+                refs.append((ref, view_key, order.index(feature)))
+            outputs = tuple(
+                (column, asked.feature)
+                for column, asked in enumerate(plan.asked)
+                if asked.key.rsplit(":", 1)[0] == key
+            )
+            steps.append(OnDemandStep(PreparedFeature.of(on_demand.feature), tuple(refs), outputs))
         reads = tuple(
-            _feature_read(views[key].view, key[1], columns) for key, columns in grouped.items()
+            _feature_read(views[key].view, key[1], columns, key in inputs)
+            for key, columns in grouped.items()
         )
         names = tuple(spec.name for spec in specs)
         keys = dict.fromkeys(k for read in reads for k in read.join_keys)
@@ -199,6 +240,7 @@ class ModelCache:
             {n: i for i, n in enumerate(names)},
             reads,
             tuple(keys),
+            tuple(steps),
         )
 
     # -- the poller
@@ -225,7 +267,9 @@ class ModelCache:
                 log.exception("model registry not readable; keeping the loaded models")
 
 
-def _feature_read(view: FeatureView, version: int, columns: list[tuple[int, str]]) -> FeatureRead:
+def _feature_read(
+    view: FeatureView, version: int, columns: list[tuple[int, str]], on_demand_input: bool
+) -> FeatureRead:
     layout = TileLayout(view)
     order = [feature.name for feature in layout.features]  # as `read_views` returns them
     return FeatureRead(
@@ -236,4 +280,5 @@ def _feature_read(view: FeatureView, version: int, columns: list[tuple[int, str]
         columns=tuple(columns),
         targets=np.array([column for column, _ in columns], dtype=np.intp),
         sources=np.array([order.index(feature) for _, feature in columns], dtype=np.intp),
+        on_demand_input=on_demand_input,
     )

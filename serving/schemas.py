@@ -46,6 +46,14 @@ class PredictRequest(BaseModel):
         description="Request-time values by model feature name (one per row), replacing or "
         "adding to what the online store gives; null is missing.",
     )
+    request: (
+        dict[str, list[str | int | float | bool | None] | str | int | float | bool | None] | None
+    ) = Field(
+        default=None,
+        description="Request fields of the model's on-demand features, field -> one value per "
+        "row (typed by the feature's RequestSource): the functions compute from them.",
+        examples=[{"amount": [12.5, 900.0]}],
+    )
     return_features: bool = Field(
         default=False, description="Also return the feature vectors that were scored."
     )
@@ -82,6 +90,13 @@ class FeaturesRequest(BaseModel):
     )
     feature_service: str | None = Field(default=None, description="A feature service, instead.")
     entities: dict[str, EntityValues] = Field(examples=[{"user_id": ["u1", "u2"]}])
+    request: (
+        dict[str, list[str | int | float | bool | None] | str | int | float | bool | None] | None
+    ) = Field(
+        default=None,
+        description="Request fields of the on-demand features asked for, field -> one value "
+        "per row.",
+    )
 
 
 class FeatureColumnOut(BaseModel):

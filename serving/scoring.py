@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from featurestore.definitions import ValueType
 from featurestore.keys import entity_keys
+from featurestore.on_demand import evaluate
 from featurestore.online import OnlineStore, ViewRead, ViewValues, read_views, read_views_async
 from featurestore.prediction_records import LogGroup
 from serving.errors import BadRequest, NotFound, Unavailable
 from serving.inputs import PredictInput
-from serving.model_cache import FeatureRead, LoadedModel, LoadedVersion
+from serving.model_cache import FeatureRead, LoadedModel, LoadedVersion, OnDemandStep
 
 __all__ = [
     "UNSCORED_REASON",
@@ -169,7 +171,9 @@ class _FeatureReads:
         for group in groups:
             names = group.version.names
             for read in group.version.reads:
-                if all(names[column] in given for column, _ in read.columns):
+                if not read.on_demand_input and all(
+                    names[column] in given for column, _ in read.columns
+                ):
                     continue
                 entry = needed.setdefault((read.view, read.version), ([], read))
                 entry[0].append(group.rows)
@@ -229,6 +233,13 @@ class _FeatureReads:
                     block, nothing = block[position[group.rows]], nothing[position[group.rows]]
                 matrix[:, read.targets] = block[:, read.sources]
                 empty = nothing if empty is None else empty & nothing
+            converted: dict[tuple[str, ValueType], npt.NDArray[Any]] = {}
+            for step in version.on_demand:
+                outputs = self._on_demand(step, group, results, converted)
+                for target, output in step.outputs:
+                    matrix[:, target] = outputs[output]
+                    nothing = np.isnan(outputs[output])
+                    empty = nothing if empty is None else empty & nothing
             # Request-time values go over what Redis gave (a view read only for other columns).
             for name, values in given.items():
                 if name in version.index:
@@ -237,6 +248,26 @@ class _FeatureReads:
                     empty = np.isnan(column) if empty is None else empty & np.isnan(column)
             group.matrix = matrix
             group.empty = np.ones(len(group.rows), dtype=bool) if empty is None else empty
+
+    def _on_demand(
+        self,
+        step: OnDemandStep,
+        group: Group,
+        results: dict[tuple[str, int], ViewValues],
+        converted: dict[tuple[str, ValueType], npt.NDArray[Any]],
+    ) -> dict[str, F64]:
+        """An on-demand feature's outputs for the group's rows: its function over the request
+        fields and the view values read (featurestore/on_demand.py, as training computed it)."""
+        request = self.request.request
+        if not self.everything:
+            picked = group.rows.tolist()
+            request = {name: [values[i] for i in picked] for name, values in request.items()}
+        view_values = {}
+        for ref, key, position in step.inputs:
+            column = results[key].values[:, position]
+            where = self.positions[key]
+            view_values[ref] = column if where is None else column[where[group.rows]]
+        return evaluate(step.feature, request, view_values, len(group.rows), converted)
 
 
 def missing_names(group: Group) -> list[list[str]]:

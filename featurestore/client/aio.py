@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2 as httpx
 
@@ -60,16 +60,22 @@ class AsyncClient:
         alias: str | None = None,
         return_features: bool = False,
         score_missing: bool = False,
+        request: Mapping[str, Any] | None = None,
     ) -> Prediction:
         """As `Client.predict`."""
         call = predict_call(
-            model, entities, request_features, alias, return_features, score_missing
+            model, entities, request_features, alias, return_features, score_missing, request
         )
         return await self._send(call)
 
-    async def features(self, features: str | Sequence[str], entities: Entities) -> FeatureValues:
+    async def features(
+        self,
+        features: str | Sequence[str],
+        entities: Entities,
+        request: Mapping[str, Any] | None = None,
+    ) -> FeatureValues:
         """As `Client.features`."""
-        return await self._send(features_call(features, entities))
+        return await self._send(features_call(features, entities, request))
 
     async def models(self) -> list[ModelSummary]:
         """As `Client.models`."""

@@ -158,10 +158,13 @@ def predict_call(
     alias: str | None,
     return_features: bool,
     score_missing: bool,
+    request: Mapping[str, Any] | None = None,
 ) -> Call[Prediction]:
     body: dict[str, Any] = {"entities": dict(entities)}
     if request_features is not None:
         body["request_features"] = dict(request_features)
+    if request is not None:
+        body["request"] = dict(request)
     if return_features:
         body["return_features"] = True
     if score_missing:
@@ -175,9 +178,14 @@ def predict_call(
     )
 
 
-def features_call(features: str | Sequence[str], entities: Entities) -> Call[FeatureValues]:
-    """`features` is a feature service's name, or a list of refs (`view:feature`)."""
+def features_call(
+    features: str | Sequence[str], entities: Entities, request: Mapping[str, Any] | None = None
+) -> Call[FeatureValues]:
+    """`features` is a feature service's name, or a list of refs (`view:feature`); `request`
+    holds the request fields of on-demand features (field -> a value per row)."""
     body: dict[str, Any] = {"entities": dict(entities)}
+    if request is not None:
+        body["request"] = dict(request)
     if isinstance(features, str):
         body["feature_service"] = features
     else:

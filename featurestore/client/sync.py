@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2 as httpx
 
@@ -86,17 +86,24 @@ class Client:
         alias: str | None = None,
         return_features: bool = False,
         score_missing: bool = False,
+        request: Mapping[str, Any] | None = None,
     ) -> Prediction:
         """Score entity rows (join key -> a value per row) with the model's traffic split, or
-        with one `alias`; `request_features` adds request-time values by feature name."""
+        with one `alias`; `request_features` adds request-time values by feature name, and
+        `request` the request fields of on-demand features (field -> a value per row)."""
         call = predict_call(
-            model, entities, request_features, alias, return_features, score_missing
+            model, entities, request_features, alias, return_features, score_missing, request
         )
         return self._send(call)
 
-    def features(self, features: str | Sequence[str], entities: Entities) -> FeatureValues:
+    def features(
+        self,
+        features: str | Sequence[str],
+        entities: Entities,
+        request: Mapping[str, Any] | None = None,
+    ) -> FeatureValues:
         """Online feature values: `features` is a feature service's name or a list of refs."""
-        return self._send(features_call(features, entities))
+        return self._send(features_call(features, entities, request))
 
     def models(self) -> list[ModelSummary]:
         """The models the server knows, with their versions, aliases and traffic."""

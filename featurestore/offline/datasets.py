@@ -38,7 +38,8 @@ from featurestore.errors import RequestError
 from featurestore.offline.durable import TEMP_SUFFIX, make_dirs, publish, remove_orphans, temp_entry
 from featurestore.offline.historical import HistoricalQuery
 from featurestore.offline.log import OfflineStore
-from featurestore.registry import RegisteredView
+from featurestore.offline.on_demand import historical_with_on_demand
+from featurestore.registry import FeaturePlan, RegisteredView
 from featurestore.timestamps import from_us
 
 __all__ = [
@@ -89,15 +90,22 @@ class DatasetStore:
         self,
         name: str,
         entity_rows: Any,
-        resolved: list[tuple[RegisteredView, str]],
+        resolved: list[tuple[RegisteredView, str]] | FeaturePlan,
         service: str | None = None,
         timestamp_column: str = "event_timestamp",
     ) -> Dataset:
+        """A new version of dataset `name`. `resolved` is a list of view features, or a plan
+        that may hold on-demand features too (computed over the whole set, in memory)."""
+        plan = resolved if isinstance(resolved, FeaturePlan) else None
+        if plan is not None:
+            resolved = list(plan.views.values())
+        assert not isinstance(resolved, FeaturePlan)  # noqa: S101 - narrowed above
         folder = self.root / check_name(name)
         with self._build_folder(folder) as build:
             entities = build / "entities.parquet"
             _copy_entity_rows(entity_rows, entities)
             refs = [f"{r.name}@{r.version}:{feature}" for r, feature in resolved]
+            on_demand: dict[str, Any] = {}
             query = HistoricalQuery(
                 self.offline,
                 entities,
@@ -105,7 +113,19 @@ class DatasetStore:
                 timestamp_column=timestamp_column,
                 full_feature_names=True,
             )
-            data = query.to_parquet(build / "data.parquet")
+            if plan is not None and plan.has_on_demand:
+                refs = [asked.key for asked in plan.asked]
+                table = historical_with_on_demand(
+                    self.offline, entities, plan, timestamp_column, full_feature_names=True
+                )
+                pq.write_table(table, build / "data.parquet")
+                data = build / "data.parquet"
+                on_demand = {
+                    r.name: {"version": r.version, "fingerprint": r.fingerprint}
+                    for r in plan.on_demand.values()
+                }
+            else:
+                data = query.to_parquet(build / "data.parquet")
             first, last, rows = query.con.execute(
                 "SELECT min(__t), max(__t), count(*) FROM labels"
             ).fetchone() or (None, None, 0)
@@ -119,6 +139,7 @@ class DatasetStore:
                     r.name: {"version": r.version, "fingerprint": r.fingerprint}
                     for r, _ in resolved
                 },
+                "on_demand": on_demand,
                 "timestamp_column": timestamp_column,
                 "entity_rows_hash": content_hash(entities),
                 "time_range": [_iso(first), _iso(last)],

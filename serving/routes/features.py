@@ -23,7 +23,8 @@ _RESPONSES = documented_errors(
         401: "No valid API key was sent.",
         403: "The key lacks `features:<service>` (`features:*` for refs outside a service).",
         413: "Too many rows or too large a body.",
-        422: "Unknown refs or service, bad entities.",
+        422: "Unknown refs or service, bad entities, a missing or mistyped request field.",
+        500: "An on-demand feature's function failed (the body names the feature and error).",
         503: (
             "The online store (Redis) cannot serve now (unreachable, silent past "
             "serving.redis_deadline_ms, or answering LOADING, BUSY, MASTERDOWN...), or "
@@ -57,6 +58,7 @@ async def features(request: Request, caller: Annotated[Caller | None, Depends(_G
             parsed.entities,
             features=parsed.features,
             service=parsed.service,
+            request=parsed.request,
         )
     )
     return Response(orjson.dumps(online.to_dict()), media_type="application/json")

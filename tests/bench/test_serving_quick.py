@@ -91,3 +91,13 @@ def test_auth_cost_quick_run_times_the_key_check(run_quick: Callable[..., dict[s
     for key in ("open_us", "key_us", "rate_limited_key_us"):
         assert isinstance(figures[key], float) and figures[key] > 0, (key, figures)
     assert figures["keys"] == 10
+
+
+def test_on_demand_cost_quick_run_times_two_features(
+    run_quick: Callable[..., dict[str, Any]],
+) -> None:
+    figures = run_quick("on_demand_cost.py")
+    assert figures["features"] == 2
+    for shape in ("single", "batch100"):
+        assert figures[shape]["on_demand_us"] > 0, figures
+    assert 0 < figures["share_of_single_request"] < 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import featurestore
 from demo.steps import find_repo
 from featurestore import load_repo
+from featurestore.on_demand import compute
 from featurestore.scaffold import template_dir
 
 REPO = template_dir("fraud")
@@ -43,3 +45,15 @@ def test_examples_fraud_is_the_same_repo() -> None:
     """examples/fraud stays, for the docker-compose stack and readers of the checkout."""
     examples = Path(__file__).resolve().parents[2] / "examples" / "fraud"
     assert examples.resolve() == REPO
+
+
+def test_the_fraud_repo_has_a_request_time_feature_of_the_amount_against_the_24h_mean() -> None:
+    contents = load_repo(REPO)
+    feature = contents.on_demand["amount_vs_user_mean"]
+    assert feature.request_fields() == {"amount": "float64"}
+    assert feature.features == ["user_txn:amount_mean_24h"]
+    inputs = {"amount": np.array([90.0, 5.0, 7.0]), "amount_mean_24h": np.array([30.0, np.nan, 0])}
+    out = compute(feature, inputs, 3)["amount_vs_user_mean_24h"]
+    assert out[0] == 3.0 and np.isnan(out[1:]).all()  # no history: missing, not infinite
+    realtime = contents.services["fraud_detection_realtime"].refs()
+    assert realtime[-1] == "amount_vs_user_mean:amount_vs_user_mean_24h" and len(realtime) == 21

@@ -6,13 +6,28 @@ distinct merchants over a day, the last amount) against the user's own habits (t
 the merchant view says how busy a merchant is and how large its tickets run, so a model can tell
 a risky merchant from a user behaving oddly.
 
+A request-time feature sets the amount being authorized, which only the request knows, against
+the user's 24 h mean (`amount_vs_user_mean_24h`); the service `fraud_detection_realtime` adds it
+to the windowed features. A model trained on that service takes the amount in each predict
+request (`"request": {"amount": [...]}`) and in its training rows (an `amount` column).
+
 The topic comes from `FRAUD_TOPIC` (default `fraud.transactions`): one repo serves several
 environments, and `fstore demo` gives every run a topic of its own.
 """
 
 import os
 
-from featurestore import Aggregation, Entity, FeatureService, FeatureView, KafkaSource
+import numpy as np
+
+from featurestore import (
+    Aggregation,
+    Entity,
+    FeatureService,
+    FeatureView,
+    KafkaSource,
+    RequestSource,
+    on_demand_feature,
+)
 
 user = Entity(name="user", join_keys=["user_id"])
 merchant = Entity(name="merchant", join_keys=["merchant_id"])
@@ -67,3 +82,22 @@ merchant_txn = FeatureView(
 )
 
 fraud_detection = FeatureService(name="fraud_detection", features=[user_txn, merchant_txn])
+
+card_request = RequestSource(name="card_request", schema={"amount": "float64"})
+
+
+@on_demand_feature(
+    request=[card_request],
+    features=["user_txn:amount_mean_24h"],
+    outputs={"amount_vs_user_mean_24h": "float64"},
+    description="The amount being authorized over the user's 24 h mean (NaN: no history).",
+)
+def amount_vs_user_mean(inputs):
+    mean = inputs["amount_mean_24h"]
+    return {"amount_vs_user_mean_24h": inputs["amount"] / np.where(mean > 0, mean, np.nan)}
+
+
+fraud_detection_realtime = FeatureService(
+    name="fraud_detection_realtime",
+    features=[user_txn, merchant_txn, "amount_vs_user_mean:amount_vs_user_mean_24h"],
+)
