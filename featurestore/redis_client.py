@@ -30,6 +30,7 @@ at the start of every process that writes or serves them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -37,7 +38,7 @@ import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -57,6 +58,8 @@ __all__ = [
     "check_eviction_policy",
     "endpoint",
     "make_client",
+    "make_cluster_client",
+    "make_node_pipe",
     "make_pipe",
     "redis_errors",
     "reply_code",
@@ -97,7 +100,22 @@ def make_client(settings: RedisSettings, profile: Profile = STORE) -> redis.Redi
     ...     "socket_timeout"]
     2.0
     """
+    if settings.cluster:
+        return cast(redis.Redis, make_cluster_client(settings, profile))
     return redis.Redis.from_url(
+        settings.url,
+        socket_timeout=profile.timeout_s,
+        socket_connect_timeout=profile.connect_timeout_s,
+    )
+
+
+def make_cluster_client(settings: RedisSettings, profile: Profile = STORE) -> redis.RedisCluster:
+    """A client of the Redis Cluster whose node the URL names (`redis.cluster: true`): it finds
+    the others, sends each command to the node holding its key's slot, and follows MOVED and
+    ASK (a failover, a resharding). `make_client` hands it out typed as `redis.Redis`: callers
+    use the commands both speak, and every multi-key call of ours stays in one slot (hash tags,
+    featurestore/online/layout.py)."""
+    return redis.RedisCluster.from_url(
         settings.url,
         socket_timeout=profile.timeout_s,
         socket_connect_timeout=profile.connect_timeout_s,
@@ -130,6 +148,16 @@ def answers(settings: RedisSettings) -> bool:
 def make_pipe(settings: RedisSettings, profile: Profile = STORE) -> RedisPipe:
     """The asyncio pipelined connection (`redis_pipe.py`) to the configured Redis."""
     return RedisPipe(endpoint(settings.url, profile))
+
+
+def make_node_pipe(
+    settings: RedisSettings, host: str, port: int, profile: Profile = STORE
+) -> RedisPipe:
+    """The asyncio pipe to one node of the configured Redis Cluster (`host`:`port`, as the
+    cluster names it), with the URL's TLS and credentials."""
+    base = endpoint(settings.url, profile)
+    where = f"{base.where} (cluster node {host}:{port})"
+    return RedisPipe(dataclasses.replace(base, where=where, host=host, port=port))
 
 
 def endpoint(url: str, profile: Profile = STORE) -> Endpoint:
@@ -373,6 +401,14 @@ def _described(where: RedisSettings | redis.Redis) -> tuple[str, list[str]]:
     if isinstance(where, RedisSettings):
         password = parse_url(where.url).get("password")  # type: ignore[no-untyped-call]
         shown = where.shown_url
+    elif isinstance(where, redis.RedisCluster):  # a cluster client (`make_cluster_client`)
+        node = where.get_default_node()
+        kwargs = where.nodes_manager.connection_kwargs
+        password = kwargs.get("password")
+        scheme = "rediss" if kwargs.get("ssl") else "redis"
+        user = kwargs.get("username") or ""
+        auth = f"{user}:***@" if password else (f"{user}@" if user else "")
+        shown = f"{scheme}://{auth}{node.host}:{node.port}/0" if node else "a Redis Cluster"
     else:
         pool = where.connection_pool
         kwargs = pool.connection_kwargs

@@ -262,7 +262,7 @@ def test_a_crash_between_the_log_append_and_the_merge_is_not_a_loss(
         def killed(*_args: Any) -> None:
             raise Killed
 
-        monkeypatch.setattr(online, "merge_batch", killed)
+        monkeypatch.setattr(online, "merge_shards", killed)
         with pytest.raises(Killed):
             writer.apply(batches[1], batches[1].last_offsets())
         monkeypatch.undo()
