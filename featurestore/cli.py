@@ -19,11 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from featurestore.config import load_settings
+from featurestore.config import ServicesSettings, load_settings
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
 from featurestore.services import KafkaServer, RedisServer
+from featurestore.services.redis_cluster import RedisCluster
 from featurestore.timestamps import to_us
 
 __all__ = [
@@ -43,24 +44,63 @@ console = Console()
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    redis_cluster: Annotated[
+        int,
+        typer.Option(
+            help="Start a Redis Cluster of this many masters (>= 3) instead of one Redis, on "
+            "ports from services.redis_port; then set redis.cluster: true "
+            "(FSTORE_REDIS_CLUSTER=true)."
+        ),
+    ] = 0,
+    replicas: Annotated[
+        int, typer.Option(help="With --redis-cluster: a replica per master (0 or 1).")
+    ] = 0,
+) -> None:
     """Start a local Kafka broker (KRaft) and Redis; reuse them when already running."""
     config = load_settings().services
-    kafka, redis = KafkaServer(config), RedisServer(config)
+    kafka = KafkaServer(config)
     with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
         started = kafka.start()
     console.print(
         f"Kafka {kafka.version} {'started' if started else 'already running'} at {kafka.bootstrap}"
     )
+    if redis_cluster:
+        cluster = RedisCluster(config.state_dir, config.redis_port, redis_cluster, replicas)
+        with console.status(f"Starting a Redis Cluster of {redis_cluster} masters..."):
+            started = cluster.start()
+        console.print(
+            f"Redis Cluster ({redis_cluster} masters, {replicas} replica each) "
+            f"{'started' if started else 'already running'} at {cluster.url}; set "
+            "FSTORE_REDIS_CLUSTER=true"
+        )
+        return
+    redis = RedisServer(config)
     with console.status("Starting Redis..."):
         started = redis.start()
     console.print(f"Redis {'started' if started else 'already running'} at {redis.url}")
+
+
+def _local_cluster(config: ServicesSettings) -> RedisCluster | None:
+    """The local cluster `services up --redis-cluster` created under the state dir, if any."""
+    home = config.state_dir / "redis-cluster"
+    ports = sorted(int(p.name) for p in home.glob("*") if p.is_dir() and p.name.isdigit())
+    if not ports:
+        return None
+    masters = len(ports)
+    replicas = 0
+    if masters >= 6 and masters % 2 == 0:
+        masters, replicas = masters // 2, 1
+    return RedisCluster(config.state_dir, ports[0], masters, replicas)
 
 
 @services_app.command("down")
 def services_down() -> None:
     """Stop the servers that `fstore services up` started (found by pid file only)."""
     config = load_settings().services
+    cluster = _local_cluster(config)
+    if cluster is not None and cluster.stop():
+        console.print("Redis Cluster stopped")
     for name, server in (("Redis", RedisServer(config)), ("Kafka", KafkaServer(config))):
         with console.status(f"Stopping {name}..."):
             stopped = server.stop()
@@ -82,6 +122,20 @@ def services_status() -> None:
         table.add_row(
             name, state, pid, address, version, str(status.data_dir), str(status.log_file)
         )
+    cluster = _local_cluster(config)
+    if cluster is not None:
+        for node, node_pid in zip(cluster.nodes, cluster.running(), strict=True):
+            state = "[green]running[/]" if node_pid else "[red]stopped[/]"
+            version = redis.version or "?"
+            table.add_row(
+                f"redis-cluster {node.port}",
+                state,
+                str(node_pid or "-"),
+                node.url,
+                version,
+                str(node.home),
+                str(node.log_file),
+            )
     console.print(table)
 
 

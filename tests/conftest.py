@@ -31,6 +31,12 @@ import redis as redis_lib
 
 from featurestore.config import KafkaSettings, ServicesSettings, load_settings
 from featurestore.services import KafkaServer, RedisServer, free_port
+from featurestore.services.redis_cluster import RedisCluster
+from tests.redis_target import CLUSTER, client_of, delete_matching
+
+if CLUSTER:
+    # Before any settings are built: every RedisSettings of the session talks cluster.
+    os.environ["FSTORE_REDIS_CLUSTER"] = "true"
 
 KAFKA_IMAGE_VERSION = "4.1.1"
 
@@ -117,6 +123,11 @@ def redis(request: pytest.FixtureRequest, _local_services: ServicesSettings) -> 
 def _redis_endpoint(services: ServicesSettings) -> Endpoint:
     if url := os.environ.get("FSTORE_REDIS_URL"):
         return Endpoint(url, "external", "FSTORE_REDIS_URL")
+    if CLUSTER:
+        # FSTORE_TEST_REDIS=cluster: three masters with a replica each, on free ports.
+        cluster = RedisCluster(services.state_dir, _free_port_run(6), masters=3, replicas=1)
+        cluster.start()
+        return Endpoint(cluster.url, "cluster 3x2", "local redis-server cluster", cluster.stop)
     if _docker_answers():
         from testcontainers.redis import RedisContainer
 
@@ -142,15 +153,32 @@ def key_prefix(redis: str) -> Iterator[str]:
     """A Redis key prefix unique to this test; its keys are deleted afterwards."""
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis_lib.Redis.from_url(redis)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_matching(client_of(redis), f"{prefix}*")
 
 
 @pytest.fixture
 def redis_client(redis: str) -> redis_lib.Redis:
-    return redis_lib.Redis.from_url(redis)
+    return client_of(redis)
+
+
+def _free_port_run(count: int) -> int:
+    """The first of `count` consecutive free loopback ports (a cluster's nodes)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count < 65_000 and all(_port_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 _ENDPOINTS = pytest.StashKey[list[tuple[str, Endpoint]]]()

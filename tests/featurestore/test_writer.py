@@ -29,6 +29,7 @@ from featurestore.offline.log import OFFSET, PARTITION, OfflineStore
 from featurestore.online import OnlineStore, read_features
 from featurestore.tiles import TileLayout
 from featurestore.writer import ViewWriter
+from tests.redis_target import client_of, delete_matching
 from tests.reference import Event, apply_lateness, newest_event, view_features
 
 pytestmark = pytest.mark.integration
@@ -96,16 +97,14 @@ def as_batch(events: list[Event]) -> EventBatch:
 def stores(redis: str) -> Iterator[tuple[OnlineStore, OfflineStore, redis_lib.Redis]]:
     """A fresh namespace and offline root per example (hypothesis reruns the test body)."""
     namespace = f"test:{uuid.uuid4().hex[:12]}"
-    client = redis_lib.Redis.from_url(redis)
+    client = client_of(redis)
     with tempfile.TemporaryDirectory() as root:
         online = OnlineStore(RedisSettings(url=redis, namespace=namespace))
         try:
             yield online, OfflineStore(OfflineSettings(root=Path(root))), client
         finally:
             online.close()
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            if keys:
-                client.delete(*keys)
+            delete_matching(client, f"{namespace}:*")
             client.close()
 
 
