@@ -266,6 +266,8 @@ UNAVAILABLE_REPLIES = frozenset(
         "NOREPLICAS",
         "TRYAGAIN",
         "CLUSTERDOWN",
+        "MOVED",  # a slot still moving after the slot map was read again (a failover)
+        "ASK",
     }
 )
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -322,6 +324,16 @@ def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterato
             # The cause's own text holds the password: it must not reach a traceback either.
             raise error from None
         raise error from exc
+    except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as exc:
+        # A cluster client that cannot reach a node holding the slot, or finds it uncovered (a
+        # master down, its replica not yet promoted): an outage like any other.
+        shown, secrets = _described(where)
+        while_ = f" while {doing}" if doing else ""
+        text = _scrubbed(str(exc), secrets)
+        raise RedisUnavailable(
+            f"Redis Cluster at {shown} is unavailable{while_}: {text}",
+            reply=None,
+        ) from None
 
 
 # Policies under which Redis, at `maxmemory`, deletes keys to make room. Every key we write has

@@ -31,7 +31,7 @@ import redis as redis_lib
 
 from featurestore.config import KafkaSettings, ServicesSettings, load_settings
 from featurestore.services import KafkaServer, RedisServer, free_port
-from featurestore.services.redis_cluster import RedisCluster
+from featurestore.services.redis_cluster import RedisCluster, free_ports
 from tests.redis_target import CLUSTER, client_of, delete_matching
 
 if CLUSTER:
@@ -125,7 +125,7 @@ def _redis_endpoint(services: ServicesSettings) -> Endpoint:
         return Endpoint(url, "external", "FSTORE_REDIS_URL")
     if CLUSTER:
         # FSTORE_TEST_REDIS=cluster: three masters with a replica each, on free ports.
-        cluster = RedisCluster(services.state_dir, _free_port_run(6), masters=3, replicas=1)
+        cluster = RedisCluster(services.state_dir, free_ports(6), masters=3, replicas=1)
         cluster.start()
         return Endpoint(cluster.url, "cluster 3x2", "local redis-server cluster", cluster.stop)
     if _docker_answers():
@@ -159,26 +159,6 @@ def key_prefix(redis: str) -> Iterator[str]:
 @pytest.fixture
 def redis_client(redis: str) -> redis_lib.Redis:
     return client_of(redis)
-
-
-def _free_port_run(count: int) -> int:
-    """The first of `count` consecutive free loopback ports (a cluster's nodes)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65_000 and all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports found")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 _ENDPOINTS = pytest.StashKey[list[tuple[str, Endpoint]]]()

@@ -103,7 +103,11 @@ class OnlineStore(TileStore):
         return f"{self.shard_prefix(view, version, shard)}:{REBUILD}"
 
     def positions(self, view: str, version: int) -> dict[int, Position]:
-        return self.state(view, version).positions
+        if self.shards > 1:
+            return self.state(view, version).positions
+        with redis_errors(self.config):
+            raw = self.client.hgetall(f"{self.shard_prefix(view, version, 0)}:{POSITIONS}")
+        return _stored_state([raw], [None]).positions
 
     def state(self, view: str, version: int) -> StoredState:
         with redis_errors(self.config):

@@ -9,7 +9,9 @@ Node i listens on `base_port + i`; masters are nodes 0..N-1, their replicas N..2
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess  # noqa: S404 - running redis-server and redis-cli is this module's job
 import time
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from featurestore.errors import ServiceError
 from featurestore.services.process import ManagedProcess, ensure_port_free, wait_until
 from featurestore.services.redis import HOST, _redis_server
 
-__all__ = ["ClusterNode", "RedisCluster"]
+__all__ = ["ClusterNode", "RedisCluster", "free_ports"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class RedisCluster:
                 "cluster-enabled yes\n"
                 "cluster-config-file nodes.conf\n"
                 "cluster-node-timeout 2000\n"
+                # A replica takes over however long it was cut off from its master: whatever
+                # it lacks, the writers find and rebuild from the offline log
+                # (featurestore/writer.py), rather than a slot range staying down.
+                "cluster-replica-validity-factor 0\n"
                 "loglevel notice\n"
                 "set-proc-title no\n"
             )
@@ -127,12 +133,36 @@ class RedisCluster:
             )
 
     def _ok(self) -> bool:
-        return all(_cluster_ok(node.port) for node in self.nodes)
+        """Every node says cluster_state:ok, and every replica is in sync with its master (a
+        replica still syncing could not take over)."""
+        return all(_cluster_ok(node.port) for node in self.nodes) and all(
+            _replica_linked(node.port) for node in self.nodes[self.masters :]
+        )
 
     def stop(self) -> bool:
         """Stop every node; True when any was running. The data stays (a restart keeps it)."""
         stopped = [node.process.stop() for node in self.nodes]
         return any(stopped)
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free loopback ports whose cluster bus ports (10,000
+    higher) are free too, below 55,536 as Redis Cluster requires."""
+    for _ in range(200):
+        base = random.randint(20_000, 45_000)  # noqa: S311 - not for security
+        wanted = [base + i for i in range(count)] + [base + 10_000 + i for i in range(count)]
+        if all(_port_free(port) for port in wanted):
+            return base
+    raise ServiceError(f"found no {count} consecutive free ports for a Redis Cluster")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _pings(port: int) -> bool:
@@ -141,6 +171,19 @@ def _pings(port: int) -> bool:
     client = redis.Redis(host=HOST, port=port, socket_timeout=2, socket_connect_timeout=2)
     try:
         return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _replica_linked(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host=HOST, port=port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        info = client.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
     except redis.RedisError:
         return False
     finally:
