@@ -55,6 +55,7 @@ __all__ = [
     "UNAVAILABLE_REPLIES",
     "Profile",
     "answers",
+    "check_cluster_mode",
     "check_eviction_policy",
     "endpoint",
     "make_client",
@@ -336,6 +337,34 @@ def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterato
         ) from None
 
 
+def check_cluster_mode(settings: RedisSettings) -> bool | None:
+    """Refuse a Redis whose cluster mode is not the one `redis.cluster` says: a client of one
+    server talking to a cluster node works for the keys that node holds and fails on the
+    others, and the other way round nothing works. Returns whether the server is a cluster
+    node; None when it could not be asked (a warning says why; the first command will)."""
+    client = redis.Redis.from_url(
+        settings.url,
+        socket_timeout=PROBE.timeout_s,
+        socket_connect_timeout=PROBE.connect_timeout_s,
+    )
+    try:
+        with redis_errors(settings, "asking whether it is a cluster node"):
+            enabled = bool(int(client.info("cluster").get("cluster_enabled", 0)))
+    except (RedisUnavailable, redis.ResponseError) as exc:
+        _log.warning("%s; could not check its cluster mode against redis.cluster", exc)
+        return None
+    finally:
+        client.close()
+    if enabled != settings.cluster:
+        what = "a Redis Cluster node" if enabled else "not a cluster node"
+        raise ConfigError(
+            f"Redis at {settings.shown_url} is {what}, but redis.cluster is "
+            f"{str(settings.cluster).lower()}: set redis.cluster: {str(enabled).lower()} "
+            f"(FSTORE_REDIS_CLUSTER={str(enabled).lower()})"
+        )
+    return enabled
+
+
 # Policies under which Redis, at `maxmemory`, deletes keys to make room. Every key we write has
 # a TTL, so the volatile-* policies take ours as readily as the allkeys-* ones.
 _EVICTING = ("allkeys-", "volatile-")
@@ -353,6 +382,7 @@ def check_eviction_policy(settings: RedisSettings) -> str | None:
     CONFIG is disabled or renamed, as on managed Redis or under an ACL, and the check is then
     the operator's). Raises `ConfigError` for an evicting policy that is not accepted.
     """
+    check_cluster_mode(settings)
     client = make_client(settings, PROBE)
     try:
         with redis_errors(settings, "reading its maxmemory-policy"):

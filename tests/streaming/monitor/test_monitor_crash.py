@@ -90,6 +90,7 @@ def test_monitor_killed_mid_stream_counts_every_prediction_once(
         FSTORE_KAFKA_BOOTSTRAP=config.kafka.bootstrap,
         FSTORE_REDIS_URL=config.redis.url,
         FSTORE_REDIS_NAMESPACE=config.redis.namespace,
+        FSTORE_REDIS_CLUSTER=str(config.redis.cluster).lower(),
         FSTORE_MODELS_PATH=str(config.models.path),
         FSTORE_SERVING_PREDICTION_LOG_TOPIC=topic,
         FSTORE_MONITOR_DRIFT_TOPIC=config.monitor.drift_topic,
