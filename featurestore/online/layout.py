@@ -30,7 +30,7 @@ itself.
 >>> shard_tag("fs", "user_txn", 3, 0)
 'fs:{user_txn:3:0}'
 >>> [shard_of(e, 16) for e in ("u1", "u2")], shard_of("u1", 1)
-([13, 14], 0)
+([6, 12], 0)
 """
 
 from __future__ import annotations
