@@ -10,7 +10,6 @@ imports the packages above it.
 from __future__ import annotations
 
 import sys
-import time
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,21 +21,12 @@ from rich.table import Table
 
 from featurestore import __version__
 from featurestore.api_keys_cli import keys_app
-from featurestore.config import ServicesSettings, load_settings, masked
+from featurestore.config import load_settings, masked
 from featurestore.errors import FeatureStoreError
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
 from featurestore.scaffold import TEMPLATES, init_repo
-from featurestore.services import (
-    KafkaServer,
-    KafkaStatus,
-    PostgresServer,
-    PostgresStatus,
-    RedisServer,
-    RedisStatus,
-    S3Server,
-    S3Status,
-)
+from featurestore.services.cli import services_app
 from featurestore.timestamps import to_us
 
 __all__ = [
@@ -50,122 +40,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-services_app = typer.Typer(help="Run local Kafka and Redis servers (no Docker needed).")
 app.add_typer(services_app, name="services")
 app.add_typer(keys_app, name="keys")
 console = Console()
-
-
-@services_app.command("up")
-def services_up(
-    postgres: Annotated[
-        bool,
-        typer.Option("--postgres", help="Also start PostgreSQL (Debian's), for `registry.url`."),
-    ] = False,
-    s3: Annotated[
-        bool,
-        typer.Option(
-            "--s3",
-            help="Also start SeaweedFS, an S3 server for an s3:// offline root "
-            "(built from the Go module proxy on first use: minutes).",
-        ),
-    ] = False,
-) -> None:
-    """Start a local Kafka broker (KRaft) and Redis; reuse them when already running."""
-    config = load_settings().services
-    if postgres:
-        _postgres_up(PostgresServer(config))
-    if s3:
-        _s3_up(config)
-    kafka, redis = KafkaServer(config), RedisServer(config)
-    with console.status(f"Starting Kafka {kafka.version} (first run downloads its jars)..."):
-        started = kafka.start()
-    console.print(
-        f"Kafka {kafka.version} {'started' if started else 'already running'} at {kafka.bootstrap}"
-    )
-    with console.status("Starting Redis..."):
-        started = redis.start()
-    console.print(f"Redis {'started' if started else 'already running'} at {redis.url}")
-
-
-def _postgres_up(server: PostgresServer) -> None:
-    with console.status("Starting PostgreSQL (the first run creates its cluster)..."):
-        started = server.start()
-    console.print(
-        f"PostgreSQL {'started' if started else 'already running'} at {server.shown_url}; "
-        f"its password is in {server.password_file}: set FSTORE_REGISTRY_URL to the URL with it"
-    )
-
-
-@services_app.command("down")
-def services_down() -> None:
-    """Stop the servers that `fstore services up` started (found by pid file only)."""
-    config = load_settings().services
-    servers = (
-        ("PostgreSQL", PostgresServer(config)),
-        ("SeaweedFS", S3Server(config)),
-        ("Redis", RedisServer(config)),
-        ("Kafka", KafkaServer(config)),
-    )
-    for name, server in servers:
-        if name in ("PostgreSQL", "SeaweedFS") and server.process.pid() is None:
-            continue  # started only on request (`up --postgres/--s3`): no line when never run
-        with console.status(f"Stopping {name}..."):
-            stopped = server.stop()
-        console.print(f"{name} {'stopped' if stopped else 'was not running'}")
-
-
-@services_app.command("status")
-def services_status() -> None:
-    """Show what runs where."""
-    config = load_settings().services
-    kafka, redis = KafkaServer(config).status(), RedisServer(config).status()
-    s3 = S3Server(config).status()
-    table = Table("service", "state", "pid", "address", "version", "data", "log")
-    rows: list[tuple[str, KafkaStatus | RedisStatus | PostgresStatus | S3Status, str, str]] = [
-        ("kafka", kafka, kafka.bootstrap, kafka.version),
-        ("redis", redis, redis.url, redis.version or "?"),
-        ("s3 (seaweedfs)", s3, s3.endpoint, s3.version),
-    ]
-    postgres = PostgresServer(config).status()
-    if postgres.data_dir.exists():  # a row once `up --postgres` made its cluster
-        rows.append(("postgres", postgres, postgres.url, postgres.version or "?"))
-    for name, status, address, version in rows:
-        state = "[green]running[/]" if status.running else "[red]stopped[/]"
-        pid = str(status.pid) if status.pid else "-"
-        table.add_row(
-            name, state, pid, address, version, str(status.data_dir), str(status.log_file)
-        )
-    console.print(table)
-
-
-@services_app.command("build")
-def services_build() -> None:
-    """Build the local S3 server (SeaweedFS) from the Go module proxy now, once: CI runs it
-    before the tests so that no test waits minutes for it."""
-    server = S3Server(load_settings().services)
-    if server.binary.exists():
-        console.print(f"SeaweedFS {server.version}: {server.binary} (cached)")
-        return
-    began = time.monotonic()
-    with console.status("Building SeaweedFS from the Go module proxy (once, minutes)..."):
-        binary = server.ensure_binary()
-    console.print(f"SeaweedFS {server.version}: built {binary} in {time.monotonic() - began:.0f}s")
-
-
-def _s3_up(config: ServicesSettings) -> None:
-    server = S3Server(config)
-    if not server.binary.exists():
-        with console.status("Building SeaweedFS from the Go module proxy (once, minutes)..."):
-            server.ensure_binary()
-    with console.status("Starting SeaweedFS (S3)..."):
-        started = server.start()
-    console.print(
-        f"SeaweedFS S3 {'started' if started else 'already running'} at {server.endpoint}; "
-        f"its access key and secret are in {server.credentials_file}: set offline.root: "
-        f"s3://BUCKET/PREFIX, offline.s3_endpoint: {server.endpoint}, offline.s3_access_key "
-        "and offline.s3_secret_key (or FSTORE_OFFLINE_S3_*)"
-    )
 
 
 def _print_version(show: bool) -> None:

@@ -97,11 +97,44 @@ class RedisSettings(BaseModel):
     # silently loses window history, so processes refuse to start on one unless this is true
     # (`featurestore.redis_client.check_eviction_policy`).
     allow_eviction: bool = False
+    # The URL names one node of a Redis Cluster (any: the others are found from it). Defaults
+    # to FSTORE_REDIS_CLUSTER, so settings built in code follow the environment as loaded
+    # ones do.
+    cluster: bool = Field(default_factory=lambda: _env_flag("FSTORE_REDIS_CLUSTER"))
+    # Shards of each view version's entities (featurestore/online/layout.py): each shard is one
+    # hash slot, so a cluster spreads a view over its nodes by shard. None: 1 on one Redis, 16
+    # on a cluster. Fixed for the life of a view version's state: a change moves entities.
+    # Defaults to FSTORE_REDIS_SHARDS, as `cluster` does.
+    shards: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default_factory=lambda: _env_int("FSTORE_REDIS_SHARDS")
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _no_brace(cls, namespace: str) -> str:
+        # A brace would end or start a Redis Cluster hash tag (featurestore/online/layout.py).
+        if "{" in namespace or "}" in namespace:
+            raise ValueError(f"redis.namespace {namespace!r} holds a brace: leave {{ and }} out")
+        return namespace
+
+    @property
+    def shard_count(self) -> int:
+        """`shards`, or its default for this kind of Redis."""
+        return self.shards if self.shards is not None else (16 if self.cluster else 1)
 
     @property
     def shown_url(self) -> str:
         """The URL as messages show it (errors reach API clients): no password."""
         return url_without_password(self.url)
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    return int(text) if text else None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def url_without_password(url: str) -> str:

@@ -30,6 +30,7 @@ at the start of every process that writes or serves them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -37,7 +38,7 @@ import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -54,9 +55,12 @@ __all__ = [
     "UNAVAILABLE_REPLIES",
     "Profile",
     "answers",
+    "check_cluster_mode",
     "check_eviction_policy",
     "endpoint",
     "make_client",
+    "make_cluster_client",
+    "make_node_pipe",
     "make_pipe",
     "redis_errors",
     "reply_code",
@@ -97,7 +101,22 @@ def make_client(settings: RedisSettings, profile: Profile = STORE) -> redis.Redi
     ...     "socket_timeout"]
     2.0
     """
+    if settings.cluster:
+        return cast(redis.Redis, make_cluster_client(settings, profile))
     return redis.Redis.from_url(
+        settings.url,
+        socket_timeout=profile.timeout_s,
+        socket_connect_timeout=profile.connect_timeout_s,
+    )
+
+
+def make_cluster_client(settings: RedisSettings, profile: Profile = STORE) -> redis.RedisCluster:
+    """A client of the Redis Cluster whose node the URL names (`redis.cluster: true`): it finds
+    the others, sends each command to the node holding its key's slot, and follows MOVED and
+    ASK (a failover, a resharding). `make_client` hands it out typed as `redis.Redis`: callers
+    use the commands both speak, and every multi-key call of ours stays in one slot (hash tags,
+    featurestore/online/layout.py)."""
+    return redis.RedisCluster.from_url(
         settings.url,
         socket_timeout=profile.timeout_s,
         socket_connect_timeout=profile.connect_timeout_s,
@@ -130,6 +149,16 @@ def answers(settings: RedisSettings) -> bool:
 def make_pipe(settings: RedisSettings, profile: Profile = STORE) -> RedisPipe:
     """The asyncio pipelined connection (`redis_pipe.py`) to the configured Redis."""
     return RedisPipe(endpoint(settings.url, profile))
+
+
+def make_node_pipe(
+    settings: RedisSettings, host: str, port: int, profile: Profile = STORE
+) -> RedisPipe:
+    """The asyncio pipe to one node of the configured Redis Cluster (`host`:`port`, as the
+    cluster names it), with the URL's TLS and credentials."""
+    base = endpoint(settings.url, profile)
+    where = f"{base.where} (cluster node {host}:{port})"
+    return RedisPipe(dataclasses.replace(base, where=where, host=host, port=port))
 
 
 def endpoint(url: str, profile: Profile = STORE) -> Endpoint:
@@ -238,6 +267,8 @@ UNAVAILABLE_REPLIES = frozenset(
         "NOREPLICAS",
         "TRYAGAIN",
         "CLUSTERDOWN",
+        "MOVED",  # a slot still moving after the slot map was read again (a failover)
+        "ASK",
     }
 )
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -311,6 +342,44 @@ def redis_errors(where: RedisSettings | redis.Redis, doing: str = "") -> Iterato
             # The cause's own text holds the password: it must not reach a traceback either.
             raise error from None
         raise error from exc
+    except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as exc:
+        # A cluster client that cannot reach a node holding the slot, or finds it uncovered (a
+        # master down, its replica not yet promoted): an outage like any other.
+        shown, secrets = _described(where)
+        while_ = f" while {doing}" if doing else ""
+        text = _scrubbed(str(exc), secrets)
+        raise RedisUnavailable(
+            f"Redis Cluster at {shown} is unavailable{while_}: {text}",
+            reply=None,
+        ) from None
+
+
+def check_cluster_mode(settings: RedisSettings) -> bool | None:
+    """Refuse a Redis whose cluster mode is not the one `redis.cluster` says: a client of one
+    server talking to a cluster node works for the keys that node holds and fails on the
+    others, and the other way round nothing works. Returns whether the server is a cluster
+    node; None when it could not be asked (a warning says why; the first command will)."""
+    client = redis.Redis.from_url(
+        settings.url,
+        socket_timeout=PROBE.timeout_s,
+        socket_connect_timeout=PROBE.connect_timeout_s,
+    )
+    try:
+        with redis_errors(settings, "asking whether it is a cluster node"):
+            enabled = bool(int(client.info("cluster").get("cluster_enabled", 0)))
+    except (RedisUnavailable, redis.ResponseError) as exc:
+        _log.warning("%s; could not check its cluster mode against redis.cluster", exc)
+        return None
+    finally:
+        client.close()
+    if enabled != settings.cluster:
+        what = "a Redis Cluster node" if enabled else "not a cluster node"
+        raise ConfigError(
+            f"Redis at {settings.shown_url} is {what}, but redis.cluster is "
+            f"{str(settings.cluster).lower()}: set redis.cluster: {str(enabled).lower()} "
+            f"(FSTORE_REDIS_CLUSTER={str(enabled).lower()})"
+        )
+    return enabled
 
 
 # Policies under which Redis, at `maxmemory`, deletes keys to make room. Every key we write has
@@ -330,6 +399,7 @@ def check_eviction_policy(settings: RedisSettings) -> str | None:
     CONFIG is disabled or renamed, as on managed Redis or under an ACL, and the check is then
     the operator's). Raises `ConfigError` for an evicting policy that is not accepted.
     """
+    check_cluster_mode(settings)
     client = make_client(settings, PROBE)
     try:
         with redis_errors(settings, "reading its maxmemory-policy"):
@@ -390,6 +460,14 @@ def _described(where: RedisSettings | redis.Redis) -> tuple[str, list[str]]:
     if isinstance(where, RedisSettings):
         password = parse_url(where.url).get("password")  # type: ignore[no-untyped-call]
         shown = where.shown_url
+    elif isinstance(where, redis.RedisCluster):  # a cluster client (`make_cluster_client`)
+        node = where.get_default_node()
+        kwargs = where.nodes_manager.connection_kwargs
+        password = kwargs.get("password")
+        scheme = "rediss" if kwargs.get("ssl") else "redis"
+        user = kwargs.get("username") or ""
+        auth = f"{user}:***@" if password else (f"{user}@" if user else "")
+        shown = f"{scheme}://{auth}{node.host}:{node.port}/0" if node else "a Redis Cluster"
     else:
         pool = where.connection_pool
         kwargs = pool.connection_kwargs

@@ -81,8 +81,11 @@ from featurestore.online import (
     BUCKET_TILES,
     Merged,
     OnlineStore,
+    ShardWrite,
     StateLost,
     StoredState,
+    entity_part,
+    shard_of,
 )
 from featurestore.positions import NO_POSITION, Position, late_events
 from featurestore.retry import Retry, retry_online
@@ -131,8 +134,12 @@ class ViewWriter:
         self.version = version
         self.layout = TileLayout(view)
         self.retry = retry
+        self.shards = online.shards
+        # Where each partition resumes: the lowest of its shards' positions.
         self.positions: dict[int, Position] = {}
-        self.epoch: str | None = None  # the version's epoch marker, as this writer last saw it
+        # Per shard, its positions and epoch marker, as this writer last saw them.
+        self.shard_positions: list[dict[int, Position]] = [{} for _ in range(self.shards)]
+        self.epochs: list[str | None] = [None] * self.shards
         self.rebuilds = 0  # times this writer found the online state lost and rebuilt it
 
     @property
@@ -194,51 +201,59 @@ class ViewWriter:
     ) -> StateLost | None:
         """One batch, redone while positions move under the writer; `StateLost` when Redis
         lost the state (nothing merged: the caller rebuilds, then calls again). `log=False`:
-        the events are in the offline log already (a replay of it)."""
+        the events are in the offline log already (a replay of it).
+
+        Shards. Each shard's rows go to Redis in one script with that shard's positions, so a
+        crash between two shards' scripts leaves shards at different positions. The writer
+        resumes each partition from the lowest, decides lateness from there (the same decisions
+        as the first time: they depend only on the events before, in offset order), and gives
+        each shard only its events past its own position; a shard already past the batch's end
+        is left alone."""
         for _attempt in range(_ATTEMPTS):
-            applied, late, moves = self._select(batch, last_offsets)
+            applied, late, moves, shard_of_row = self._select(batch, last_offsets)
             if not moves:
                 return None  # replayed: this version already has the whole batch
             if on_late is not None and len(late):
                 on_late(late)
-            keys, ttls, rows, distinct = self._tile_rows(batch, applied, moves)
+            writes = self._writes(batch, applied, moves, shard_of_row)
             if log and len(applied):
                 # Announced first: a log that holds more than Redis's positions and these
                 # offsets is a Redis that lost writes, not a crash before the merge.
-                ends = {p: new.offset for p, (_old, new) in moves.items()}
+                ends = {p: new.offset for shard in moves for p, (_old, new) in shard.items()}
                 self.retry(partial(self.online.announce, self.view.name, self.version, ends))
                 self.offline.append(
                     self.view.name,
                     self.version,
                     batch_table(self.view.source.schema_, batch, applied),
                 )
-            result = self.retry(
-                partial(
-                    self.online.merge_batch,
-                    self.view.name,
-                    self.version,
-                    self.layout,
-                    keys,
-                    ttls,
-                    rows,
-                    moves,
-                    distinct,
-                    self.epoch,
-                )
+            results = self.retry(
+                partial(self.online.merge_shards, self.view.name, self.version, self.layout, writes)
             )
-            if isinstance(result, Merged):
-                self.epoch = result.epoch
-                self.positions.update({p: new for p, (_old, new) in moves.items()})
+            lost: StateLost | None = None
+            conflict = False
+            for write, result in zip(writes, results, strict=True):
+                if isinstance(result, Merged):
+                    self.epochs[write.shard] = result.epoch
+                    self.shard_positions[write.shard].update(
+                        {p: new for p, (_old, new) in write.moves.items()}
+                    )
+                elif isinstance(result, StateLost):
+                    lost = lost or result
+                else:
+                    conflict = True
+            self._resume_points()
+            if lost is None and not conflict:
                 done.applied += len(applied)
                 done.late = _union(done.late, late)
                 return None
-            if isinstance(result, StateLost):
+            if lost is not None:
                 if log:
                     # Logged: the rebuild applies these events; the redo will find them done.
                     done.applied += len(applied)
                     done.late = _union(done.late, late)
-                return result
-            # Another worker moved this version (a rebalance) or we replayed: re-read and redo.
+                return lost
+            # Another worker moved this version (a rebalance) or we replayed: re-read and redo
+            # (the shards merged just now are past the batch and are left alone).
             done.conflicts += 1
             state = self._stored()
             reason = self._loss(state, None)
@@ -254,8 +269,19 @@ class ViewWriter:
         return self.retry(partial(self.online.state, self.view.name, self.version))
 
     def _adopt(self, state: StoredState) -> None:
-        self.positions = dict(state.positions)
-        self.epoch = state.epoch
+        self.shard_positions = [dict(positions) for positions in state.shards]
+        self.epochs = list(state.epochs)
+        self._resume_points()
+
+    def _resume_points(self) -> None:
+        partitions = {p for positions in self.shard_positions for p in positions}
+        self.positions = {
+            p: min(
+                (positions.get(p, NO_POSITION) for positions in self.shard_positions),
+                key=lambda at: at.offset,
+            )
+            for p in partitions
+        }
 
     def _loss(self, state: StoredState, logged: dict[int, int] | None) -> str | None:
         """Why Redis no longer holds this version's state (the rules of the module docstring),
@@ -263,15 +289,21 @@ class ViewWriter:
         the checks that need no log (a rebuild marker then means another writer rebuilds)."""
         if logged is not None and state.rebuilding is not None:
             return f"a rebuild of it began and did not finish ({state.rebuilding})"
-        if self.epoch is not None and state.epoch != self.epoch:
-            return f"its epoch marker is {state.epoch or 'gone'}, not {self.epoch} as before"
-        back = {
-            p: (state.positions.get(p, NO_POSITION).offset, mine.offset)
-            for p, mine in self.positions.items()
-            if state.positions.get(p, NO_POSITION).offset < mine.offset
-        }
-        if back:
-            return "positions moved back (partition: stored, seen before): " + _listed(back)
+        for shard, (mine, stored) in enumerate(zip(self.epochs, state.epochs, strict=True)):
+            if mine is not None and stored != mine:
+                where = f" (shard {shard})" if shard else ""
+                return f"its epoch marker is {stored or 'gone'}, not {mine} as before{where}"
+        for shard, (seen, now) in enumerate(zip(self.shard_positions, state.shards, strict=True)):
+            back = {
+                p: (now.get(p, NO_POSITION).offset, mine.offset)
+                for p, mine in seen.items()
+                if now.get(p, NO_POSITION).offset < mine.offset
+            }
+            if back:
+                where = f" in shard {shard}" if shard else ""
+                return f"positions moved back{where} (partition: stored, seen before): " + _listed(
+                    back
+                )
         if logged is None:
             return None
         short = {
@@ -281,7 +313,7 @@ class ViewWriter:
         }
         if not short:
             return None
-        if state.epoch is None and not state.positions:
+        if all(epoch is None for epoch in state.epochs) and not state.positions:
             return (
                 "Redis holds no position of it (restarted without its data, or flushed) while "
                 "the offline log holds applied events up to (partition: offset) "
@@ -347,32 +379,73 @@ class ViewWriter:
             )
         return replayed
 
-    def _select(self, batch: EventBatch, last_offsets: dict[int, int]) -> tuple[I64, I64, Moves]:
-        """Fresh events of each partition split into applied and late, and the new positions."""
+    def _select(
+        self, batch: EventBatch, last_offsets: dict[int, int]
+    ) -> tuple[I64, I64, list[Moves], I64]:
+        """Fresh events split into applied and late, each shard's moves, and the shard of each
+        event (-1: none takes it). An event is fresh for a shard when it is past that shard's
+        position; lateness is decided once per partition, from its lowest shard position."""
+        n = len(batch.ts)
+        shard_of_row = np.full(n, -1, dtype=np.int64)
+        if self.shards > 1 and n:
+            names = entity_keys(batch.columns, self.view.join_keys)
+            entity = pa.array(names, pa.string()).dictionary_encode()
+            shard_of_name = np.array(
+                [shard_of(name, self.shards) for name in entity.dictionary.to_pylist()],
+                dtype=np.int64,
+            )
+            event_shard = shard_of_name[entity.indices.to_numpy()]
+        else:
+            event_shard = np.zeros(n, dtype=np.int64)
         applied: list[I64] = []
         late: list[I64] = []
-        moves: Moves = {}
+        moves: list[Moves] = [{} for _ in range(self.shards)]
         for partition, last in last_offsets.items():
-            old = self.positions.get(partition, NO_POSITION)
-            if last <= old.offset:
-                continue  # replayed: this version already has the whole batch of this partition
-            index = np.flatnonzero((batch.partition == partition) & (batch.offset > old.offset))
-            is_late, watermark = late_events(batch.ts[index], old.watermark, self.view.lateness_us)
+            stands = [positions.get(partition, NO_POSITION) for positions in self.shard_positions]
+            base = min(stands, key=lambda at: at.offset)
+            if last <= base.offset:
+                continue  # replayed: every shard already has the whole batch of this partition
+            index = np.flatnonzero((batch.partition == partition) & (batch.offset > base.offset))
+            is_late, watermark = late_events(batch.ts[index], base.watermark, self.view.lateness_us)
+            fresh = index[~is_late]
+            taken = np.zeros(len(fresh), dtype=bool)
+            for shard, old in enumerate(stands):
+                if last <= old.offset:
+                    continue  # this shard is past the batch already (a crash between shards)
+                mine = (event_shard[fresh] == shard) & (batch.offset[fresh] > old.offset)
+                taken |= mine
+                shard_of_row[fresh[mine]] = shard
+                moves[shard][partition] = (old, Position(last, watermark))
             if len(index):
-                applied.append(index[~is_late])
+                applied.append(fresh[taken])
                 late.append(index[is_late])
-            moves[partition] = (old, Position(last, watermark))
         return (
             np.sort(np.concatenate(applied)) if applied else _no_rows(),
             np.concatenate(late) if late else _no_rows(),
-            moves,
+            moves if any(moves) else [],
+            shard_of_row,
         )
+
+    def _writes(
+        self, batch: EventBatch, applied: I64, moves: list[Moves], shard_of_row: I64
+    ) -> list[ShardWrite]:
+        """Each moving shard's part of the batch (a shard without events still moves)."""
+        writes = []
+        for shard, shard_moves in enumerate(moves):
+            if not shard_moves:
+                continue
+            mine = applied[shard_of_row[applied] == shard] if self.shards > 1 else applied
+            keys, ttls, rows, distinct = self._tile_rows(batch, mine, shard_moves)
+            writes.append(
+                ShardWrite(shard, keys, ttls, rows, shard_moves, distinct, self.epochs[shard])
+            )
+        return writes
 
     def _tile_rows(
         self, batch: EventBatch, applied: I64, moves: Moves
     ) -> tuple[list[str], list[int], np.ndarray, list[tuple[int, str, str, list[str]]]]:
-        """The Redis keys, TTLs, tile and bucket state rows and distinct members of `applied`,
-        in the form `OnlineStore.merge_batch` takes."""
+        """The Redis keys, TTLs, tile and bucket state rows and distinct members of `applied`
+        (events of one shard), in the form `OnlineStore.merge_batch` takes."""
         layout, view = self.layout, self.view
         if len(applied) == 0:
             return [], [], np.zeros((0, layout.width + 2)), []
@@ -393,7 +466,7 @@ class ViewWriter:
 
         _bucket_ids, bucket_first, bucket_group = _groups(codes, bucket)
         _tile_ids, tile_first, tile_group = _groups(codes, tile)
-        keys = [f"{names[codes[i]]}:{bucket[i]}" for i in bucket_first]
+        keys = [f"{entity_part(names[codes[i]])}:{bucket[i]}" for i in bucket_first]
         key_of_tile_group = bucket_group[tile_first]
 
         tile_states = layout.reduce(tile_group, len(tile_first), ts, partition, offset, columns)

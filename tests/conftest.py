@@ -42,6 +42,12 @@ from featurestore.config import (
     url_without_password,
 )
 from featurestore.services import KafkaServer, PostgresServer, RedisServer, S3Server, free_port
+from featurestore.services.redis_cluster import RedisCluster, free_ports
+from tests.redis_target import CLUSTER, client_of, delete_matching
+
+if CLUSTER:
+    # Before any settings are built: every RedisSettings of the session talks cluster.
+    os.environ["FSTORE_REDIS_CLUSTER"] = "true"
 
 KAFKA_IMAGE_VERSION = "4.1.1"
 
@@ -128,6 +134,11 @@ def redis(request: pytest.FixtureRequest, _local_services: ServicesSettings) -> 
 def _redis_endpoint(services: ServicesSettings) -> Endpoint:
     if url := os.environ.get("FSTORE_REDIS_URL"):
         return Endpoint(url, "external", "FSTORE_REDIS_URL")
+    if CLUSTER:
+        # FSTORE_TEST_REDIS=cluster: three masters with a replica each, on free ports.
+        cluster = RedisCluster(services.state_dir, free_ports(6), masters=3, replicas=1)
+        cluster.start()
+        return Endpoint(cluster.url, "cluster 3x2", "local redis-server cluster", cluster.stop)
     if _docker_answers():
         from testcontainers.redis import RedisContainer
 
@@ -153,15 +164,12 @@ def key_prefix(redis: str) -> Iterator[str]:
     """A Redis key prefix unique to this test; its keys are deleted afterwards."""
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis_lib.Redis.from_url(redis)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_matching(client_of(redis), f"{prefix}*")
 
 
 @pytest.fixture
 def redis_client(redis: str) -> redis_lib.Redis:
-    return redis_lib.Redis.from_url(redis)
+    return client_of(redis)
 
 
 @pytest.fixture(scope="session")
@@ -295,6 +303,37 @@ _ENDPOINTS = pytest.StashKey[list[tuple[str, Endpoint]]]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ENDPOINTS] = []
+
+
+# Tests that start single Redis servers of their own to inject faults into (restarts, flushes,
+# BUSY/LOADING/READONLY replies, a server that is down), or that name an unreachable host:
+# they test one server, and the cluster target (FSTORE_TEST_REDIS=cluster) skips them. The
+# cluster's own faults are tests/featurestore/test_cluster_failover.py's.
+_ONE_SERVER_ONLY = (
+    "tests/streaming/ingest/test_outage.py::test_worker_survives_a_redis_restart",
+    "tests/streaming/ingest/test_state_loss.py::",
+    "tests/serving/test_canary_shadow_reload.py::test_a_failing_shadow_changes_no_response",
+    "tests/serving/test_drift_route.py::test_drift_answers_503_when_redis_is_down",
+    "tests/serving/test_errors.py::test_redis_down_answers_503",
+    "tests/serving/test_errors.py::test_an_outage_answer_does_not_show_the_redis_password",
+    "tests/serving/test_fastpath.py::test_redis_down_answers_503_alike",
+    "tests/serving/test_redis_replies.py::",
+    "tests/serving/test_redis_secrets.py::",
+    "tests/serving/test_shedding.py::test_a_stopped_redis_answers_503_within_the_deadline",
+    "tests/serving/test_shedding.py::test_past_max_in_flight_a_request_is_refused_at_once",
+    "tests/serving/test_ui.py::test_an_unreachable_redis_is_an_online_store_error",
+    "tests/serving/test_unscored.py::test_an_empty_redis_scores_nothing",
+    "tests/featurestore/test_redis_errors.py::",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not CLUSTER:
+        return
+    skip = pytest.mark.skip(reason="injects faults into single Redis servers of its own")
+    for item in items:
+        if item.nodeid.startswith(_ONE_SERVER_ONLY):
+            item.add_marker(skip)
 
 
 def pytest_terminal_summary(

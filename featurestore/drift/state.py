@@ -1,14 +1,19 @@
 """Where the latest drift state lives in Redis, and the reader the serving app calls.
 
-Layout, under the feature store's namespace:
-    {ns}:drift:models                 set of the models that have drift state
-    {ns}:drift:{model}:latest         hash; field "{version}|{role}|{kind}|{column}" = the JSON
+Layout, under the feature store's namespace, all in the hash tag `{drift}` — one Redis Cluster
+slot, shared with the monitor's state (streaming/monitor/state.py), since the monitor's commit
+script writes both at once:
+    <ns>:{drift}:models               set of the models that have drift state
+    <ns>:{drift}:<model>:latest       hash; field "<version>|<role>|<kind>|<column>" = the JSON
                                       drift record of the newest closed window
-    {ns}:drift:{model}:alerts         hash; same fields = the JSON of the open alert episode
+    <ns>:{drift}:<model>:alerts       hash; same fields = the JSON of the open alert episode
 `kind` is `feature` (column: the model's feature name), `score` (column: "score"), `input`
 (a watched source column) or `performance` (column: the metric). `role` is `served` or
 `shadow` (each version's traffic is tracked per role), or `source` for watched inputs.
 The monitor writes these keys in the same atomic call that closes the windows they describe.
+
+>>> latest_key("fs", "fraud")
+'fs:{drift}:fraud:latest'
 
 >>> field(3, "served", "feature", "user_txn__amount_sum_1h")
 '3|served|feature|user_txn__amount_sum_1h'
@@ -24,6 +29,7 @@ from featurestore.config import RedisSettings
 from featurestore.redis_client import REQUEST, redis_errors, shared_client
 
 __all__ = [
+    "DRIFT_TAG_PREFIX",
     "alerts_key",
     "field",
     "latest_drift",
@@ -33,16 +39,20 @@ __all__ = [
 ]
 
 
+DRIFT_TAG_PREFIX = "{namespace}:{{drift}}"
+"""Where drift state and the monitor's state start (`str.format` with the namespace)."""
+
+
 def models_key(namespace: str) -> str:
-    return f"{namespace}:drift:models"
+    return f"{DRIFT_TAG_PREFIX.format(namespace=namespace)}:models"
 
 
 def latest_key(namespace: str, model: str) -> str:
-    return f"{namespace}:drift:{model}:latest"
+    return f"{DRIFT_TAG_PREFIX.format(namespace=namespace)}:{model}:latest"
 
 
 def alerts_key(namespace: str, model: str) -> str:
-    return f"{namespace}:drift:{model}:alerts"
+    return f"{DRIFT_TAG_PREFIX.format(namespace=namespace)}:{model}:alerts"
 
 
 def field(version: int, role: str, kind: str, column: str) -> str:

@@ -1,5 +1,5 @@
-"""What the feature writer and the readers need of an online store: `OnlineStore` (one Redis)
-implements it now; a Redis Cluster store is the next.
+"""What the feature writer and the readers need of an online store: `OnlineStore` implements it,
+on one Redis or a Redis Cluster (its entities spread over shards, layout.py).
 
 A store keeps, per view version, the tile states of each entity and each partition's
 `Position`, and moves both in one atomic step per batch (exactly-once effect). Beside them it
@@ -19,7 +19,7 @@ from featurestore.online.plan import ReadPlan
 from featurestore.positions import Position, PositionConflict
 from featurestore.tiles import F64, TileLayout
 
-__all__ = ["Merged", "StateLost", "StateRead", "StoredState", "TileStore"]
+__all__ = ["Merged", "ShardWrite", "StateLost", "StateRead", "StoredState", "TileStore"]
 
 StateRead = tuple[Sequence[str], ReadPlan, TileLayout]
 """One read of window states: its entities' cache keys, the plan they share, the layout."""
@@ -27,12 +27,37 @@ StateRead = tuple[Sequence[str], ReadPlan, TileLayout]
 
 @dataclass(frozen=True)
 class StoredState:
-    """What the store holds of a view version's bookkeeping, read in one atomic step."""
+    """What the store holds of a view version's bookkeeping: each shard's positions and epoch
+    marker (read per shard in one atomic step), the offsets writers announced, and a rebuild
+    marker if any shard carries one."""
 
-    positions: dict[int, Position]
-    epoch: str | None  # written with the first position; None: none since the store was empty
+    positions: dict[int, Position]  # per partition, the lowest shard position: where to resume
+    # Per shard, its epoch marker (written with its first position; None: none since the shard
+    # was empty).
+    epochs: tuple[str | None, ...]
     appending: dict[int, int]  # per partition, the newest offset a writer announced it logs
-    rebuilding: str | None  # why a rebuild is under way (its marker), or None
+    rebuilding: str | None  # why a rebuild is under way (a marker), or None
+    shards: tuple[dict[int, Position], ...] = ()  # per shard, its own positions
+
+    @property
+    def epoch(self) -> str | None:
+        """The first shard's epoch marker (the only one with one shard)."""
+        return self.epochs[0] if self.epochs else None
+
+
+@dataclass(frozen=True)
+class ShardWrite:
+    """One shard's part of a batch (`TileStore.merge_shards`): its rows (key index, field,
+    state...) over its keys ("<entity part>:<bucket>"), its partitions' moves from -> to, and
+    the shard's epoch marker as the writer holds it."""
+
+    shard: int
+    keys: Sequence[str]
+    ttls_ms: Sequence[int]
+    rows: F64
+    moves: dict[int, tuple[Position, Position]]
+    distinct: Sequence[tuple[int, str, str, list[str]]] = ()
+    epoch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +80,18 @@ class TileStore(Protocol):
     """An online store of tile states, as the writer (`merge_batch`, `state`) and the
     readers (`read`, `read_async`, through `online.values`) use it."""
 
-    def view_prefix(self, view: str, version: int) -> str:
-        """The prefix of every key of a view version (readers build entity keys on it)."""
+    shards: int  # how many shards a view version's entities are spread over (layout.py)
+
+    def entity_prefix(self, view: str, version: int, entity: str) -> str:
+        """The prefix of an entity's keys (readers build its cache and sketch keys on it)."""
+        ...
+
+    def rebuild_key(self, view: str, version: int, shard: int) -> str:
+        """One shard's rebuild marker (readers ask whether it is set)."""
         ...
 
     def positions(self, view: str, version: int) -> dict[int, Position]:
-        """Each partition's stored position of a view version."""
+        """Each partition's stored position of a view version (the lowest of its shards')."""
         ...
 
     def state(self, view: str, version: int) -> StoredState:
@@ -87,27 +118,34 @@ class TileStore(Protocol):
         moves: dict[int, tuple[Position, Position]],
         distinct: Sequence[tuple[int, str, str, list[str]]] = (),
         epoch: str | None = None,
+        shard: int = 0,
     ) -> Merged | PositionConflict | StateLost:
-        """Merge a batch's tile rows and move its partitions from -> to; or change nothing and
-        say which stored position was not the expected one, or that the state the writer held
-        (`epoch`, the positions it last merged) is not there any more."""
+        """Merge one shard's part of a batch: tile rows and move its partitions from -> to; or
+        change nothing and say which stored position was not the expected one, or that the
+        state the writer held (`epoch`, the positions it last merged) is not there any more."""
+        ...
+
+    def merge_shards(
+        self, view: str, version: int, layout: TileLayout, writes: Sequence[ShardWrite]
+    ) -> list[Merged | PositionConflict | StateLost]:
+        """`merge_batch` of several shards at once; each answers for its own shard."""
         ...
 
     def read(
         self,
         reads: Sequence[StateRead],
         distinct: Sequence[Sequence[str]] = (),
-        rebuilding: Sequence[str] = (),
+        rebuilding: Sequence[Sequence[str]] = (),
     ) -> tuple[list[F64], list[int], list[bool]]:
         """Merged window states per read (entities, windows, width), distinct counts, and
-        whether each view prefix of `rebuilding` carries a rebuild marker."""
+        whether any rebuild marker of each list of `rebuilding` is set."""
         ...
 
     async def read_async(
         self,
         reads: Sequence[StateRead],
         distinct: Sequence[Sequence[str]] = (),
-        rebuilding: Sequence[str] = (),
+        rebuilding: Sequence[Sequence[str]] = (),
     ) -> tuple[list[F64], list[int], list[bool]]:
         """`read` on the running event loop."""
         ...

@@ -43,11 +43,14 @@ local function combine(code, width, old, new)
 end
 """
 
-# KEYS[1] = positions hash, KEYS[2] = the version's rebuild marker. ARGV: merge codes, json
-# positions, json keys, json ttls (ms), rows blob, json distinct values, the epoch the writer
-# holds ('' when it has seen none), the epoch to store if none is. A row is (key index, field,
-# state...) as float64s; field -1 is the bucket total. Distinct values are [key index, field,
-# column, [values...]].
+# One shard of a view version (featurestore/online/layout.py): every key it touches is in KEYS
+# or is a suffix of one (an entity's cache and HyperLogLogs), so all share the shard's hash tag.
+# KEYS[1] = the shard's positions hash, KEYS[2] = its rebuild marker, KEYS[3..] = the entity
+# bucket hashes the rows write. ARGV: merge codes, json positions, (unused), json ttls (ms),
+# rows blob, json distinct values, the epoch the writer holds ('' when it has seen none), the
+# epoch to store if none is. A row is (key index, field, state...) as float64s; key index 0 is
+# KEYS[3]; field -1 is the bucket total. Distinct values are [key index, field, column,
+# [values...]].
 #
 # Answers {1, epoch} when merged; {0, partition, stored offset} when a stored position is ahead
 # of the expected one (another writer moved it: redo from there); {2, what, stored} when the
@@ -81,7 +84,8 @@ for _, p in ipairs(positions) do
   if offset ~= expected and not conflict then conflict = {0, p[1], offset} end
 end
 if conflict then return conflict end
-local keys = cjson.decode(ARGV[3])
+local keys = {}
+for i = 3, #KEYS do keys[i - 2] = KEYS[i] end
 local ttls = cjson.decode(ARGV[4])
 local blob = ARGV[5]
 local fmt = '<' .. string.rep('d', width)

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from featurestore.definitions import Function
 from featurestore.online.base import StateRead, TileStore
+from featurestore.online.layout import shard_of
 from featurestore.online.plan import read_plan
 from featurestore.tiles import F64, TileLayout
 
@@ -90,30 +91,30 @@ async def read_views_async(
 
 def _state_reads(
     store: TileStore, reads: Sequence[ViewRead], as_of_us: int
-) -> tuple[list[StateRead], list[list[str]], list[str]]:
+) -> tuple[list[StateRead], list[list[str]], list[list[str]]]:
     """What `OnlineStore.read` is asked for: per view, its entities' cache keys with the plan
-    they share; per entity and distinct-count feature, the HyperLogLogs of its window; and the
-    views' key prefixes, whose rebuild markers the read checks."""
+    they share; per entity and distinct-count feature, the HyperLogLogs of its window; and per
+    view the rebuild markers of the shards its entities live in."""
     state_reads: list[StateRead] = []
     distinct: list[list[str]] = []
-    prefixes: list[str] = []
+    markers: list[list[str]] = []
     for view, version, layout, entities in reads:
         plan = read_plan(as_of_us // layout.tile_us, layout)
-        prefix = store.view_prefix(view, version)
-        prefixes.append(prefix)
-        keys = [f"{prefix}:{entity}:c" for entity in entities]
-        state_reads.append((keys, plan, layout))
+        prefixes = [store.entity_prefix(view, version, entity) for entity in entities]
+        shards = sorted({shard_of(entity, store.shards) for entity in entities}) or [0]
+        markers.append([store.rebuild_key(view, version, shard) for shard in shards])
+        state_reads.append(([f"{prefix}:c" for prefix in prefixes], plan, layout))
         windows = plan.windows
-        for entity in entities:
+        for prefix in prefixes:
             for feature in layout.features:
                 if feature.function is Function.APPROX_COUNT_DISTINCT:
                     distinct.append(
                         [
-                            f"{prefix}:{entity}:{bucket}:h:{feature.column}:{field}"
+                            f"{prefix}:{bucket}:h:{feature.column}:{field}"
                             for bucket, field in windows[feature.window_tiles]
                         ]
                     )
-    return state_reads, distinct, prefixes
+    return state_reads, distinct, markers
 
 
 def _view_values(

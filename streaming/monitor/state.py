@@ -1,6 +1,8 @@
 """The monitor's state in Redis: consumed positions, open windows, the label join, markers.
 
-Layout, under `{ns}:monitor:{group}` (P):
+Layout, under `<ns>:{drift}:monitor:<group>` (P): in the drift state's hash tag
+(featurestore/drift/state.py), so on a Redis Cluster every key here and the drift keys the
+commit script writes share one slot, and the scripts may touch them together:
     P:state            hash; "pos:{topic}:{partition}" = "offset:watermark", "closed" = start
                        of the first drift window not yet reported, "performed" = the same for
                        live performance, "rev" = merges so far
@@ -40,6 +42,7 @@ import numpy as np
 import orjson
 
 from featurestore.config import MonitorSettings, RedisSettings
+from featurestore.drift.state import DRIFT_TAG_PREFIX
 from featurestore.positions import NO_POSITION, Position, PositionConflict
 from featurestore.redis_client import STORE, make_client, redis_errors
 
@@ -192,7 +195,7 @@ class MonitorState:
     ) -> None:
         self.config = config
         self.ttl_ms = finished_ttl_ms(monitor or MonitorSettings())
-        self.prefix = f"{config.namespace}:monitor:{group}"
+        self.prefix = f"{DRIFT_TAG_PREFIX.format(namespace=config.namespace)}:monitor:{group}"
         self.state_key = f"{self.prefix}:state"
         self.client = make_client(config, STORE)
         self._merge = self.client.register_script(_MERGE_SCRIPT)

@@ -119,7 +119,7 @@ def test_reads_equal_the_reference_whatever_writes_come_between(
     online: OnlineStore, steps: list[tuple[str, object]]
 ) -> None:
     layout = TileLayout(VIEW)
-    prefix = online.view_prefix(VIEW.name, 1)
+    prefix = online.shard_prefix(VIEW.name, 1, 0)
     online.client.delete(*[f"{prefix}:{u}:c" for u in USERS], f"{prefix}:_pos")
     for key in online.client.scan_iter(match=f"{prefix}:*"):
         online.client.delete(key)
@@ -190,7 +190,7 @@ def as_features(view_values: ViewValues) -> list[dict[str, FeatureValue]]:
 
 def test_a_write_drops_only_the_written_entitys_cache(online: OnlineStore) -> None:
     layout = TileLayout(VIEW)
-    prefix = online.view_prefix(VIEW.name, 1)
+    prefix = online.shard_prefix(VIEW.name, 1, 0)
     event = Event(T0, 0, 0, {"user_id": "ann", "amount": 2.0})
     at = write(online, layout, [event], NO_POSITION)
     t = T0 + MINUTE - 1
@@ -260,7 +260,7 @@ def test_a_batch_from_a_stale_position_changes_nothing(online: OnlineStore) -> N
     is no longer stored: the merge refuses it whole and says what is stored."""
     layout = TileLayout(VIEW)
     at = write(online, layout, [Event(T0, 0, 0, {"user_id": "ann", "amount": 2.5})], NO_POSITION)
-    prefix = online.view_prefix(VIEW.name, 1)
+    prefix = online.shard_prefix(VIEW.name, 1, 0)
     before = online.client.hgetall(f"{prefix}:ann:{T0 // layout.tile_us // BUCKET_TILES}")
     replay = online.merge_batch(
         VIEW.name,
@@ -314,7 +314,7 @@ def test_a_merge_into_a_lost_state_changes_nothing_and_sets_the_rebuild_marker(
     writer merged): the merge says so, distinct from a conflict, and reads say `rebuilding` at
     once. A conflict on one partition does not hide a position moved back on another."""
     layout = TileLayout(VIEW)
-    prefix = online.view_prefix(VIEW.name, 1)
+    prefix = online.shard_prefix(VIEW.name, 1, 0)
     at = write(online, layout, [Event(T0, 0, 0, {"user_id": "ann", "amount": 2.0})], NO_POSITION)
     epoch = online.state(VIEW.name, 1).epoch
     assert epoch is not None

@@ -22,7 +22,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis as redis_lib
 from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
 
@@ -41,6 +40,7 @@ from serving import create_app
 from streaming.ingest.importer import import_events
 from streaming.topics import ensure_topic
 from tests.redis_faults import OwnRedis, copy_keys, own_redis
+from tests.redis_target import client_of
 
 REPO = """
 from featurestore import Aggregation, Entity, FeatureView, KafkaSource
@@ -136,7 +136,7 @@ def world(
         [spec.name for spec in first.signature.features],
         boosters,
     )
-    client = redis_lib.Redis.from_url(redis)
+    client = client_of(redis)
     keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
     if keys:
         client.delete(*keys)

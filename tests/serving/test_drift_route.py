@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import orjson
 import pytest
-import redis as redis_lib
 from fastapi.testclient import TestClient
 
 from featurestore.config import RedisSettings, Settings
 from featurestore.drift.state import alerts_key, field, latest_key, models_key
 from featurestore.services import free_port
 from serving import create_app
+from tests.redis_target import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_drift_returns_the_monitors_latest_records_and_open_alerts(
     ns, model = serving_settings.redis.namespace, "drift-route-model"
     record = {"model": model, "version": 2, "column": "amount", "psi": 0.31, "status": "alert"}
     score = {"model": model, "version": 2, "column": "score", "psi": 0.02, "status": "ok"}
-    store = redis_lib.Redis.from_url(serving_settings.redis.url)
+    store = client_of(serving_settings.redis.url)
     try:
         store.sadd(models_key(ns), model)
         latest, alerts = latest_key(ns, model), alerts_key(ns, model)

@@ -20,7 +20,6 @@ import httpx2 as httpx
 import numpy as np
 import orjson
 import pytest
-import redis as redis_lib
 import uvicorn
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fastapi import FastAPI
@@ -45,6 +44,7 @@ from serving.ui.lag import LagProbe, lag
 from serving.ui.traffic import PREDICT_ROUTE, TrafficSampler, quantile
 from streaming.topics import ensure_topic
 from tests.conftest import unavailable
+from tests.redis_target import client_of
 from tests.serving.conftest import USERS, World
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_drift_history_is_oldest_first_capped_and_one_record_per_window(
 ) -> None:
     namespace = key_prefix.rstrip(":")
     config = RedisSettings(url=redis, namespace=namespace)
-    client = redis_lib.Redis.from_url(redis)
+    client = client_of(redis)
     records = [_record(c, w, 0.01 * w) for w in range(5) for c in ("a", "b")]
 
     assert drift_history(config, "fraud") == []
@@ -134,7 +134,7 @@ def test_drift_history_is_oldest_first_capped_and_one_record_per_window(
 def test_recent_alerts_are_newest_first_without_repeats(redis: str, key_prefix: str) -> None:
     namespace = key_prefix.rstrip(":")
     config = RedisSettings(url=redis, namespace=namespace)
-    client = redis_lib.Redis.from_url(redis)
+    client = client_of(redis)
     opened = _event("alert", _record("a", 1, 0.4))
     resolved = _event("resolved", _record("a", 3, 0.02))
     other = _event("alert", _record("b", 2, 0.5))
@@ -260,7 +260,7 @@ def drift_state(world: World) -> Iterator[dict[str, Any]]:
     """Drift history, the newest windows and an open alert of model `fraud`, as the monitor
     leaves them in the world's namespace; removed afterwards (the world is shared)."""
     namespace = world.settings.redis.namespace
-    client = redis_lib.Redis.from_url(world.settings.redis.url)
+    client = client_of(world.settings.redis.url)
     drifting = world.names[1]
     records = [
         _record(name, w, 0.6 * w / (WINDOWS - 1) if name == drifting else 0.02 + 0.01 * (w % 2))

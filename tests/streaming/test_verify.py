@@ -6,13 +6,14 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-import redis as redis_lib
 
 from featurestore.config import Settings
 from featurestore.definitions import Aggregation
+from featurestore.online import OnlineStore
 from featurestore.registry import RegisteredView
 from featurestore.verify import verify_view
 from streaming.ingest.worker import Worker
+from tests.redis_target import client_of, delete_matching
 from tests.streaming.conftest import (
     WorkerThreads,
     event_payload,
@@ -58,10 +59,9 @@ def test_random_late_out_of_order_stream_verifies_with_zero_mismatches(
     assert report.mismatch_rate == 0.0
 
     # A damaged online state is caught: drop one user's tiles.
-    client = redis_lib.Redis.from_url(settings.redis.url)
-    doomed = list(client.scan_iter(match=f"{settings.redis.namespace}:user_txn:1:u7:*"))
-    assert doomed
-    client.delete(*doomed)
+    client = client_of(settings.redis.url)
+    u7 = OnlineStore(settings.redis).entity_prefix("user_txn", 1, "u7")
+    assert delete_matching(client, f"{u7}:*")
     damaged = verify_view(settings, registered, sample=40)
     assert damaged.mismatch_rate > 0
     assert any("('u7',)" in e for c in damaged.checks for e in c.examples)

@@ -102,6 +102,7 @@ class Cli:
             FSTORE_KAFKA_BOOTSTRAP=self.settings.kafka.bootstrap,
             FSTORE_REDIS_URL=self.settings.redis.url,
             FSTORE_REDIS_NAMESPACE=self.settings.redis.namespace,
+            FSTORE_REDIS_CLUSTER=str(self.settings.redis.cluster).lower(),
             FSTORE_OFFLINE_ROOT=str(self.settings.offline.root),
             FSTORE_REGISTRY_PATH=str(self.settings.registry.path),
         )

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis as redis_lib
 
 from featurestore.config import Settings
+from tests.redis_target import client_of
 from tests.streaming.monitor.test_monitor import (
     PARTITIONS,
     T0,
@@ -90,6 +90,7 @@ def test_monitor_killed_mid_stream_counts_every_prediction_once(
         FSTORE_KAFKA_BOOTSTRAP=config.kafka.bootstrap,
         FSTORE_REDIS_URL=config.redis.url,
         FSTORE_REDIS_NAMESPACE=config.redis.namespace,
+        FSTORE_REDIS_CLUSTER=str(config.redis.cluster).lower(),
         FSTORE_MODELS_PATH=str(config.models.path),
         FSTORE_SERVING_PREDICTION_LOG_TOPIC=topic,
         FSTORE_MONITOR_DRIFT_TOPIC=config.monitor.drift_topic,
@@ -111,8 +112,8 @@ def test_monitor_killed_mid_stream_counts_every_prediction_once(
         processes.append(process)
         return process
 
-    client = redis_lib.Redis.from_url(config.redis.url)
-    state = f"{config.redis.namespace}:monitor:{group}:state"
+    client = client_of(config.redis.url)
+    state = f"{config.redis.namespace}:{{drift}}:monitor:{group}:state"
 
     def counted() -> int:
         """Offsets the stored positions cover: predictions the monitor has merged."""

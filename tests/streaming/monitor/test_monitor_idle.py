@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-import redis as redis_lib
 from confluent_kafka import Producer
 
 from featurestore.config import Settings
@@ -27,6 +26,7 @@ from streaming.monitor.metrics import MonitorCollector
 from streaming.monitor.monitor import Monitor
 from streaming.monitor.state import finished_ttl_ms
 from streaming.topics import ensure_topic
+from tests.redis_target import client_of
 from tests.streaming.monitor.test_monitor import (
     T0,
     US,
@@ -111,7 +111,7 @@ def test_an_idle_partition_stops_holding_windows_back_after_the_idle_timeout(
 
     # Expiry: closed windows kept for the sliding statistics (3 x 10 s: windows 3 and 4) expire;
     # what replay needs (positions, markers, the open window of the flush record) does not.
-    client = redis_lib.Redis.from_url(config.redis.url)
+    client = client_of(config.redis.url)
     prefix = monitor.state.prefix
     ttl_ms = finished_ttl_ms(config.monitor)
     kept = [monitor.state.window_key(T0 + w * WINDOW_US) for w in (3, 4)]

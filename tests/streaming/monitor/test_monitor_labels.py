@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-import redis as redis_lib
 from confluent_kafka import Producer
 
 from featurestore.config import Settings
@@ -26,6 +25,7 @@ from featurestore.models import log_loss
 from featurestore.timestamps import from_us, parse_timestamp
 from streaming.monitor.monitor import Monitor
 from streaming.monitor.state import finished_ttl_ms
+from tests.redis_target import client_of
 from tests.streaming.monitor.test_monitor import (
     FEATURES,
     PARTITIONS,
@@ -190,7 +190,7 @@ def test_live_auc_equals_the_definition_on_the_joined_rows(
 
     # Expiry: the index buckets left (the flush record's) expire; parked labels and the
     # positions never do.
-    client = redis_lib.Redis.from_url(config.redis.url)
+    client = client_of(config.redis.url)
     buckets = list(client.scan_iter(match=f"{monitor.state.prefix}:idx:*"))
     assert buckets
     for key in buckets:
