@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint typecheck pytest services-up services-down clean seaweedfs
+.PHONY: help install demo test test-cluster lint typecheck pytest services-up services-down clean seaweedfs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,7 +34,17 @@ pytest: $(STAMP) seaweedfs ## Only the test suite (starts real Kafka, Redis and 
 seaweedfs: $(STAMP) ## Build the local S3 server once (SeaweedFS from the Go module proxy, cached)
 	$(BIN)/fstore services build
 
-test: lint typecheck pytest ## Everything CI runs: lint, types, tests
+test: lint typecheck pytest ## Lint, types, every test (on one Redis)
+
+# The suites that touch Redis, again on a 3-master Redis Cluster with a replica each (started by
+# the tests' fixtures): streaming (ingest, monitor), serving, the writer, failover.
+CLUSTER_TESTS := tests/streaming tests/serving tests/featurestore/test_writer.py \
+	tests/featurestore/test_writer_shards.py tests/featurestore/test_state_loss.py \
+	tests/featurestore/test_cluster_failover.py tests/featurestore/test_cluster_mode.py \
+	tests/featurestore/test_distinct_online_offline.py
+
+test-cluster: $(STAMP) ## The Redis suites again on a local Redis Cluster
+	FSTORE_TEST_REDIS=cluster $(BIN)/pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
 
 services-up: $(STAMP) ## Start local Kafka and Redis
 	$(BIN)/fstore services up
