@@ -35,6 +35,7 @@ import functools
 import logging
 import re
 import ssl
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import redis
+from redis.commands.core import Script
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
 from featurestore.config import RedisSettings, url_without_password
@@ -59,6 +61,7 @@ __all__ = [
     "check_eviction_policy",
     "endpoint",
     "make_client",
+    "ClusterOnFirstUse",
     "make_cluster_client",
     "make_node_pipe",
     "make_pipe",
@@ -115,23 +118,67 @@ def make_cluster_client(settings: RedisSettings, profile: Profile = STORE) -> re
     the others, sends each command to the node holding its key's slot, and follows MOVED and
     ASK (a failover, a resharding). `make_client` hands it out typed as `redis.Redis`: callers
     use the commands both speak, and every multi-key call of ours stays in one slot (hash tags,
-    featurestore/online/layout.py)."""
-    return redis.RedisCluster.from_url(
-        settings.url,
-        socket_timeout=profile.timeout_s,
-        socket_connect_timeout=profile.connect_timeout_s,
-    )
+    featurestore/online/layout.py).
+
+    redis-py reads the cluster's slot map when it builds the client, so a cluster that is down
+    would fail the process at its start; the client is built on first use instead, and until
+    then every command fails as an unreachable Redis does (`redis.ConnectionError`): a worker
+    waits it out, a request gets a 503, as with one Redis."""
+    return cast(redis.RedisCluster, ClusterOnFirstUse(settings, profile))
+
+
+class ClusterOnFirstUse:
+    """A `redis.RedisCluster` built on first use, and built again on a later use while the
+    cluster cannot be reached (see `make_cluster_client`)."""
+
+    def __init__(self, settings: RedisSettings, profile: Profile) -> None:
+        self.settings, self.profile = settings, profile
+        self.built: redis.RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> redis.RedisCluster:
+        with self._lock:
+            if self.built is None:
+                try:
+                    self.built = redis.RedisCluster.from_url(
+                        self.settings.url,
+                        socket_timeout=self.profile.timeout_s,
+                        socket_connect_timeout=self.profile.connect_timeout_s,
+                    )
+                except redis.exceptions.RedisClusterException as exc:
+                    raise redis.ConnectionError(
+                        f"Redis Cluster at {self.settings.shown_url} cannot be reached "
+                        f"({type(exc).__name__})"
+                    ) from None
+            return self.built
+
+    def close(self) -> None:
+        if self.built is not None:
+            self.built.close()
+
+    def register_script(self, script: str) -> Script:
+        """A script object that builds the client when first run (its SHA needs no server)."""
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def get_encoder(self) -> Any:
+        """How `Script` encodes its text: the built client's encoder, or that of a default
+        client (which connects only when used: never, here)."""
+        source = self.built if self.built is not None else redis.Redis()
+        return source.get_encoder()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client(), name)
 
 
 def shared_client(settings: RedisSettings, profile: Profile = REQUEST) -> redis.Redis:
     """One pooled client per (URL, profile) for the life of the process, for callers that hold
     none of their own (request handlers): its pool keeps connections open between requests."""
-    return _shared(settings.url, profile)
+    return _shared(settings.url, settings.cluster, profile)
 
 
 @functools.lru_cache(maxsize=16)
-def _shared(url: str, profile: Profile) -> redis.Redis:
-    return make_client(RedisSettings(url=url), profile)
+def _shared(url: str, cluster: bool, profile: Profile) -> redis.Redis:
+    return make_client(RedisSettings(url=url, cluster=cluster), profile)
 
 
 def answers(settings: RedisSettings) -> bool:
@@ -454,14 +501,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _described(where: RedisSettings | redis.Redis) -> tuple[str, list[str]]:
+def _described(
+    where: RedisSettings | redis.Redis | redis.RedisCluster | ClusterOnFirstUse,
+) -> tuple[str, list[str]]:
     """How messages name the server, and the texts to keep out of them (its password, raw and
     as it appears in a URL)."""
+    if isinstance(where, ClusterOnFirstUse):
+        where = where.settings if where.built is None else where.built
     if isinstance(where, RedisSettings):
         password = parse_url(where.url).get("password")  # type: ignore[no-untyped-call]
         shown = where.shown_url
     elif isinstance(where, redis.RedisCluster):  # a cluster client (`make_cluster_client`)
-        node = where.get_default_node()
+        node = where.get_default_node()  # type: ignore[no-untyped-call]
         kwargs = where.nodes_manager.connection_kwargs
         password = kwargs.get("password")
         scheme = "rediss" if kwargs.get("ssl") else "redis"

@@ -4,11 +4,16 @@ a clear error."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from featurestore.config import RedisSettings
-from featurestore.errors import ConfigError
+from featurestore.errors import ConfigError, RedisUnavailable
+from featurestore.online import OnlineStore
 from featurestore.redis_client import check_cluster_mode, check_eviction_policy
+from featurestore.services.redis_cluster import RedisCluster, free_ports
 from tests.redis_target import CLUSTER
 
 pytestmark = pytest.mark.integration
@@ -20,3 +25,20 @@ def test_the_cluster_mode_must_match_the_server(redis: str) -> None:
     for check in (check_cluster_mode, check_eviction_policy):
         with pytest.raises(ConfigError, match=f"set redis.cluster: {str(CLUSTER).lower()}"):
             check(wrong)
+
+
+def test_a_store_made_while_the_cluster_is_down_waits_for_it(tmp_path: Path) -> None:
+    """redis-py reads the slot map when it builds a cluster client; ours builds it on first use,
+    so a process starts while the cluster is down, each call fails as an unreachable Redis does
+    (a worker waits, a request gets a 503), and the same store works once the cluster is up."""
+    cluster = RedisCluster(tmp_path, free_ports(3), masters=3)
+    settings = RedisSettings(url=cluster.url, cluster=True, namespace="down")
+    store = OnlineStore(settings)  # no server yet: builds nothing
+    try:
+        with pytest.raises(RedisUnavailable, match=re.escape(cluster.url)):
+            store.positions("v", 1)
+        cluster.start()
+        assert store.positions("v", 1) == {}
+    finally:
+        store.close()
+        cluster.stop()
