@@ -8,7 +8,6 @@ with its log."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess  # noqa: S404 - installing and running redis-server is this module's job
@@ -19,9 +18,14 @@ from urllib.parse import quote, urlencode
 
 from featurestore.config import ServicesSettings
 from featurestore.errors import ServiceError
-from featurestore.services.process import ManagedProcess, ensure_port_free, wait_until
+from featurestore.services.process import (
+    ManagedProcess,
+    apt_install,
+    ensure_port_free,
+    wait_until,
+)
 
-__all__ = ["HOST", "PACKAGE", "RedisSecurity", "RedisServer", "RedisStatus"]
+__all__ = ["HOST", "PACKAGE", "RedisSecurity", "RedisServer", "RedisStatus", "redis_server_binary"]
 
 HOST = "127.0.0.1"
 PACKAGE = "redis-server"
@@ -119,7 +123,7 @@ class RedisServer:
         """Start redis-server and wait for PING. False when it was already running."""
         if self.process.pid() is not None:
             return False
-        binary = _redis_server()
+        binary = redis_server_binary()
         ensure_port_free("Redis", HOST, self.config.redis_port)
         self.home.mkdir(parents=True, exist_ok=True)
         # Persistence by an append-only file, fsynced every second: a restart (or a crash of
@@ -167,26 +171,17 @@ class RedisServer:
         return answers(RedisSettings(url=url))
 
 
-def _redis_server() -> str:
+def redis_server_binary() -> str:
+    """The redis-server binary: on PATH, else installed from Debian's package (as root)."""
     binary = shutil.which("redis-server")
     if binary is not None:
         return binary
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError(
-            "redis-server was not found on PATH. Install the Debian/Ubuntu package "
-            f"`{PACKAGE}` (`sudo apt-get install {PACKAGE}`; on macOS `brew install redis`), "
-            "or point FSTORE_REDIS_URL at a running Redis."
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", PACKAGE]):
-        result = subprocess.run(  # noqa: S603 - fixed argv
-            argv, capture_output=True, text=True, env=env, check=False
-        )
-        if result.returncode != 0:
-            raise ServiceError(
-                f"installing {PACKAGE} failed (`{' '.join(argv)}` exited {result.returncode}):\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
+    apt_install(
+        PACKAGE,
+        "redis-server was not found on PATH. Install the Debian/Ubuntu package "
+        f"`{PACKAGE}` (`sudo apt-get install {PACKAGE}`; on macOS `brew install redis`), "
+        "or point FSTORE_REDIS_URL at a running Redis.",
+    )
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceError(f"`apt-get install {PACKAGE}` succeeded but redis-server is not on PATH")

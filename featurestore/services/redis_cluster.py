@@ -20,7 +20,7 @@ from pathlib import Path
 
 from featurestore.errors import ServiceError
 from featurestore.services.process import ManagedProcess, ensure_port_free, wait_until
-from featurestore.services.redis import HOST, _redis_server
+from featurestore.services.redis import HOST, redis_server_binary
 
 __all__ = ["ClusterNode", "RedisCluster", "free_ports"]
 
@@ -73,7 +73,7 @@ class RedisCluster:
         """Start every node and create the cluster; False when all were running already."""
         if all(pid is not None for pid in self.running()):
             return False
-        binary = _redis_server()
+        binary = redis_server_binary()
         created = (self.home / "created").exists()
         for node in self.nodes:
             if node.process.pid() is not None:
