@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -14,7 +10,7 @@ import yaml
 
 import serving
 from featurestore.config import Settings
-from featurestore.services import free_port
+from tests.serve_process import fstore_serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +22,6 @@ def test_public_names() -> None:
 
 
 def test_fstore_serve_answers_predictions(serving_settings: Settings, tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "featurestore.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -40,29 +35,8 @@ def test_fstore_serve_answers_predictions(serving_settings: Settings, tmp_path: 
             }
         )
     )
-    fstore = Path(sys.executable).parent / "fstore"
-    process = subprocess.Popen(
-        [str(fstore), "serve", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "FSTORE_CONFIG": str(config)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "fstore serve did not become ready"
-            time.sleep(0.2)
+    with fstore_serve_process(config, tmp_path / "serve.log", "--workers", "1") as url:
         response = httpx.post(f"{url}/v1/predict/fraud", json={"entities": {"user_id": "u1"}})
         assert response.status_code == 200, response.text
         assert response.json()["versions"] == [1]
         assert httpx.get(f"{url}/docs").status_code == 200
-    finally:
-        process.terminate()
-        process.wait(30)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +32,6 @@ from featurestore.client import (
     Unavailable,
 )
 from featurestore.config import ModelsSettings, RedisSettings, Settings
-from featurestore.services import free_port
 from serving.schemas import (
     FeatureColumnOut,
     FeaturesResponse,
@@ -42,6 +39,7 @@ from serving.schemas import (
     PredictResponse,
 )
 from tests.redis_faults import OwnRedis, copy_keys, own_redis
+from tests.serve_process import fstore_serve_process
 from tests.serving.conftest import FEATURES, World
 
 pytestmark = pytest.mark.integration
@@ -84,30 +82,10 @@ def fstore_serve(settings: Settings, folder: Path) -> Iterator[str]:
             }
         )
     )
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSTORE_")}
-    env |= {"FSTORE_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    code = "from featurestore.cli import main; main()"
-    argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--workers", "1"]
-    log = folder / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "fstore serve did not become ready"
-            time.sleep(0.2)
+    env["PYTHONPATH"] = str(ROOT)
+    with fstore_serve_process(config, folder / "serve.log", "--workers", "1", env=env) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture(scope="module")

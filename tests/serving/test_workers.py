@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +21,8 @@ from featurestore.config import ModelsSettings, RegistrySettings, Settings
 from featurestore.models import ModelRegistry
 from featurestore.registry import Registry
 from featurestore.repo import load_repo
-from featurestore.services import free_port
 from serving.metrics import MULTIPROCESS_ENV, prepare_multiprocess_dir
+from tests.serve_process import fstore_serve_process
 from tests.serving.conftest import USERS, World
 
 pytestmark = pytest.mark.integration
@@ -94,7 +92,6 @@ def two_workers(
     settings = serving_settings
     if registry_url is not None:
         settings = on_postgres(settings, world, registry_url, tmp_path / "pg-models")
-    port = free_port()
     config = tmp_path / "featurestore.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -119,29 +116,10 @@ def two_workers(
     shared = tmp_path / "metrics"
     shared.mkdir()
     (shared / "counter_1.db").write_bytes(b"left over from an earlier run")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from featurestore.cli import main; main()"]
-        + ["serve", "--port", str(port), "--workers", "2"],
-        env={**os.environ, "FSTORE_CONFIG": str(config), MULTIPROCESS_ENV: str(shared)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "fstore serve --workers 2 did not become ready"
-            time.sleep(0.2)
+    env = {**os.environ, MULTIPROCESS_ENV: str(shared)}
+    log = tmp_path / "serve.log"
+    with fstore_serve_process(config, log, "--workers", "2", env=env) as url:
         yield url, shared, settings
-    finally:
-        process.terminate()
-        process.wait(60)
 
 
 def test_two_workers_share_the_registry_and_report_the_host(
