@@ -313,6 +313,7 @@ _ONE_SERVER_ONLY = (
     "tests/streaming/ingest/test_outage.py::test_worker_survives_a_redis_restart",
     "tests/streaming/ingest/test_state_loss.py::",
     "tests/serving/test_canary_shadow_reload.py::test_a_failing_shadow_changes_no_response",
+    "tests/serving/test_client.py::",  # freezes a Redis of its own (the client's 503 retries)
     "tests/serving/test_drift_route.py::test_drift_answers_503_when_redis_is_down",
     "tests/serving/test_errors.py::test_redis_down_answers_503",
     "tests/serving/test_errors.py::test_an_outage_answer_does_not_show_the_redis_password",

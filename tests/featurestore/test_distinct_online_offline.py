@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +27,7 @@ from featurestore.online import OnlineStore, read_features
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 from featurestore.writer import ViewWriter
+from tests.redis_target import client_of, delete_matching
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,6 @@ def test_distinct_counts_online_equal_offline(redis: str, seed: int, batches: in
         ],
     }
     namespace = f"test:{uuid.uuid4().hex[:12]}"
-    client = redis_lib.Redis.from_url(redis)
     with tempfile.TemporaryDirectory() as root:
         offline = OfflineStore(OfflineSettings(root=Path(root)))
         online = OnlineStore(RedisSettings(url=redis, namespace=namespace))
@@ -106,10 +105,7 @@ def test_distinct_counts_online_equal_offline(redis: str, seed: int, batches: in
             )
         finally:
             online.close()
-            doomed = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            if doomed:
-                client.delete(*doomed)
-            client.close()
+            delete_matching(client_of(redis), f"{namespace}:*")
 
     exact_differs = False
     for user, got, want in zip(USERS, online_rows, offline_rows, strict=True):

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,7 @@ from featurestore.on_demand import (
 )
 from featurestore.registry import Status
 from featurestore.writer import ViewWriter
+from tests.redis_target import client_of, delete_matching
 
 MINUTE = 60_000_000
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00Z
@@ -197,11 +197,7 @@ def _fresh_store(redis: str) -> Iterator[FeatureStore]:
             yield feature_store
         finally:
             feature_store.online.close()
-            client = redis_lib.Redis.from_url(redis)
-            doomed = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            if doomed:
-                client.delete(*doomed)
-            client.close()
+            delete_matching(client_of(redis), f"{namespace}:*")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis as redis_lib
 from fastapi.testclient import TestClient
 
 from featurestore import FeatureStore, Registry, load_repo
@@ -29,6 +28,7 @@ from featurestore.config import (
 )
 from serving import create_app
 from streaming.ingest.importer import import_events
+from tests.redis_target import client_of, delete_matching
 
 pytestmark = pytest.mark.integration
 
@@ -119,10 +119,7 @@ def served(
     booster = lgb.Booster(model_str=store.models.load_text(model))
     store.online.close()
     yield settings, booster
-    client = redis_lib.Redis.from_url(redis)
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_matching(client_of(redis), f"{namespace}:*")
 
 
 @pytest.fixture
