@@ -73,6 +73,9 @@ class TimedWorker(Worker):
             emit({"mark": mark, "seconds": self.last - self.first, "rss_mb": peak_rss_mb()})
 
 
+FIRST_BATCH_WAIT_S = 20.0
+
+
 def child_worker(spec: dict[str, Any]) -> None:
     # This subprocess exists only to be measured: wrap the module-level decode the worker calls.
     worker_module.decode = timed("decode", worker_module.decode)  # type: ignore[attr-defined]
@@ -92,14 +95,18 @@ def child_worker(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
 
     # A worker of several in a group does not know its share: it stops after `idle_stop_s`
-    # without a message, once it has had some.
+    # without a message once it has had some, or after `FIRST_BATCH_WAIT_S` without any (a
+    # group's first assignment waits for its members: the broker's initial rebalance delay).
     idle_stop_s = float(spec.get("idle_stop_s") or 0)
 
     def done(w: Worker) -> bool:
         if target > 0 and w.counters.consumed >= target:
             return True
-        busy_at = worker.last if worker.first is not None else started
-        return idle_stop_s > 0 and time.perf_counter() - busy_at > idle_stop_s
+        if worker.first is None:
+            waited, limit = time.perf_counter() - started, max(idle_stop_s, FIRST_BATCH_WAIT_S)
+        else:
+            waited, limit = time.perf_counter() - worker.last, idle_stop_s
+        return idle_stop_s > 0 and waited > limit
 
     if profile is not None:
         profile.enable()

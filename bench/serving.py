@@ -109,6 +109,7 @@ from serving_workload import (
 
 from featurestore.api_keys import KeyStore
 from featurestore.config import (
+    OfflineSettings,
     RedisSettings,
     RegistrySettings,
     ServingSettings,
@@ -384,10 +385,13 @@ def start_keyed(settings: Settings, work: Path, children: list[Child]) -> Target
 
 
 def cluster_settings(settings: Settings, cluster: RedisCluster, work: Path) -> Settings:
-    """The run's settings on the cluster, with a registry of their own (a copy)."""
+    """The run's settings on the cluster, with a registry of their own (a copy) and an
+    offline log of their own (one Redis's log would make the cluster's worker rebuild from it,
+    not ingest)."""
     redis = RedisSettings(url=cluster.url, cluster=True, namespace=settings.redis.namespace)
     registry = copy_registry(settings, work, "cluster")
-    return settings.model_copy(update={"redis": redis, "registry": registry})
+    offline = OfflineSettings(root=work / "offline-cluster")
+    return settings.model_copy(update={"redis": redis, "registry": registry, "offline": offline})
 
 
 def copy_registry(settings: Settings, work: Path, label: str) -> RegistrySettings:
