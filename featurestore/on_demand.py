@@ -310,7 +310,7 @@ def compute(
     if result.keys() != ready.output_names:
         raise OnDemandError(
             f"on-demand feature {name!r} returned outputs {sorted(map(str, result))}; "
-            f"it declares {sorted(ready.output_names)}"
+            f"it declares {sorted(ready.output_names)}; return exactly the declared outputs"
         )
     return {
         output: _checked(name, output, kind, result[output], rows) for output, kind in ready.outputs
@@ -360,7 +360,7 @@ def _checked(feature: str, output: str, kind: ValueType, value: Any, rows: int) 
     if array.dtype.kind not in allowed:
         raise OnDemandError(
             f"on-demand feature {feature!r}, output {output!r}: returned dtype {array.dtype}; "
-            f"it is declared {kind}"
+            f"it is declared {kind}; return {kind} values or declare the type it returns"
         )
     out: F64 = array if array.dtype == np.float64 else array.astype(np.float64)
     if kind is ValueType.FLOAT64 and (
