@@ -65,6 +65,8 @@ OUTPUT_TYPES = (ValueType.FLOAT64, ValueType.INT64, ValueType.BOOL)  # models sc
 _NUMPY_TYPES = {ValueType.FLOAT64: np.float64, ValueType.INT64: np.int64, ValueType.BOOL: np.bool_}
 _ALLOWED = {ValueType.FLOAT64: "fiub", ValueType.INT64: "iub", ValueType.BOOL: "b"}
 _MESSAGE_CHARS = 300  # an exception message is cut here in answers
+_JSON_NUMBERS = frozenset({float, int, type(None)})
+_JSON_STRINGS = frozenset({str, type(None)})
 
 
 class RequestSource(_Definition):
@@ -229,11 +231,17 @@ def _request_column(feature: str, field: str, kind: ValueType, values: Any, rows
         return values.astype(_NUMPY_TYPES[kind], copy=False)
     try:
         if kind is ValueType.FLOAT64:
-            if any(isinstance(v, bool | str) for v in values):
+            # JSON's numbers and nulls, checked by their types at C speed; anything else
+            # (numpy scalars, bools, strings) by the check below.
+            if not set(map(type, values)) <= _JSON_NUMBERS and any(
+                isinstance(v, bool | str) for v in values
+            ):
                 raise TypeError("a number (or null) was expected")
             return np.asarray(values, dtype=np.float64)
         if kind is ValueType.STRING:
-            if not all(v is None or isinstance(v, str) for v in values):
+            if not set(map(type, values)) <= _JSON_STRINGS and not all(
+                v is None or isinstance(v, str) for v in values
+            ):
                 raise TypeError("a string was expected")
             return np.asarray(values, dtype=object)
         if any(v is None for v in values):
@@ -290,8 +298,8 @@ def compute(
     name = ready.feature.name
     given = {}
     for key, value in inputs.items():
-        column = value if isinstance(value, np.ndarray) else np.asarray(value)
-        if column.flags.writeable:
+        column = value if type(value) is np.ndarray else np.asarray(value)
+        if column.flags.writeable:  # read-only already: request columns, serving's reads
             column = column.view()
             column.flags.writeable = False  # a function that writes its inputs fails loudly
         given[key] = column

@@ -211,6 +211,10 @@ class _FeatureReads:
                 "log after Redis lost it; retry shortly"
             )
         given = self.request.request_features
+        if any(group.version.on_demand for group in self.groups):
+            for read_values in results.values():
+                # On-demand functions read columns of these: read-only, they need no copy.
+                read_values.values.flags.writeable = False
         # Per read, the entities without an event in any window of the view. A count or a sum
         # of such a window reads 0, not NaN: only the event times tell "nothing" from "0".
         no_event = {
