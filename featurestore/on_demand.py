@@ -295,14 +295,22 @@ def compute(
     Raises `OnDemandError` naming the feature and the problem, never a wrong value.
     """
     ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
+    return _run(ready, {key: _read_only(value) for key, value in inputs.items()}, rows)
+
+
+def _read_only(value: Any) -> Column:
+    """The input as an array the function cannot write to (a function that writes its inputs
+    fails loudly); one already read-only — request columns, serving's reads — as it is."""
+    column = value if type(value) is np.ndarray else np.asarray(value)
+    if column.flags.writeable:
+        column = column.view()
+        column.flags.writeable = False
+    return column
+
+
+def _run(ready: PreparedFeature, given: dict[str, Column], rows: int) -> dict[str, F64]:
+    """The function over read-only inputs, and its outputs checked (`compute`)."""
     name = ready.feature.name
-    given = {}
-    for key, value in inputs.items():
-        column = value if type(value) is np.ndarray else np.asarray(value)
-        if column.flags.writeable:  # read-only already: request columns, serving's reads
-            column = column.view()
-            column.flags.writeable = False  # a function that writes its inputs fails loudly
-        given[key] = column
     try:
         result = ready.function(given)
     except Exception as exc:
@@ -349,12 +357,13 @@ def evaluate(
                 f"({kind}); send it in the request (offline: a column of the entity rows); "
                 f"given: {sorted(request)}"
             )
-        inputs[field] = request_column(ready.feature.name, field, kind, request[field], rows)
+        column = request_column(ready.feature.name, field, kind, request[field], rows)
+        inputs[field] = _read_only(column)
         if converted is not None:
             converted[(field, kind)] = inputs[field]
     for ref, name in ready.features:
-        inputs[name] = view_values[ref]
-    return compute(ready, inputs, rows)
+        inputs[name] = _read_only(view_values[ref])
+    return _run(ready, inputs, rows)
 
 
 def _checked(feature: str, output: str, kind: ValueType, value: Any, rows: int) -> F64:
