@@ -15,7 +15,8 @@ models of the same size (`--trees` trees, 31 leaves) over bench/serving.py's vie
   the request's `request` fields.
 
 For each it reports the CPU per single-entity request (best of `--repeat` timings of
-`--calls` requests, interleaved: each timing runs the three in turn) and, from one cProfile run,
+`--calls` requests, interleaved: each timing runs the three in turn; many short timings, so the
+best falls in a quiet moment of a shared machine) and, from one cProfile run,
 each stage's share: body parse, plan, Redis read (the pipelined call; its wait is not CPU),
 on-demand evaluation, scoring, response, after-response.
 
@@ -209,8 +210,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=100_000, help="over the last 24 hours")
     parser.add_argument("--trees", type=int, default=200)
     parser.add_argument("--train-rows", type=int, default=20_000)
-    parser.add_argument("--calls", type=int, default=3_000, help="requests per timing")
-    parser.add_argument("--repeat", type=int, default=5, help="timings per model; best kept")
+    parser.add_argument("--calls", type=int, default=500, help="requests per timing")
+    parser.add_argument("--repeat", type=int, default=30, help="timings per model; best kept")
     parser.add_argument("--profile-calls", type=int, default=2_000, help="requests profiled")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
