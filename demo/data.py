@@ -102,8 +102,10 @@ class Transactions:
     def labels(self, at: str) -> Iterator[tuple[bytes, bytes]]:
         """(key, JSON value) of each transaction's label, known at `at` (ISO 8601), in the
         monitor's format: the entities it was scored for, the label and its time; plus the
-        transaction's own time, which a training set joins at."""
+        transaction's own time, which a training set joins at, and its amount, the request field
+        a request-time feature reads."""
         users, merchants, fraud = self.user_ids(), self.merchant_ids(), self.fraud.tolist()
+        amounts = self.amount.tolist()
         for i, ts in enumerate(self.iso_times()):
             label = {
                 "entities": {"user_id": users[i], "merchant_id": merchants[i]},
@@ -111,6 +113,7 @@ class Transactions:
                 "at": at,
                 "txn_id": f"t{self.first_id + i}",
                 "transaction_ts": ts + "Z",
+                "amount": amounts[i],
             }
             yield users[i].encode(), orjson.dumps(label)
 

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from demo.traffic import LoadResult
+from demo.training import Comparison
 
 __all__ = ["DriftResult", "Results", "ViewCheck", "print_summary", "summary_json"]
 
@@ -53,6 +54,7 @@ class Results:
     model: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     validation_rows: int = 0
+    comparison: Comparison | None = None  # holdout AUC without and with the added features
     load: LoadResult = field(default_factory=LoadResult)
     verify: list[ViewCheck] = field(default_factory=list)
     drift: DriftResult = field(default_factory=DriftResult)
@@ -89,6 +91,9 @@ def print_summary(console: Console, results: Results) -> None:
         f"PR-AUC {results.metrics.get('pr_auc', float('nan')):.3f} "
         f"on {results.validation_rows:,} later rows",
     )
+    comparison = results.comparison
+    if comparison is not None:
+        table.add_row("with / without", comparison.describe())
     load = results.load
     table.add_row(
         "scoring",
@@ -134,6 +139,9 @@ def summary_json(results: Results) -> bytes:
             "training_rows": results.training_rows,
             "model": results.model,
             "metrics": results.metrics,
+            "with_without": None
+            if results.comparison is None
+            else _comparison_json(results.comparison),
             "scoring": {
                 "requests": load.requests,
                 "errors": len(load.errors),
@@ -193,3 +201,11 @@ def _performance_text(record: dict[str, Any]) -> str:
         f"live {metric} [bold]{record['live']:.3f}[/] from {labels} delayed labels "
         f"(validation {record['validation']:.3f}): {record['status']}"
     )
+
+
+def _comparison_json(comparison: Comparison) -> dict[str, Any]:
+    return {
+        "added": comparison.added,
+        "without": {"model": comparison.without.ref, **comparison.without.metrics},
+        "with": {"model": comparison.with_added.ref, **comparison.with_added.metrics},
+    }

@@ -30,7 +30,13 @@ from demo.services import Started, ensure_services
 from demo.stepper import Steps, advance, progress_bar
 from demo.topics import TopicReader, create_topics, end_offsets, publish
 from demo.traffic import ScoringClient, load_test, wait_ready
-from demo.training import MODEL, SERVICE, entity_rows, train_and_promote
+from demo.training import (
+    MODEL,
+    SERVICE,
+    entity_rows,
+    train_and_promote,
+    train_with_added_features,
+)
 from demo.workspace import Workspace
 from featurestore.config import DriftThresholds, MonitorSettings, Settings, load_settings
 from featurestore.errors import FeatureStoreError
@@ -239,7 +245,9 @@ class DemoRun:
                 f"first {WARM_UP_HOURS} h only fill the day windows"
             )
             trained = train_and_promote(store, rows, self.options.min_auc, self.console)
+            comparison = train_with_added_features(store, rows, trained.version, self.console)
         results = self.results
+        results.comparison = comparison
         results.dataset, results.model = trained.dataset, trained.version.ref
         results.training_rows, results.training_fraud = trained.rows, trained.fraud
         results.metrics, results.validation_rows = trained.version.metrics, trained.validation_rows

@@ -23,6 +23,7 @@ from featurestore import __version__
 from featurestore.api_keys_cli import keys_app
 from featurestore.config import load_settings, masked
 from featurestore.errors import FeatureStoreError
+from featurestore.on_demand import RegisteredOnDemand
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import load_repo
 from featurestore.scaffold import TEMPLATES, init_repo
@@ -117,14 +118,13 @@ def views(
         bool, typer.Option("--all", help="Also list older versions that are still readable.")
     ] = False,
 ) -> None:
-    """List the registered feature views: version, fingerprint, source topic, features."""
+    """List the registered feature views (version, fingerprint, source topic, features) and
+    request-time features (version, fingerprint, inputs, typed outputs)."""
     config = load_settings().registry
-    registered = (
-        Registry(config).list_views(all_versions)
-        if config.url or (config.path / DB_FILE_NAME).exists()
-        else []
-    )
-    if not registered:
+    registry = Registry(config) if config.url or (config.path / DB_FILE_NAME).exists() else None
+    registered = registry.list_views(all_versions) if registry else []
+    on_demand = registry.list_on_demand(all_versions) if registry else []
+    if not registered and not on_demand:
         console.print("No feature views registered: run `fstore apply` in a feature repo.")
         return
     table = Table("view", "version", "fingerprint", "topic", "features")
@@ -138,7 +138,33 @@ def views(
             entry.view.source.topic,
             "\n".join(entry.view.feature_names()),
         )
-    console.print(table)
+    if registered:
+        console.print(table)
+    if on_demand:
+        console.print(_on_demand_table(on_demand))
+
+
+def _on_demand_table(registered: list[RegisteredOnDemand]) -> Table:
+    """Request-time features: each input (a request field and its type, or a pinned view
+    feature) and each output with its type."""
+    table = Table("request-time feature", "version", "fingerprint", "inputs", "outputs")
+    table.columns[2].no_wrap = True
+    table.columns[3].overflow = "fold"
+    for entry in registered:
+        feature = entry.feature
+        inputs = [
+            f"{source.name}.{field}: {kind}"
+            for source in feature.request
+            for field, kind in source.schema_.items()
+        ]
+        table.add_row(
+            entry.name,
+            f"v{entry.version}",
+            entry.fingerprint,
+            "\n".join(inputs + feature.features),
+            "\n".join(f"{name}: {kind}" for name, kind in feature.outputs.items()),
+        )
+    return table
 
 
 @app.command("remove")

@@ -250,16 +250,18 @@ class FeatureView(_Definition):
             if key not in schema:
                 problems.append(f"join key {key!r} is not in source {self.source.name!r}'s schema")
         for agg in self.aggregations:
+            features = ", ".join(agg.feature_names())
             if agg.column is not None and agg.column not in schema:
                 problems.append(
-                    f"unknown column {agg.column!r} (source {self.source.name!r} has "
-                    f"{sorted(schema)})"
+                    f"{features}: unknown column {agg.column!r} (source {self.source.name!r} has "
+                    f"{sorted(schema)}); fix the column name or add it to the source's schema"
                 )
             elif agg.function in _NUMERIC_FUNCTIONS and agg.column is not None:
                 if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL):
                     problems.append(
-                        f"{agg.function} needs a numeric column; {agg.column!r} is "
-                        f"{schema[agg.column]}"
+                        f"{features}: {agg.function} needs a numeric column; {agg.column!r} is "
+                        f"{schema[agg.column]}; aggregate an int64, float64 or bool column (or "
+                        f"count {agg.column!r}'s distinct values with approx_count_distinct)"
                     )
             for window in agg.windows:
                 if duration_us(window) % tile:

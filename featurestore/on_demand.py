@@ -65,6 +65,8 @@ OUTPUT_TYPES = (ValueType.FLOAT64, ValueType.INT64, ValueType.BOOL)  # models sc
 _NUMPY_TYPES = {ValueType.FLOAT64: np.float64, ValueType.INT64: np.int64, ValueType.BOOL: np.bool_}
 _ALLOWED = {ValueType.FLOAT64: "fiub", ValueType.INT64: "iub", ValueType.BOOL: "b"}
 _MESSAGE_CHARS = 300  # an exception message is cut here in answers
+_JSON_NUMBERS = frozenset({float, int, type(None)})
+_JSON_STRINGS = frozenset({str, type(None)})
 
 
 class RequestSource(_Definition):
@@ -229,11 +231,17 @@ def _request_column(feature: str, field: str, kind: ValueType, values: Any, rows
         return values.astype(_NUMPY_TYPES[kind], copy=False)
     try:
         if kind is ValueType.FLOAT64:
-            if any(isinstance(v, bool | str) for v in values):
+            # JSON's numbers and nulls, checked by their types at C speed; anything else
+            # (numpy scalars, bools, strings) by the check below.
+            if not set(map(type, values)) <= _JSON_NUMBERS and any(
+                isinstance(v, bool | str) for v in values
+            ):
                 raise TypeError("a number (or null) was expected")
             return np.asarray(values, dtype=np.float64)
         if kind is ValueType.STRING:
-            if not all(v is None or isinstance(v, str) for v in values):
+            if not set(map(type, values)) <= _JSON_STRINGS and not all(
+                v is None or isinstance(v, str) for v in values
+            ):
                 raise TypeError("a string was expected")
             return np.asarray(values, dtype=object)
         if any(v is None for v in values):
@@ -287,14 +295,22 @@ def compute(
     Raises `OnDemandError` naming the feature and the problem, never a wrong value.
     """
     ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
+    return _run(ready, {key: _read_only(value) for key, value in inputs.items()}, rows)
+
+
+def _read_only(value: Any) -> Column:
+    """The input as an array the function cannot write to (a function that writes its inputs
+    fails loudly); one already read-only — request columns, serving's reads — as it is."""
+    column = value if type(value) is np.ndarray else np.asarray(value)
+    if column.flags.writeable:
+        column = column.view()
+        column.flags.writeable = False
+    return column
+
+
+def _run(ready: PreparedFeature, given: dict[str, Column], rows: int) -> dict[str, F64]:
+    """The function over read-only inputs, and its outputs checked (`compute`)."""
     name = ready.feature.name
-    given = {}
-    for key, value in inputs.items():
-        column = value if isinstance(value, np.ndarray) else np.asarray(value)
-        if column.flags.writeable:
-            column = column.view()
-            column.flags.writeable = False  # a function that writes its inputs fails loudly
-        given[key] = column
     try:
         result = ready.function(given)
     except Exception as exc:
@@ -310,7 +326,7 @@ def compute(
     if result.keys() != ready.output_names:
         raise OnDemandError(
             f"on-demand feature {name!r} returned outputs {sorted(map(str, result))}; "
-            f"it declares {sorted(ready.output_names)}"
+            f"it declares {sorted(ready.output_names)}; return exactly the declared outputs"
         )
     return {
         output: _checked(name, output, kind, result[output], rows) for output, kind in ready.outputs
@@ -341,12 +357,13 @@ def evaluate(
                 f"({kind}); send it in the request (offline: a column of the entity rows); "
                 f"given: {sorted(request)}"
             )
-        inputs[field] = request_column(ready.feature.name, field, kind, request[field], rows)
+        column = request_column(ready.feature.name, field, kind, request[field], rows)
+        inputs[field] = _read_only(column)
         if converted is not None:
             converted[(field, kind)] = inputs[field]
     for ref, name in ready.features:
-        inputs[name] = view_values[ref]
-    return compute(ready, inputs, rows)
+        inputs[name] = _read_only(view_values[ref])
+    return _run(ready, inputs, rows)
 
 
 def _checked(feature: str, output: str, kind: ValueType, value: Any, rows: int) -> F64:
@@ -360,7 +377,7 @@ def _checked(feature: str, output: str, kind: ValueType, value: Any, rows: int) 
     if array.dtype.kind not in allowed:
         raise OnDemandError(
             f"on-demand feature {feature!r}, output {output!r}: returned dtype {array.dtype}; "
-            f"it is declared {kind}"
+            f"it is declared {kind}; return {kind} values or declare the type it returns"
         )
     out: F64 = array if array.dtype == np.float64 else array.astype(np.float64)
     if kind is ValueType.FLOAT64 and (

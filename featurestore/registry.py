@@ -320,6 +320,30 @@ class Registry:
             raise RegistryError(f"unknown on-demand feature {name!r}")
         return found
 
+    def list_on_demand(self, all_versions: bool = False) -> list[RegisteredOnDemand]:
+        """The latest version of every on-demand feature, or every version, by name then
+        version."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT name, version, fingerprint, definition, created_at FROM on_demand_features"
+            ).fetchall()
+        registered = [
+            RegisteredOnDemand(
+                _load(OnDemandFeature, row["definition"]),
+                row["version"],
+                row["fingerprint"],
+                datetime.fromisoformat(row["created_at"]).astimezone(UTC),
+            )
+            for row in rows
+        ]
+        if not all_versions:
+            latest: dict[str, RegisteredOnDemand] = {}
+            for found in registered:
+                if found.name not in latest or found.version > latest[found.name].version:
+                    latest[found.name] = found
+            registered = list(latest.values())
+        return sorted(registered, key=lambda r: (r.name, r.version))
+
     def plan(self, refs: Iterable[str]) -> FeaturePlan:
         """Refs to view features and to on-demand outputs: what to read and what to compute."""
         with self._connect() as conn:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from featurestore.definitions import Entity, FeatureService, FeatureView, KafkaSource
 from featurestore.errors import DefinitionError
 from featurestore.on_demand import OnDemandFeature, RequestSource
+from featurestore.on_demand_check import check_function
 
 __all__ = [
     "Definition",
@@ -169,6 +170,8 @@ def load_repo(path: str | Path) -> RepoContents:
                     collector.add(value, f"{file.relative_to(root)} (variable {var})")
     contents = collector.contents()
     contents.check_refs()
+    for feature in contents.on_demand.values():
+        check_function(feature)  # its function, on a few synthetic rows
     return contents
 
 

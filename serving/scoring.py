@@ -211,6 +211,10 @@ class _FeatureReads:
                 "log after Redis lost it; retry shortly"
             )
         given = self.request.request_features
+        if any(group.version.on_demand for group in self.groups):
+            for read_values in results.values():
+                # On-demand functions read columns of these: read-only, they need no copy.
+                read_values.values.flags.writeable = False
         # Per read, the entities without an event in any window of the view. A count or a sum
         # of such a window reads 0, not NaN: only the event times tell "nothing" from "0".
         no_event = {
@@ -234,12 +238,15 @@ class _FeatureReads:
                 matrix[:, read.targets] = block[:, read.sources]
                 empty = nothing if empty is None else empty & nothing
             converted: dict[tuple[str, ValueType], npt.NDArray[Any]] = {}
+            # Every row has a view value already (the usual case): no output changes `empty`.
+            settled = empty is not None and not empty.any() if version.on_demand else True
             for step in version.on_demand:
                 outputs = self._on_demand(step, group, results, converted)
                 for target, output in step.outputs:
                     matrix[:, target] = outputs[output]
-                    nothing = np.isnan(outputs[output])
-                    empty = nothing if empty is None else empty & nothing
+                    if not settled:
+                        nothing = np.isnan(outputs[output])
+                        empty = nothing if empty is None else empty & nothing
             # Request-time values go over what Redis gave (a view read only for other columns).
             for name, values in given.items():
                 if name in version.index:

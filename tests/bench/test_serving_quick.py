@@ -101,3 +101,18 @@ def test_on_demand_cost_quick_run_times_two_features(
     for shape in ("single", "batch100"):
         assert figures[shape]["on_demand_us"] > 0, figures
     assert 0 < figures["share_of_single_request"] < 1
+
+
+def test_on_demand_stages_quick_run_attributes_the_cost(
+    run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str
+) -> None:
+    figures = run_quick("on_demand_stages.py", kafka=kafka, redis=redis)
+    models = ("bench_model", "bench_model_wide", "bench_model_od")
+    assert set(figures["cpu_us_per_request"]) == set(models)
+    for model in models:
+        assert figures["cpu_us_per_request"][model] > 0, figures
+        stages = figures["stages_us_profiled"][model]
+        assert stages["score"] > 0 and stages["read_views"] > 0, stages
+    # Only the model with request-time features runs any.
+    assert figures["stages_us_profiled"]["bench_model_od"]["on_demand"] > 0
+    assert figures["stages_us_profiled"]["bench_model_wide"]["on_demand"] == 0

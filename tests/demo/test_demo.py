@@ -74,6 +74,16 @@ def test_quick_demo_runs_every_step_and_says_so(
 
     auc = float(re.search(r"holdout AUC (\d\.\d+)", out).group(1))  # type: ignore[union-attr]
     assert auc > 0.75
+    # Both models' holdout AUCs, without and with the request-time feature, on the same rows.
+    compared = re.search(
+        r"holdout AUC without the added features (\d\.\d+) \(fraud@\d+\), with them "
+        r"(\d\.\d+) \(fraud_realtime@\d+: \+ amount_vs_user_mean_24h\): ([+-]\d\.\d+)",
+        out,
+    )
+    assert compared is not None, out[-4000:]
+    without, with_added, gain = (float(compared.group(i)) for i in (1, 2, 3))
+    assert without == auc and with_added > 0.75
+    assert abs(with_added - without - gain) < 0.0015  # printed rounded to 3 places
     assert re.search(r"user_txn: 0 mismatches in [\d,]+ values", out)
     assert re.search(r"merchant_txn: 0 mismatches in [\d,]+ values", out)
     assert re.search(r"amounts x3 from [\d:]+: ALERT on \d+ amount features", out)
@@ -82,6 +92,10 @@ def test_quick_demo_runs_every_step_and_says_so(
 
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["metrics"]["auc"] > 0.75
+    compared_json = summary["with_without"]
+    assert compared_json["added"] == ["amount_vs_user_mean:amount_vs_user_mean_24h"]
+    assert compared_json["without"]["auc"] == summary["metrics"]["auc"]
+    assert 0.75 < compared_json["with"]["auc"] <= 1.0
     assert summary["ingested"] == summary["events"] > 0
     assert summary["scoring"]["requests"] == 1000 and summary["scoring"]["errors"] == 0
     assert {check["view"] for check in summary["verify"]} == {"user_txn", "merchant_txn"}

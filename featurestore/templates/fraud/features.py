@@ -11,6 +11,11 @@ the user's 24 h mean (`amount_vs_user_mean_24h`); the service `fraud_detection_r
 to the windowed features. A model trained on that service takes the amount in each predict
 request (`"request": {"amount": [...]}`) and in its training rows (an `amount` column).
 
+`fstore demo` trains a model on each service and prints both holdout AUCs: the windowed
+features alone (`fraud_detection`, the production model) and with what `fraud_detection_realtime`
+adds — the request-time feature, and any aggregation listed in `richer_user_aggregations` (one
+line there puts a feature, say a percentile of amounts, in the "with" model only).
+
 The topic comes from `FRAUD_TOPIC` (default `fraud.transactions`): one repo serves several
 environments, and `fstore demo` gives every run a topic of its own.
 """
@@ -39,6 +44,23 @@ transactions = KafkaSource(
     schema={"user_id": "string", "merchant_id": "string", "amount": "float64"},
 )
 
+user_aggregations = [
+    Aggregation(function="count", windows=["10m", "1h", "24h"]),
+    Aggregation(column="amount", function="sum", windows=["10m", "1h", "24h"]),
+    Aggregation(column="amount", function="mean", windows=["10m", "1h", "24h"]),
+    Aggregation(column="amount", function="max", windows=["10m", "1h", "24h"]),
+    Aggregation(column="amount", function="last", windows=["24h"]),
+    Aggregation(
+        column="merchant_id",
+        function="approx_count_distinct",
+        windows=["24h"],
+        name="distinct_merchants",
+    ),
+]
+# Read by the "with" model only (`fraud_detection_realtime`), beside the request-time feature:
+# the demo reports the holdout AUC with and without them.
+richer_user_aggregations: list[Aggregation] = []
+
 user_txn = FeatureView(
     name="user_txn",
     entities=[user],
@@ -46,19 +68,7 @@ user_txn = FeatureView(
     tile="1m",
     allowed_lateness="5m",
     ttl="1d",
-    aggregations=[
-        Aggregation(function="count", windows=["10m", "1h", "24h"]),
-        Aggregation(column="amount", function="sum", windows=["10m", "1h", "24h"]),
-        Aggregation(column="amount", function="mean", windows=["10m", "1h", "24h"]),
-        Aggregation(column="amount", function="max", windows=["10m", "1h", "24h"]),
-        Aggregation(column="amount", function="last", windows=["24h"]),
-        Aggregation(
-            column="merchant_id",
-            function="approx_count_distinct",
-            windows=["24h"],
-            name="distinct_merchants",
-        ),
-    ],
+    aggregations=user_aggregations + richer_user_aggregations,
 )
 
 merchant_txn = FeatureView(
@@ -81,7 +91,12 @@ merchant_txn = FeatureView(
     ],
 )
 
-fraud_detection = FeatureService(name="fraud_detection", features=[user_txn, merchant_txn])
+# The windowed features without the richer ones: the production model, and the "without".
+fraud_detection = FeatureService(
+    name="fraud_detection",
+    features=[f"user_txn:{name}" for agg in user_aggregations for name in agg.feature_names()]
+    + [merchant_txn],
+)
 
 card_request = RequestSource(name="card_request", schema={"amount": "float64"})
 
