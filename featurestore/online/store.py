@@ -331,7 +331,7 @@ class OnlineStore(TileStore):
         remaining = iter(answers)
         states = []
         for (keys, plan, layout), members in zip(reads, groups, strict=True):
-            shape = (len(keys), len(plan.lengths), layout.width)
+            shape = (len(keys), len(plan.order), layout.width)
             out = np.empty(shape)
             for group in members:
                 blob = next(remaining)
