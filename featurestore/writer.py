@@ -48,6 +48,10 @@ through the positions check as always. Only then is the marker cleared and the c
 (a consumer resumes after the rebuilt positions; what lies between them and the batch in hand
 is messages that were never applied: dead letters, late events).
 
+A view with a lifetime window keeps, per entity, a state that never expires (online/layout.py),
+merged in the same script call as the tiles: the replay rebuilds it from the whole log after a
+wipe, so it is recovered as far back as the log goes (docs/semantics.md, "Lifetime state").
+
 Pseudo-partitions (< 0: `fstore import`) are outside all this: an import to the log alone
 leaves rows the online state never applied, so the log cannot say what an online import put in
 Redis. After a loss, an online import is not replayed; `fstore backfill --from-log` can.
