@@ -218,3 +218,71 @@ def test_window_kinds_online_and_offline_equal_the_reference(
                     assert value.status == status, (where, value.status, status)
     if report is not None:
         assert [c.feature for c in report.checks if c.mismatched] == [], report.checks
+
+
+def test_lifetime_state_never_expires_and_is_rebuilt_from_the_log_after_a_wipe(
+    redis: str, tmp_path: Path
+) -> None:
+    """The lifetime key has no expiry while tile keys do; after Redis loses everything, a
+    loading writer and a running one both rebuild it from the offline log, and every window
+    kind reads the reference's value over all the events applied."""
+    view = make_view(["2m", "3m_offset_1m", "4m_every_2m", "lifetime"])
+    layout = TileLayout(view)
+    rng = np.random.default_rng(7)
+    events = [
+        Event(
+            ts=T0 + int(rng.integers(0, 30 * MINUTE)),
+            partition=i % 2,
+            offset=i // 2,
+            values={
+                "user_id": USERS[int(rng.integers(0, 2))],
+                "amount": float(rng.integers(-50, 50)),
+                "merchant": f"m{int(rng.integers(0, 9))}",
+            },
+        )
+        for i in range(300)
+    ]
+    namespace = f"test:{uuid.uuid4().hex[:12]}"
+    client = client_of(redis)
+    online = OnlineStore(RedisSettings(url=redis, namespace=namespace))
+    offline = OfflineStore(OfflineSettings(root=tmp_path))
+    keys = [entity_key([u]) for u in USERS]
+
+    def check(upto: int) -> None:
+        applied, _late = reference.apply_lateness(events[:upto], view.lateness_us)
+        t = max(e.ts for e in applied)
+        [got] = read_features(online, [(view.name, 1, layout, keys)], t)
+        for user, values in zip(USERS, got, strict=True):
+            mine = [e for e in applied if e.values["user_id"] == user]
+            for name, want in reference.view_features(mine, view, t).items():
+                assert values[name].status != "rebuilding"
+                assert same(name, values[name].value, want), (user, name, values[name], want)
+
+    try:
+        writer = ViewWriter(online, offline, view, 1)
+        writer.load_positions()
+        first = as_batch(events[:100])
+        writer.apply(first, first.last_offsets())
+        prefix = online.entity_prefix(view.name, 1, keys[0])
+        assert client.pttl(f"{prefix}:life") == -1
+        assert client.pttl(f"{prefix}:life:h:merchant:b") == -1
+        tiles = [k for k in client.scan_iter(match=f"{prefix}:[0-9]*") if b":h:" not in k]
+        assert tiles and all(client.pttl(k) > 0 for k in tiles)
+        check(100)
+
+        delete_matching(client, f"{namespace}:*")  # restarted empty: a loading writer rebuilds
+        loader = ViewWriter(online, offline, view, 1)
+        loader.load_positions()
+        assert loader.rebuilds == 1
+        check(100)
+
+        second = as_batch(events[100:200])
+        loader.apply(second, second.last_offsets())
+        delete_matching(client, f"{namespace}:*")  # lost under a running writer
+        third = as_batch(events[200:])
+        loader.apply(third, third.last_offsets())
+        assert loader.rebuilds == 2
+        check(300)
+    finally:
+        online.close()
+        delete_matching(client, f"{namespace}:*")
