@@ -180,6 +180,8 @@ class Aggregation(_Definition):
             try:
                 specs.append(parse_window(window))
             except ValueError as exc:
+                if "_" not in window:
+                    raise  # not a duration: the feature's name would be as wrong as the text
                 raise ValueError(f"feature {self.prefix}_{window}: {exc}") from None
         if len({_window_key(w) for w in specs}) != len(specs):
             raise ValueError(
