@@ -171,6 +171,7 @@ def main() -> None:
                 if key != "features"
             },
             "rounds": len(runs),
+            "folded_reads_per_s_by_round": [round(r["folded_reads_per_s"]) for r in runs],
         }
     if "baseline" in summary:
         for kind in ("folded", "cached"):
