@@ -6,7 +6,7 @@ One Redis is started here on a free port (Debian's redis-server). Each side runs
 subprocess of its own (its `PYTHONPATH` picks the code) that writes the ingest workload's
 events (bench/ingest_workload.py: count/sum/mean/max over 10m, 1h, 24h in 1-minute tiles) for
 `--users` users through `ViewWriter.apply`, then reads one entity per request with
-`read_views` (the serving read without HTTP or asyncio):
+`read_views` (the serving read without HTTP or asyncio); the write's events/s are reported too:
     folded   the first read of each entity in a tile: the fold script merges its tiles
     cached   a second read of the entity in the same tile: the fold cache's GET
 Sides:
@@ -74,6 +74,7 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
         writer = ViewWriter(online, OfflineStore(OfflineSettings(root=Path(root))), view, 1)
         writer.load_positions()
+        wrote = time.perf_counter()
         for low in range(0, n, 20_000):
             high = min(low + 20_000, n)
             batch = EventBatch(
@@ -83,6 +84,7 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
                 np.arange(low, high, dtype=np.int64),
             )
             writer.apply(batch, batch.last_offsets())
+        wrote = time.perf_counter() - wrote
     keys = [f"u{u:05d}" for u in range(args.users)]
     as_of = int(ts[-1])
     for key in keys:  # warm: the connection, the script, this process's code paths
@@ -101,6 +103,7 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
     reads = len(keys) * args.tiles
     return {
         "features": len(layout.features),
+        "write_events_per_s": n / wrote,
         **{f"{kind}_reads_per_s": reads / sum(t) for kind, t in times.items()},
         **{f"{kind}_us_per_read": sum(t) / reads * 1e6 for kind, t in times.items()},
     }
