@@ -90,13 +90,20 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
     for key in keys:  # warm: the connection, the script, this process's code paths
         read_views(online, [(view.name, 1, layout, [key])], as_of)
     times: dict[str, list[float]] = {"folded": [], "cached": []}
+    # CPU time, Redis's (INFO cpu) and this process's: less moved by a shared machine's load
+    # than the wall clock.
+    cpu: dict[str, float] = {"folded": 0.0, "cached": 0.0}
+    redis_cpu: dict[str, float] = {"folded": 0.0, "cached": 0.0}
     for _tile in range(args.tiles):
         as_of += MINUTE_US  # a new tile: every entity's first read folds
         for kind in ("folded", "cached"):
+            redis_began, cpu_began = _redis_cpu(online), time.process_time()
             began = time.perf_counter()
             for key in keys:
                 read_views(online, [(view.name, 1, layout, [key])], as_of)
             times[kind].append(time.perf_counter() - began)
+            cpu[kind] += time.process_time() - cpu_began
+            redis_cpu[kind] += _redis_cpu(online) - redis_began
     for key in online.client.scan_iter(match=f"{namespace}:*", count=1000):
         online.client.delete(key)
     online.close()
@@ -106,7 +113,14 @@ def side(args: argparse.Namespace) -> dict[str, Any]:
         "write_events_per_s": n / wrote,
         **{f"{kind}_reads_per_s": reads / sum(t) for kind, t in times.items()},
         **{f"{kind}_us_per_read": sum(t) / reads * 1e6 for kind, t in times.items()},
+        **{f"{kind}_redis_cpu_us_per_read": c / reads * 1e6 for kind, c in redis_cpu.items()},
+        **{f"{kind}_client_cpu_us_per_read": c / reads * 1e6 for kind, c in cpu.items()},
     }
+
+
+def _redis_cpu(online: Any) -> float:
+    info = online.client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def main() -> None:
@@ -181,6 +195,11 @@ def main() -> None:
             summary[f"plain_vs_baseline_{kind}"] = round(
                 summary["plain"][f"{kind}_reads_per_s"]
                 / summary["baseline"][f"{kind}_reads_per_s"],
+                3,
+            )
+            summary[f"plain_vs_baseline_{kind}_redis_cpu"] = round(
+                summary["plain"][f"{kind}_redis_cpu_us_per_read"]
+                / summary["baseline"][f"{kind}_redis_cpu_us_per_read"],
                 3,
             )
     print(json.dumps(summary))
