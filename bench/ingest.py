@@ -23,6 +23,7 @@ last line on stdout is one JSON object with the figures.
 
     python bench/ingest.py            # the full run (about 17 minutes on 2 cores)
     python bench/ingest.py --quick    # tiny sizes, well under a minute
+    python bench/ingest.py --redis-cluster 3 --rss-events 0 --no-quix   # bench/ingest_scale.py
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ from _services import (
 from _subprocesses import run_json
 from ingest_freshness import measure_freshness
 from ingest_processes import run_child
+from ingest_scale import ScaleTarget, measure_scale, print_scale_summary, start_cluster
 from ingest_workload import TILE_MS, WINDOWS, Events, generate, make_view, produce
 
 from featurestore.config import (
     KafkaSettings,
     OfflineSettings,
+    RedisSettings,
     RegistrySettings,
     Settings,
 )
@@ -175,6 +178,9 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         )
         result["produce_events_per_s"] = round(produced / (time.perf_counter() - began))
         child_timeout = 600 + args.rss_events / 1_000
+        if args.redis_cluster:
+            result.update(measure_cluster(args, services, state_dir, main_view.name, columns))
+            return result
 
         # Floor and worker alternate, so that both see the same conditions; medians reported.
         floors: list[dict[str, Any]] = []
@@ -336,6 +342,41 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         cleanup_services(services, topics, namespaces)
 
 
+def measure_cluster(
+    args: argparse.Namespace, services: Any, state_dir: Path, view: str, columns: Events
+) -> dict[str, Any]:
+    """The `--redis-cluster N` run: one and two workers on one Redis and on a cluster."""
+    cluster = start_cluster(state_dir / "scale", args.redis_cluster)
+    try:
+        targets = [
+            ScaleTarget("single", RedisSettings(url=services.redis_url), [services.redis_url]),
+            ScaleTarget(
+                "cluster",
+                RedisSettings(url=cluster.url, cluster=True),
+                [node.url for node in cluster.nodes],
+            ),
+        ]
+
+        def settings_for(label: str, redis: RedisSettings) -> Settings:
+            namespace = f"bench-scale-{label}-{uuid.uuid4().hex[:6]}"
+            offline = OfflineSettings(root=state_dir / f"offline-scale-{label}")
+            base = run_settings(services, state_dir, namespace, offline=offline)
+            scoped = redis.model_copy(update={"namespace": namespace})
+            return base.model_copy(update={"redis": scoped})
+
+        spec = {"view": view, "events": args.events, "batch_size": args.batch_size}
+        return measure_scale(
+            targets,
+            settings_for,
+            spec,
+            args.repeats,
+            lambda settings: check_values(FeatureStore(settings), view, columns),
+            600 + args.events / 1_000,
+        )
+    finally:
+        cluster.stop()
+
+
 def summarize_throughput(
     floors: list[dict[str, Any]], workers: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -443,6 +484,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add_common_arguments(parser, files=False)
     parser.add_argument("--profile", type=Path, help="cProfile the worker run into this file")
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the scale run: one and two workers on one Redis and on a local cluster of N "
+        "masters (bench/ingest_scale.py)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.rss_events, args.users, args.repeats = 5_000, 10_000, 500, 1
@@ -456,7 +505,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     result = run(args)
-    print_summary(result)
+    if args.redis_cluster:
+        print_scale_summary(result)
+    else:
+        print_summary(result)
     print(json.dumps(result), flush=True)
 
 

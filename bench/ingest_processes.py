@@ -53,12 +53,13 @@ class TimedWorker(Worker):
         super().__init__(*args, **kwargs)
         # Wrapped from outside, so the worker's own code runs unchanged.
         online, offline = self.online, self.offline
-        online.merge_batch = timed("redis_merge", online.merge_batch)  # type: ignore[method-assign]
+        online.merge_shards = timed("redis_merge", online.merge_shards)  # type: ignore[method-assign]
         offline.append = timed("parquet_append", offline.append)  # type: ignore[method-assign]
         self.marks = sorted(marks)
         self.first: float | None = None
         self.last = 0.0
         self.cpu_first = 0.0
+        self.cpu_last = 0.0
 
     def process(self, messages: list[Message]) -> None:
         if self.first is None:
@@ -66,9 +67,13 @@ class TimedWorker(Worker):
             self.cpu_first = time.process_time()
         super().process(messages)
         self.last = time.perf_counter()
+        self.cpu_last = time.process_time()
         while self.marks and self.counters.applied >= self.marks[0]:
             mark = self.marks.pop(0)
             emit({"mark": mark, "seconds": self.last - self.first, "rss_mb": peak_rss_mb()})
+
+
+FIRST_BATCH_WAIT_S = 20.0
 
 
 def child_worker(spec: dict[str, Any]) -> None:
@@ -89,8 +94,19 @@ def child_worker(spec: dict[str, Any]) -> None:
     profile = cProfile.Profile() if spec.get("profile") else None
     started = time.perf_counter()
 
+    # A worker of several in a group does not know its share: it stops after `idle_stop_s`
+    # without a message once it has had some, or after `FIRST_BATCH_WAIT_S` without any (a
+    # group's first assignment waits for its members: the broker's initial rebalance delay).
+    idle_stop_s = float(spec.get("idle_stop_s") or 0)
+
     def done(w: Worker) -> bool:
-        return target > 0 and w.counters.consumed >= target
+        if target > 0 and w.counters.consumed >= target:
+            return True
+        if worker.first is None:
+            waited, limit = time.perf_counter() - started, max(idle_stop_s, FIRST_BATCH_WAIT_S)
+        else:
+            waited, limit = time.perf_counter() - worker.last, idle_stop_s
+        return idle_stop_s > 0 and waited > limit
 
     if profile is not None:
         profile.enable()
@@ -104,7 +120,10 @@ def child_worker(spec: dict[str, Any]) -> None:
         {
             "events": counters.applied,
             "seconds": worker.last - first,
-            "cpu_seconds": time.process_time() - worker.cpu_first,
+            # time.perf_counter: CLOCK_MONOTONIC, shared by processes; None without a batch
+            "first_at": worker.first,
+            "last_at": worker.last if worker.first is not None else None,
+            "cpu_seconds": worker.cpu_last - worker.cpu_first,
             "batch_seconds": counters.batch_seconds,
             "phase_seconds": PHASES,
             "batches": counters.batches,

@@ -23,6 +23,11 @@ reads the 12 features and two request-time features computed from fields of each
 (bench/serving_on_demand.py): the cost of on-demand features is `rps_od_vs_plain_saturated`,
 the two models taking turns at each point (goal: at least 0.9, i.e. at most 10%).
 
+With `--redis-cluster N`, a third `fstore serve` (ours_cluster) reads the same events from a
+local Redis Cluster of N masters (ingested there by a second worker from the same topic), on a
+copy of the registry: the cost of the cluster is `p99_cluster_vs_single_<R>rps` (goal: at most
+1.3) and `rps_cluster_vs_single_saturated`, the servers taking turns at each point.
+
 With `--keys`, a second `fstore serve` (ours_keyed) runs on a copy of the registry holding one
 API key (scope `predict:<model>`), and every request to it carries that key: the cost of keys
 is `rps_keyed_vs_open_saturated`, the two taking turns at each point like the others (goal:
@@ -90,6 +95,7 @@ from serving_on_demand import (
 )
 from serving_workload import (
     VIEW,
+    apply_topic,
     compare_scores,
     feature_matrix,
     generate_events,
@@ -103,11 +109,14 @@ from serving_workload import (
 
 from featurestore.api_keys import KeyStore
 from featurestore.config import (
+    OfflineSettings,
+    RedisSettings,
     RegistrySettings,
     ServingSettings,
     Settings,
 )
 from featurestore.services import free_port
+from featurestore.services.redis_cluster import RedisCluster, free_ports
 
 HERE = Path(__file__).resolve().parent
 MODEL = "bench_model"
@@ -118,6 +127,7 @@ GOALS = {
     "rps_vs_feast_saturated": 6.0,
     "rps_keyed_vs_open_saturated": 0.95,
     "rps_od_vs_plain_saturated": 0.9,
+    "p99_cluster_vs_single": 1.3,
 }
 PREFIXES = {
     "ours": "",
@@ -126,6 +136,7 @@ PREFIXES = {
     "feast": "feast_",
     "feast_shipped": "feast_shipped_",
     "ours_od": "od_",
+    "ours_cluster": "cluster_",
 }
 # `feast serve` recycles its worker every 1,000 requests (+ up to 50) unless told otherwise.
 FEAST_DEFAULT_MAX_REQUESTS = 1000
@@ -165,6 +176,11 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     namespace, floor_prefix = f"bench-serve-{run_id}", f"bench-floor-{run_id}"
     project = f"fstore_serving_bench_{run_id}"
     children: list[Child] = []
+    cluster = None
+    if args.redis_cluster:
+        cluster = RedisCluster(work / "cluster", free_ports(args.redis_cluster), args.redis_cluster)
+        log(f"starting a Redis Cluster of {args.redis_cluster} masters at {cluster.url}")
+        cluster.start()
     try:
         settings = run_settings(
             services,
@@ -172,10 +188,14 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             namespace,
             serving=ServingSettings(host=HOST, prediction_log_topic=predictions),
         )
-        return measure(args, services, settings, work, children, topic, floor_prefix, project)
+        return measure(
+            args, services, settings, work, children, topic, floor_prefix, project, cluster
+        )
     finally:
         for child in children:
             child.stop()
+        if cluster is not None:
+            cluster.stop()
         if args.feast:
             drop_feast_keys(services.redis_url, args.feast_db, project)
         cleanup_services(services, [topic, predictions], [namespace, floor_prefix])
@@ -190,6 +210,7 @@ def measure(
     topic: str,
     floor_prefix: str,
     project: str,
+    cluster: RedisCluster | None = None,
 ) -> dict[str, Any]:
     info = machine(
         **services_versions(services),
@@ -258,6 +279,16 @@ def measure(
         log(f"check: on-demand outputs differ {result['on_demand_differ']}")
     if args.keys:
         targets.insert(1, start_keyed(settings, work, children))
+    if cluster is not None:
+        on_cluster = cluster_settings(settings, cluster, work)
+        log(f"ingesting the same events into the Redis Cluster at {cluster.url}")
+        result["ingest_cluster"] = apply_topic(on_cluster, topic, result["ingest"]["produced"])
+        target = start_copy("ours_cluster", on_cluster, work, children)
+        targets.insert(1, target)
+        checked_cluster = [users[i] for i in sample]
+        differ = scores_differ(targets[0].url, target.url, checked_cluster)
+        result["cluster_scores_differ"] = differ
+        log(f"check: scores differ between one Redis and the cluster: {differ}")
     if args.feast:
         values = work / "feast-values.parquet"
         write_values(values, users, names, matrix)
@@ -343,31 +374,74 @@ def start_servers(
 
 def start_keyed(settings: Settings, work: Path, children: list[Child]) -> Target:
     """Ours again, on a copy of the registry holding one API key that every request sends."""
-    registry = work / "registry-keyed"
-    shutil.copytree(settings.registry.path, registry)
-    keyed = settings.model_copy(update={"registry": RegistrySettings(path=registry)})
+    keyed = settings.model_copy(update={"registry": copy_registry(settings, work, "keyed")})
     _, secret = KeyStore(keyed.registry).create("bench", [f"predict:{MODEL}"], "bench")
-    config = work / "featurestore-keyed.yaml"
-    config.write_text(yaml.safe_dump(keyed.model_dump(mode="json")))
+    headers = (("Authorization", f"Bearer {secret}"),)
+    target = start_copy("ours_keyed", keyed, work, children, headers)
+    status, _ = post(target.url, target.body(["u00000"]))  # without the key
+    if status != 401:
+        raise RuntimeError(f"the keyed server answered {status} to a request without its key")
+    return target
+
+
+def cluster_settings(settings: Settings, cluster: RedisCluster, work: Path) -> Settings:
+    """The run's settings on the cluster, with a registry of their own (a copy) and an
+    offline log of their own (one Redis's log would make the cluster's worker rebuild from it,
+    not ingest)."""
+    redis = RedisSettings(url=cluster.url, cluster=True, namespace=settings.redis.namespace)
+    registry = copy_registry(settings, work, "cluster")
+    offline = OfflineSettings(root=work / "offline-cluster")
+    return settings.model_copy(update={"redis": redis, "registry": registry, "offline": offline})
+
+
+def copy_registry(settings: Settings, work: Path, label: str) -> RegistrySettings:
+    path = work / f"registry-{label}"
+    shutil.copytree(settings.registry.path, path)
+    return RegistrySettings(path=path)
+
+
+def start_copy(
+    name: str,
+    settings: Settings,
+    work: Path,
+    children: list[Child],
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Target:
+    """Another `fstore serve` of the run's model, configured by `settings` alone."""
+    config = work / f"featurestore-{name}.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSTORE_")}
     env["FSTORE_CONFIG"] = str(config)
     port = free_port()
     fstore = Path(sys.executable).parent / "fstore"
     child = Child(
-        "fstore serve (keys on)",
+        f"fstore serve ({name})",
         [str(fstore), "serve", "--host", HOST, "--port", str(port)],
-        work / "ours-keyed.log",
+        work / f"{name}.log",
         env=env,
         cwd=work,
     )
     children.append(child)
-    url = f"http://{HOST}:{port}/v1/predict/{MODEL}"
-    target = Target("ours_keyed", child, url, headers=(("Authorization", f"Bearer {secret}"),))
+    target = Target(name, child, f"http://{HOST}:{port}/v1/predict/{MODEL}", headers=headers)
     wait_ready(target, "u00000")
-    status, _ = post(url, target.body(["u00000"]))  # without the key
-    if status != 401:
-        raise RuntimeError(f"the keyed server answered {status} to a request without its key")
     return target
+
+
+def scores_differ(a: str, b: str, users: list[str], attempts: int = 3) -> int:
+    """How many of `users`' scores differ between two servers of the same model and events
+    (again when a window edge passed between the two answers)."""
+    body = json.dumps({"entities": {"user_id": users}}).encode()
+    differ = len(users)
+    for _attempt in range(attempts):
+        answers = [post(url, body) for url in (a, b)]
+        for status, answer in answers:
+            if status != 200:
+                raise RuntimeError(f"a server answered {status} to a check request: {answer}")
+        x, y = (np.array(answer["scores"], dtype=np.float64) for _, answer in answers)
+        differ = int((~np.isclose(x, y, rtol=1e-9, atol=1e-12)).sum())
+        if differ == 0:
+            return 0
+    return differ
 
 
 def wait_ready(target: Target, user: str, timeout: float = 120.0) -> None:
@@ -511,6 +585,14 @@ def figures(
     )
     out["rps_keyed_vs_open_saturated"] = ratio(out["keyed_rps_saturated"], out["rps_saturated"])
     out["rps_od_vs_plain_saturated"] = ratio(out["od_rps_saturated"], out["rps_saturated"])
+    out["rps_cluster_vs_single_saturated"] = ratio(
+        out["cluster_rps_saturated"], out["rps_saturated"]
+    )
+    for rate in args.rates:
+        tail = f"{rate:g}rps"
+        out[f"p99_cluster_vs_single_{tail}"] = ratio(
+            out[f"cluster_p99_ms_{tail}"], out[f"p99_ms_{tail}"]
+        )
     out[f"{batch}rps_od_vs_plain_saturated"] = ratio(
         out[f"od_{batch}rps_saturated"], out[f"{batch}rps_saturated"]
     )
@@ -565,6 +647,10 @@ def goals_met(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, boo
     goals["rps_keyed_vs_open_saturated"] = check(
         "rps_keyed_vs_open_saturated", GOALS["rps_keyed_vs_open_saturated"], True
     )
+    if args.redis_cluster:
+        for rate in args.rates:
+            key = f"p99_cluster_vs_single_{rate:g}rps"
+            goals[key] = check(key, GOALS["p99_cluster_vs_single"], False)
     if args.on_demand:
         goals["rps_od_vs_plain_saturated"] = check(
             "rps_od_vs_plain_saturated", GOALS["rps_od_vs_plain_saturated"], True
@@ -578,7 +664,15 @@ def goals_met(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, boo
 def print_summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
     goals = result["goals_met"]
     batch = f"batch{args.batch}_"
-    names = ("ours", "ours + API key", "floor", "Feast", "Feast as shipped", "ours + 2 on-demand")
+    names = (
+        "ours",
+        "ours + API key",
+        "floor",
+        "Feast",
+        "Feast as shipped",
+        "ours + 2 on-demand",
+        "ours on a cluster",
+    )
     print(f"{'req/s, p50|p99 ms':<22} " + " ".join(f"{name:>22}" for name in names))
     tails = [f"{rate:g}rps" for rate in args.rates] + ["saturated"]
     for shape, head in (("single", ""), (f"batch of {args.batch}", batch)):
@@ -630,6 +724,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--check-users", type=int, default=200, help="users the checks compare")
     parser.add_argument(
         "--keys", action="store_true", help="also ours with an API key on every request"
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also ours reading from a local Redis Cluster of N masters",
     )
     parser.add_argument(
         "--on-demand",

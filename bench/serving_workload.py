@@ -35,6 +35,7 @@ from streaming.topics import ensure_topic
 
 __all__ = [
     "VIEW",
+    "apply_topic",
     "compare_scores",
     "feature_matrix",
     "generate_events",
@@ -68,7 +69,6 @@ def ingest(settings: Settings, topic: str, events: Events) -> dict[str, Any]:
     """Register the view, produce the events to `topic` and run the streaming worker until it
     has applied all of them: Redis then holds what live ingestion would have left there."""
     register_views(settings.registry, make_view(VIEW, topic))
-    registered = Registry(settings.registry).get_view(VIEW)
     ensure_topic(settings.kafka, topic, partitions=PARTITIONS)
     began = time.perf_counter()
     chunks = (
@@ -79,7 +79,16 @@ def ingest(settings: Settings, topic: str, events: Events) -> dict[str, Any]:
     )
     produced, _ = produce(settings.kafka, topic, chunks)
     produce_seconds = time.perf_counter() - began
-    worker = Worker(settings, [(registered.view, registered.version)], group=f"{topic}.worker")
+    return {"produce_seconds": round(produce_seconds, 2), **apply_topic(settings, topic, produced)}
+
+
+def apply_topic(
+    settings: Settings, topic: str, produced: int, group: str = "worker"
+) -> dict[str, Any]:
+    """Run the streaming worker over `topic` (in a consumer group of its own) until it has
+    applied its `produced` events into the online store of `settings`."""
+    registered = Registry(settings.registry).get_view(VIEW)
+    worker = Worker(settings, [(registered.view, registered.version)], group=f"{topic}.{group}")
     # The worker installs SIGINT/SIGTERM handlers that only stop it; put ours back after.
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     began = time.perf_counter()
@@ -95,7 +104,6 @@ def ingest(settings: Settings, topic: str, events: Events) -> dict[str, Any]:
         "applied": counters.applied,
         "late": counters.late,
         "dead_lettered": counters.dead_lettered,
-        "produce_seconds": round(produce_seconds, 2),
         "worker_seconds": round(seconds, 2),
         "events_per_s": round(counters.applied / seconds) if seconds else None,
     }

@@ -450,7 +450,15 @@ def check_eviction_policy(settings: RedisSettings) -> str | None:
     client = make_client(settings, PROBE)
     try:
         with redis_errors(settings, "reading its maxmemory-policy"):
-            answer = client.config_get("maxmemory*")
+            if settings.cluster:  # every node: each holds its own slots' keys
+                every = redis.RedisCluster.ALL_NODES
+                per_node: Any = client.config_get("maxmemory*", target_nodes=every)
+                if not _per_node(per_node):
+                    per_node = {settings.shown_url: per_node}  # a cluster of one node
+                answers = {f"Redis at {name}": answer for name, answer in per_node.items()}
+            else:
+                one: Any = client.config_get("maxmemory*")
+                answers = {f"Redis at {settings.shown_url}": one}
     except RedisUnavailable as exc:
         _log.warning(
             "%s; could not check that it evicts no keys: make sure its maxmemory-policy is "
@@ -469,20 +477,31 @@ def check_eviction_policy(settings: RedisSettings) -> str | None:
         return None
     finally:
         client.close()
+    policies = [_checked_policy(settings, where, answer) for where, answer in answers.items()]
+    if None in policies:
+        return None
+    evicting = [p for p in policies if p is not None and p.startswith(_EVICTING)]
+    return evicting[0] if evicting else policies[0]
+
+
+def _per_node(answer: Any) -> bool:
+    """Whether a cluster's CONFIG GET answer is per node ({node: {name: value}})."""
+    return bool(answer) and all(isinstance(value, dict) for value in answer.values())
+
+
+def _checked_policy(settings: RedisSettings, where: str, answer: Any) -> str | None:
+    """One server's maxmemory-policy, refused as `check_eviction_policy` says."""
     config = {_text(k): _text(v) for k, v in answer.items() if k is not None and v is not None}
     policy = config.get("maxmemory-policy")
     if policy is None:
-        _log.warning(
-            "Redis at %s did not say its maxmemory-policy: make sure it is noeviction",
-            settings.shown_url,
-        )
+        _log.warning("%s did not say its maxmemory-policy: make sure it is noeviction", where)
         return None
     if not policy.startswith(_EVICTING):
         return policy
     limit = config.get("maxmemory", "")
     unlimited = " (maxmemory is 0: nothing is evicted until a limit is set)" if limit == "0" else ""
     why = (
-        f"Redis at {settings.shown_url} has maxmemory-policy {policy}{unlimited}: at its memory "
+        f"{where} has maxmemory-policy {policy}{unlimited}: at its memory "
         "limit it deletes keys, and an evicted tile silently loses part of a window's history "
         "(its features are served as if those events never happened; every key of ours has a "
         "TTL, so volatile-* policies evict them too)"

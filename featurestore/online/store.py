@@ -160,53 +160,50 @@ class OnlineStore(TileStore):
         one.
         """
         write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch)
-        script_keys, args = self._merge_call(view, version, layout, write)
-        with redis_errors(self.config):
-            result = self._merge(keys=script_keys, args=args)
-        return _merged(result, write)
+        return self.merge_shards(view, version, layout, [write])[0]
 
     def merge_shards(
         self, view: str, version: int, layout: TileLayout, writes: Sequence[ShardWrite]
     ) -> list[Merged | PositionConflict | StateLost]:
         """`merge_batch` of several shards, pipelined (one round trip per node); each shard's
-        script is atomic on its own, and each answers for its shard."""
-        if len(writes) == 1:
-            w = writes[0]
-            return [
-                self.merge_batch(
-                    view,
-                    version,
-                    layout,
-                    w.keys,
-                    w.ttls_ms,
-                    w.rows,
-                    w.moves,
-                    w.distinct,
-                    w.epoch,
-                    w.shard,
-                )
-            ]
-        calls = [self._merge_call(view, version, layout, w) for w in writes]
-        sha = self._merge.sha
+        script is atomic on its own, and each answers for its shard.
+
+        The calls are packed here, as the reads are: a call declares every bucket hash it
+        writes, and redis-py's packing of thousands of keys cost the writer more per event than
+        the rest of its call. A call refused with NOSCRIPT (a restarted, flushed or promoted
+        node) is sent again once the script is loaded; one whose slot moved, once the slot map
+        is read again. Sending a merged call again changes nothing: its positions no longer
+        match, and it answers a conflict."""
+        commands = [self._merge_command(view, version, layout, w) for w in writes]
         with redis_errors(self.config):
-            results = self._evalsha_all(sha, calls)
-            if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
-                self.client.script_load(MERGE_SCRIPT)  # a restarted, flushed or promoted node
-                redo = [i for i, r in enumerate(results) if isinstance(r, Exception)]
-                for i, again in zip(
-                    redo, self._evalsha_all(sha, [calls[i] for i in redo]), strict=True
-                ):
-                    results[i] = again
+            results = self._send(commands, errors_as_answers=True)
+            redo = [i for i, r in enumerate(results) if _must_resend(r)]
+            if redo:
+                if any(isinstance(results[i], redis.exceptions.NoScriptError) for i in redo):
+                    self.client.script_load(MERGE_SCRIPT)
+                if self.cluster:
+                    self._refresh_slots()
+                again = self._send([commands[i] for i in redo], errors_as_answers=True)
+                for i, answer in zip(redo, again, strict=True):
+                    results[i] = answer
             for r in results:
                 if isinstance(r, Exception):
                     raise r
         return [_merged(r, w) for r, w in zip(results, writes, strict=True)]
 
-    def _evalsha_all(self, sha: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+    def _merge_command(
+        self, view: str, version: int, layout: TileLayout, write: ShardWrite
+    ) -> _Command:
+        keys, args = self._merge_call(view, version, layout, write)
+        encoded = [k.encode() for k in keys]
+        packed = pack(
+            b"EVALSHA",
+            self._merge.sha.encode(),
+            b"%d" % len(encoded),
+            *encoded,
+            *(a.encode() if isinstance(a, str) else a for a in args),
+        )
+        return _Command(keys[0], packed)
 
     def _merge_call(
         self, view: str, version: int, layout: TileLayout, write: ShardWrite
@@ -353,19 +350,20 @@ class OnlineStore(TileStore):
         flags = [any([next(markers) > 0 for _ in keys]) for keys in rebuilding]
         return states, counts, flags
 
-    def _send(self, commands: list[_Command]) -> list[Any]:
-        """The commands of a read, written at once to one pooled connection per node, and their
-        answers, in order. On a cluster whose slots moved (MOVED/ASK: a failover), the slot map
-        is read again and the read sent once more."""
+    def _send(self, commands: list[_Command], errors_as_answers: bool = False) -> list[Any]:
+        """Commands written at once to one pooled connection per node, and their answers, in
+        order. On a cluster whose slots moved (MOVED/ASK: a failover), the slot map is read
+        again and the commands sent once more. `errors_as_answers`: an error answer (NOSCRIPT,
+        MOVED...) is returned in its command's place instead of raised."""
         if not commands:
             return []
         if not self.cluster:
-            return _exchange(self.client, commands)
+            return _exchange(self.client, commands, errors_as_answers)
         try:
-            return self._send_by_node(commands)
+            return self._send_by_node(commands, errors_as_answers)
         except (redis.exceptions.MovedError, redis.exceptions.AskError, redis.ConnectionError):
             self._refresh_slots()
-            return self._send_by_node(commands)
+            return self._send_by_node(commands, errors_as_answers)
 
     def _by_node(self, commands: list[_Command]) -> dict[str, tuple[Any, list[int]]]:
         cluster: Any = self.client
@@ -375,7 +373,7 @@ class OnlineStore(TileStore):
             nodes.setdefault(node.name, (node, []))[1].append(i)
         return nodes
 
-    def _send_by_node(self, commands: list[_Command]) -> list[Any]:
+    def _send_by_node(self, commands: list[_Command], errors_as_answers: bool) -> list[Any]:
         answers: list[Any] = [None] * len(commands)
         opened = []
         try:
@@ -388,7 +386,7 @@ class OnlineStore(TileStore):
                 connection.send_packed_command([b"".join(commands[i].packed for i in members)])
             for _pool, connection, members in opened:
                 for i in members:
-                    answers[i] = connection.read_response()
+                    answers[i] = _answer(connection, errors_as_answers)
         except BaseException:
             # Answers may be left unread: those connections are out of step with their server.
             for _pool, connection, _members in opened:
@@ -431,13 +429,13 @@ class OnlineStore(TileStore):
         cluster.nodes_manager.initialize()
 
 
-def _exchange(client: redis.Redis, commands: list[_Command]) -> list[Any]:
+def _exchange(client: redis.Redis, commands: list[_Command], errors_as_answers: bool) -> list[Any]:
     """Commands written to one pooled connection at once, and their answers."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
         connection.send_packed_command([b"".join(c.packed for c in commands)])  # type: ignore[no-untyped-call]
-        return [connection.read_response() for _ in commands]
+        return [_answer(connection, errors_as_answers) for _ in commands]
     except BaseException:
         # Answers may be left unread (an error answer raises): the connection is out of
         # step with the server, so it is closed rather than given back as it is.
@@ -445,6 +443,26 @@ def _exchange(client: redis.Redis, commands: list[_Command]) -> list[Any]:
         raise
     finally:
         pool.release(connection)
+
+
+def _answer(connection: Any, errors_as_answers: bool) -> Any:
+    """The next answer on a connection; an error answer returned rather than raised when
+    `errors_as_answers` (the connection stays in step: the error was a whole answer)."""
+    if not errors_as_answers:
+        return connection.read_response()
+    try:
+        return connection.read_response()
+    except redis.exceptions.ResponseError as error:
+        return error
+
+
+def _must_resend(answer: Any) -> bool:
+    """Whether a merge call was refused before it ran, to be sent again: its node lacks the
+    script, or no longer serves its slot."""
+    return isinstance(
+        answer,
+        redis.exceptions.NoScriptError | redis.exceptions.MovedError | redis.exceptions.AskError,
+    )
 
 
 def _merged(result: Any, write: ShardWrite) -> Merged | PositionConflict | StateLost:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import redis as redis_module
 
 from featurestore.config import RedisSettings
 from featurestore.errors import ConfigError, RedisUnavailable
@@ -39,6 +40,13 @@ def test_a_store_made_while_the_cluster_is_down_waits_for_it(tmp_path: Path) -> 
             store.positions("v", 1)
         cluster.start()
         assert store.positions("v", 1) == {}
+        # Every node is checked for an evicting policy, not just the one the client asks first.
+        last = cluster.nodes[-1]
+        redis_module.Redis(port=last.port).config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(ConfigError, match=f"Redis at 127.0.0.1:{last.port} has maxmemory"):
+            check_eviction_policy(settings)
+        accepted = settings.model_copy(update={"allow_eviction": True})
+        assert check_eviction_policy(accepted) == "allkeys-lru"
     finally:
         store.close()
         cluster.stop()

@@ -255,6 +255,19 @@ def test_an_async_read_survives_a_flushed_script_cache(online: OnlineStore) -> N
         assert sums[3] == 0.0  # nobody: a sum over no event
 
 
+def test_a_merge_survives_a_flushed_script_cache(online: OnlineStore) -> None:
+    """A merge after SCRIPT FLUSH (a restarted server) answers NOSCRIPT: the writer loads the
+    script and sends the call again, once, and the state holds both merges exactly once."""
+    layout = TileLayout(VIEW)
+    at = write(online, layout, [Event(T0, 0, 0, {"user_id": "ann", "amount": 2.5})], NO_POSITION)
+    online.client.script_flush()
+    at = write(online, layout, [Event(T0 + 1, 0, 1, {"user_id": "ann", "amount": 4.0})], at)
+    assert online.positions(VIEW.name, 1) == {0: at}
+    [[ann]] = read_features(online, [(VIEW.name, 1, layout, ["ann"])], T0 + MINUTE - 1)
+    assert ann["amount_sum_2m"].value == 6.5
+    assert ann["count_2m"].value == 2.0
+
+
 def test_a_batch_from_a_stale_position_changes_nothing(online: OnlineStore) -> None:
     """A replayed batch (or a second worker on a revoked partition) starts from a position that
     is no longer stored: the merge refuses it whole and says what is stored."""
