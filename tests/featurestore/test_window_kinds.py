@@ -283,6 +283,13 @@ def test_lifetime_state_never_expires_and_is_rebuilt_from_the_log_after_a_wipe(
         loader.apply(third, third.last_offsets())
         assert loader.rebuilds == 2
         check(300)
+
+        # `fstore remove` deletes the lifetime states (tiles expire by themselves).
+        lifetime = [k for k in client.scan_iter(match=f"{namespace}:*") if b":life" in k]
+        assert len(lifetime) == 2 * len(USERS)  # a state and a HyperLogLog per user
+        assert online.drop_lifetime(view.name, 1) == len(lifetime)
+        left = list(client.scan_iter(match=f"{namespace}:*"))
+        assert left and not [k for k in left if b":life" in k]
     finally:
         online.close()
         delete_matching(client, f"{namespace}:*")
