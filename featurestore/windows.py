@@ -20,10 +20,11 @@ u = floor(t/T), the window holds the events e with
     first <= floor(e/T) <= last,   last = floor(u/s)·s - d,   first = last - n + 1
     and e <= t                     (only binds when d = 0: last is t's own tile)
 
-sliding is (n, 1, 0); an offset of k tiles is (n, 1, k); hopping with a step of s tiles is
-(n, s, 1 + k) — the window ends at the last step boundary at or before t, so it is complete; a
-lifetime window has no first tile. `window_range` is that formula; the online read plan, the
-offline SQL (`frame_sql`) and the brute-force reference (tests/reference.py) all use it.
+sliding is (n, 1, 0) and with an offset of k tiles (n, 1, k); hopping with a step of s tiles
+is (n, s, 1), and with an offset of k tiles (n, s, 1 + k) — the window ends at the last step
+boundary at or before t, so it is complete; a lifetime window has no first tile.
+`window_range` is that formula; the online read plan, the offline SQL (`frame_sql`) and the
+brute-force reference (tests/reference.py) all use it.
 
 >>> window_range("1h_every_10m", 60_000_000, 125 * 60_000_000)  # t = 02:05: 01:00 .. 01:59
 WindowRange(first=60, last=119, until_us=7199999999)
