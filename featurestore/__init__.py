@@ -26,6 +26,7 @@ from featurestore.on_demand import OnDemandFeature, RequestSource, on_demand_fea
 from featurestore.registry import RegisteredView, Registry
 from featurestore.repo import load_repo
 from featurestore.store import FeatureStore, OnlineResponse
+from featurestore.windows import Window
 
 try:
     __version__ = _version("fstore")  # one home for the version: pyproject.toml
@@ -52,6 +53,7 @@ __all__ = [
     "RequestSource",
     "ServiceError",
     "Settings",
+    "Window",
     "__version__",
     "load_repo",
     "load_settings",

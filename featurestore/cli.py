@@ -172,9 +172,22 @@ def remove(
     view: Annotated[str, typer.Argument(help="Feature view name.")],
     version: Annotated[int, typer.Argument(help="The version to remove.")],
 ) -> None:
-    """Remove an old view version from the registry; its online keys expire by themselves."""
-    Registry(load_settings().registry).remove_view(view, version)
+    """Remove an old view version from the registry; its online tiles expire by themselves,
+    its lifetime states (which never do) are deleted."""
+    settings = load_settings()
+    registry = Registry(settings.registry)
+    removed = registry.get_view(view, version)
+    registry.remove_view(view, version)
     console.print(f"Removed {view} v{version}.")
+    if removed.view.has_lifetime:
+        from featurestore.online import OnlineStore
+
+        store = OnlineStore(settings.redis)
+        try:
+            deleted = store.drop_lifetime(view, version)
+        finally:
+            store.close()
+        console.print(f"Deleted {deleted} lifetime state keys of {view} v{version} from Redis.")
 
 
 @app.command("history")

@@ -20,6 +20,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from featurestore.durations import duration_us
+from featurestore.windows import TileWindow, Window, parse_window, tile_window
+
 __all__ = [
     "DEFAULT_MAX_FUTURE",
     "Aggregation",
@@ -29,33 +32,11 @@ __all__ = [
     "Function",
     "KafkaSource",
     "ValueType",
+    "Window",
     "duration_us",
 ]
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
-_UNIT_US = {
-    "ms": 1_000,
-    "s": 1_000_000,
-    "m": 60_000_000,
-    "h": 3_600_000_000,
-    "d": 86_400_000_000,
-    "w": 604_800_000_000,
-}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def duration_us(text: str) -> int:
-    """'10m' -> microseconds. Units: ms, s, m, h, d, w.
-
-    >>> duration_us("1h") == 3_600_000_000
-    True
-    """
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like '30s', '10m', '1h', '7d'")
-    if int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is empty; durations must be longer than zero")
-    return int(match.group(1)) * _UNIT_US[match.group(2)]
 
 
 class ValueType(StrEnum):
@@ -172,7 +153,10 @@ class Aggregation(_Definition):
     """One function of one column over one or more windows.
 
     `count` counts events and needs no column. Feature names are `{column}_{function}_{window}`
-    (`count_{window}` for a column-less count) unless `name` gives the prefix.
+    (`count_{window}` for a column-less count) unless `name` gives the prefix. A window is a
+    duration (sliding) or another kind (featurestore/windows.py): `"24h_offset_1h"`,
+    `"1h_every_10m"`, `"1d_tumbling"`, `"lifetime"`, or the same as a `Window(...)`; it is
+    stored as its string.
     """
 
     function: Function
@@ -180,19 +164,37 @@ class Aggregation(_Definition):
     column: str | None = None
     name: str | None = None
 
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _window_strings(cls, windows: Any) -> Any:
+        if isinstance(windows, list | tuple):
+            return [str(w) if isinstance(w, Window) else w for w in windows]
+        return windows
+
     @model_validator(mode="after")
     def _check(self) -> Aggregation:
         if not self.windows:
             raise ValueError("an aggregation needs at least one window")
+        specs = []
         for window in self.windows:
-            duration_us(window)
-        if len({duration_us(w) for w in self.windows}) != len(self.windows):
-            raise ValueError(f"windows repeat: {self.windows}")
+            try:
+                specs.append(parse_window(window))
+            except ValueError as exc:
+                if "_" not in window:
+                    raise  # not a duration: the feature's name would be as wrong as the text
+                raise ValueError(f"feature {self.prefix}_{window}: {exc}") from None
+        if len({_window_key(w) for w in specs}) != len(specs):
+            raise ValueError(
+                f"{self._named()}: windows repeat: {self.windows}; list each window once"
+            )
         if self.column is None and self.function is not Function.COUNT:
             raise ValueError(f"{self.function} needs a column")
         if self.name is not None and not _NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a valid feature name prefix")
         return self
+
+    def _named(self) -> str:
+        return f"aggregation {self.prefix}"
 
     @property
     def prefix(self) -> str:
@@ -204,6 +206,17 @@ class Aggregation(_Definition):
 
     def feature_names(self) -> list[str]:
         return [f"{self.prefix}_{window}" for window in self.windows]
+
+
+def _window_key(window: Window) -> tuple[int, int, int]:
+    """A window's durations in µs, so '60m' and '1h' are one window (0: none)."""
+    if window.is_lifetime:
+        return (0, 0, 0)
+    return (
+        duration_us(window.length),
+        0 if window.every is None else duration_us(window.every),
+        0 if window.offset is None else duration_us(window.offset),
+    )
 
 
 class FeatureView(_Definition):
@@ -263,13 +276,25 @@ class FeatureView(_Definition):
                         f"{schema[agg.column]}; aggregate an int64, float64 or bool column (or "
                         f"count {agg.column!r}'s distinct values with approx_count_distinct)"
                     )
-            for window in agg.windows:
-                if duration_us(window) % tile:
-                    problems.append(f"window {window} is not a multiple of the tile {self.tile}")
+            for window, feature in zip(agg.windows, agg.feature_names(), strict=True):
+                spec = parse_window(window)
+                parts = [("length", spec.length), ("step", spec.every), ("offset", spec.offset)]
+                for what, text in parts if not spec.is_lifetime else []:
+                    if text is not None and duration_us(text) % tile:
+                        shown = (
+                            f"window {window}" if what == "length" else f"the {what} of {window}"
+                        )
+                        problems.append(
+                            f"{shown} is not a multiple of the tile {self.tile} (feature "
+                            f"{feature}); use whole tiles"
+                        )
         names = self.feature_names()
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            problems.append(f"duplicate feature names {duplicates}")
+            problems.append(
+                f"duplicate feature names {duplicates}; give one of the aggregations a "
+                "`name=` prefix or drop the repeated window"
+            )
         return problems
 
     @property
@@ -290,7 +315,19 @@ class FeatureView(_Definition):
 
     @property
     def max_window_us(self) -> int:
-        return max(duration_us(w) for agg in self.aggregations for w in agg.windows)
+        """How far back from a read time any tile window reaches, in µs (a sliding window:
+        its length; an offset or a step reaches further). Lifetime windows keep no tiles."""
+        reach = [w.reach_tiles() for w in self.tile_windows() if not w.is_lifetime]
+        return max(reach, default=1) * self.tile_us
+
+    @property
+    def has_lifetime(self) -> bool:
+        """Whether a feature is over a lifetime window (a never-expiring per-entity state)."""
+        return any(w.is_lifetime for w in self.tile_windows())
+
+    def tile_windows(self) -> list[TileWindow]:
+        """Every feature's window in this view's tiles, in feature order."""
+        return [tile_window(w, self.tile_us) for agg in self.aggregations for w in agg.windows]
 
     def feature_names(self) -> list[str]:
         return [name for agg in self.aggregations for name in agg.feature_names()]

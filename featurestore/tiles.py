@@ -18,7 +18,8 @@ from enum import Enum, StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from featurestore.definitions import FeatureView, Function, duration_us
+from featurestore.definitions import FeatureView, Function
+from featurestore.windows import TileWindow, tile_window
 
 __all__ = [
     "F64",
@@ -64,7 +65,8 @@ class Feature:
     name: str
     function: Function
     column: str | None
-    window_tiles: int
+    window_tiles: int  # the window's length in tiles (0: lifetime)
+    window: TileWindow  # its kind in tiles: `featurestore.windows.window_range` reads it
 
 
 class TileLayout:
@@ -98,8 +100,8 @@ class TileLayout:
             for slot in _slots_for(agg.function, agg.column):
                 self._add_slot(slot)
             for window, name in zip(agg.windows, agg.feature_names(), strict=True):
-                tiles = duration_us(window) // self.tile_us
-                self.features.append(Feature(name, agg.function, agg.column, tiles))
+                spec = tile_window(window, self.tile_us)
+                self.features.append(Feature(name, agg.function, agg.column, spec.length, spec))
         self._empty = self.empty()
         self._empty_list: list[float] = self._empty.tolist()
         self._finish = _FinishPlan.of(self)
@@ -119,9 +121,11 @@ class TileLayout:
         self.merges.append({"sum": Merge.ADD, "max": Merge.MAX, "min": Merge.MIN}[kind])
 
     @property
-    def window_lengths(self) -> tuple[int, ...]:
-        """The distinct window lengths of the features, in tiles, shortest first."""
-        return tuple(sorted({f.window_tiles for f in self.features}))
+    def windows(self) -> tuple[TileWindow, ...]:
+        """The features' distinct windows in the order reads fold them: windows that end on the
+        same tile (same step and lag) together, shortest first, so each extends the one before;
+        lifetime last."""
+        return tuple(sorted({f.window for f in self.features}, key=_fold_order))
 
     @property
     def width(self) -> int:
@@ -192,8 +196,8 @@ class TileLayout:
     def finish(self, windows: F64) -> tuple[F64, F64]:
         """Every feature's value and newest event time from merged window states.
 
-        `windows` is (entities, windows, width), one state per window of `window_lengths` in
-        that order; a row of NaN (never written) is an empty window. Returns two (entities,
+        `windows` is (entities, windows, width), one state per window of `windows` in that
+        order; a row of NaN (never written) is an empty window. Returns two (entities,
         features) arrays, NaN where a value is null or a window holds no event. Distinct counts
         are NaN here: they come from the tiles' HyperLogLogs. A fixed number of numpy calls
         whatever the number of features: a read does this on every request.
@@ -276,7 +280,7 @@ class _FinishPlan:
     @classmethod
     def of(cls, layout: TileLayout) -> _FinishPlan:
         features = layout.features
-        lengths = layout.window_lengths
+        windows = layout.windows
 
         def where(*functions: Function) -> npt.NDArray[np.intp]:
             return np.array(
@@ -284,7 +288,7 @@ class _FinishPlan:
             )
 
         moments = [f for f in features if f.function in (Function.VARIANCE, Function.STDDEV)]
-        start = np.array([lengths.index(f.window_tiles) for f in features], dtype=np.intp)
+        start = np.array([windows.index(f.window) for f in features], dtype=np.intp)
         start *= layout.width
         counts = start + layout.COUNT
         values = start + np.array([_value_slot(layout, f) for f in features], dtype=np.intp)
@@ -328,6 +332,10 @@ _ENDINGS = {
     Function.STDDEV: _Ending.STDDEV,
     Function.APPROX_COUNT_DISTINCT: _Ending.DISTINCT,
 }
+
+
+def _fold_order(window: TileWindow) -> tuple[bool, int, int, int]:
+    return (window.is_lifetime, window.step, window.lag, window.length)
 
 
 def _value_slot(layout: TileLayout, feature: Feature) -> int:

@@ -2,8 +2,9 @@
 the offline log must agree — the proof that training data equals what serving returns.
 
 Points are sampled where the online tiles are exact (docs/semantics.md): at or after the
-entity's newest applied event. Every function must agree to a relative 1e-9, distinct counts
-included: offline reproduces Redis's HyperLogLog bit for bit (featurestore/hyperloglog.py).
+entity's newest applied event — for every window kind, the lifetime window's state included.
+Every function must agree to a relative 1e-9, distinct counts included: offline reproduces
+Redis's HyperLogLog bit for bit (featurestore/hyperloglog.py).
 
 The log is never loaded: DuckDB computes each entity's newest event time and draws the sample
 (the entities with the smallest hash of (seed, key): the same sample for the same seed and log).

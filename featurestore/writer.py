@@ -48,6 +48,10 @@ through the positions check as always. Only then is the marker cleared and the c
 (a consumer resumes after the rebuilt positions; what lies between them and the batch in hand
 is messages that were never applied: dead letters, late events).
 
+A view with a lifetime window keeps, per entity, a state that never expires (online/layout.py),
+merged in the same script call as the tiles: the replay rebuilds it from the whole log after a
+wipe, so it is recovered as far back as the log goes (docs/semantics.md, "Lifetime state").
+
 Pseudo-partitions (< 0: `fstore import`) are outside all this: an import to the log alone
 leaves rows the online state never applied, so the log cannot say what an online import put in
 Redis. After a loss, an online import is not replayed; `fstore backfill --from-log` can.
@@ -64,7 +68,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from featurestore.definitions import FeatureView
+from featurestore.definitions import FeatureView, Function
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
 from featurestore.hyperloglog import member
@@ -79,6 +83,7 @@ from featurestore.offline.log import (
 from featurestore.online import (
     BUCKET_FIELD,
     BUCKET_TILES,
+    LIFETIME_BUCKET,
     Merged,
     OnlineStore,
     ShardWrite,
@@ -504,7 +509,59 @@ class ViewWriter:
                 distinct.append((key, tile_fields[group], column, sorted(members)))
             for group, members in per_bucket.items():
                 distinct.append((group, BUCKET_FIELD, column, sorted(members)))
-        return keys, [int(t) for t in ttls], rows, distinct
+        ttl_list = [int(t) for t in ttls]
+        if view.has_lifetime:
+            rows = self._lifetime_rows(batch, taken, codes, names, keys, ttl_list, rows, distinct)
+        return keys, ttl_list, rows, distinct
+
+    def _lifetime_rows(
+        self,
+        batch: EventBatch,
+        taken: list[int],
+        codes: I64,
+        names: list[str],
+        keys: list[str],
+        ttls: list[int],
+        rows: np.ndarray,
+        distinct: list[tuple[int, str, str, list[str]]],
+    ) -> np.ndarray:
+        """Adds to `keys`, `ttls` and `distinct` (in place) each entity's lifetime state —
+        one key per entity (`LIFETIME_BUCKET`) that never expires (ttl -1), merged in the same
+        script call as the tiles and the positions, so exactly once — and returns the rows
+        with its states appended."""
+        layout = self.layout
+        applied = np.asarray(taken, dtype=np.int64)
+        columns = {
+            c: np.asarray(batch.columns[c], dtype=np.float64)[applied] for c in layout.columns
+        }
+        states = layout.reduce(
+            codes,
+            len(names),
+            batch.ts[applied],
+            batch.partition[applied],
+            batch.offset[applied],
+            columns,
+        )
+        first_key = len(keys)
+        keys += [f"{entity_part(name)}:{LIFETIME_BUCKET}" for name in names]
+        ttls += [-1] * len(names)
+        extra = np.empty((len(names), layout.width + 2))
+        extra[:, 0] = np.arange(first_key, first_key + len(names))
+        extra[:, 1] = -1
+        extra[:, 2:] = states
+        lifetime_columns = {
+            f.column
+            for f in layout.features
+            if f.window.is_lifetime and f.function is Function.APPROX_COUNT_DISTINCT
+        }
+        for column in sorted(c for c in lifetime_columns if c is not None):
+            kind, values = self.view.source.schema_[column], batch.columns[column]
+            per_entity: dict[int, set[str]] = {}
+            for row, event in enumerate(taken):
+                per_entity.setdefault(int(codes[row]), set()).add(member(kind, values[event]))
+            for code, members in per_entity.items():
+                distinct.append((first_key + code, BUCKET_FIELD, column, sorted(members)))
+        return np.concatenate((rows, extra))
 
 
 def _log_batches(

@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from featurestore.definitions import Function, duration_us
+from featurestore.definitions import Function
 from featurestore.tiles import Merge, TileLayout
+from featurestore.windows import TileWindow, WindowRange, window_range
 
 FUNCTIONS = (
     "count",
@@ -95,16 +96,26 @@ def tile_of(ts_us: int, tile_us: int) -> int:
     return ts_us // tile_us  # Python's // floors, also for times before the epoch
 
 
-def in_window(ts_us: int, window_us: int, tile_us: int, t_us: int) -> bool:
-    """floor(e/T) >= floor(t/T) - n + 1 (far edge, whole tiles) and e <= t (near edge, exact)."""
-    if window_us <= 0 or window_us % tile_us:
-        raise ValueError(f"window {window_us} is not a positive multiple of the tile {tile_us}")
-    n = window_us // tile_us
-    return tile_of(ts_us, tile_us) >= tile_of(t_us, tile_us) - n + 1 and ts_us <= t_us
+Window = int | str  # a sliding window's length in µs, or a window as definitions write it
 
 
-def window_events(events: Iterable[E], window_us: int, tile_us: int, t_us: int) -> list[E]:
-    return [e for e in events if in_window(value(e, "ts"), window_us, tile_us, t_us)]
+def in_window(ts_us: int, window: Window, tile_us: int, t_us: int) -> bool:
+    """Whether an event at `ts_us` is in `window` at read time `t_us`: the tiles of
+    `featurestore.windows.window_range` (for a sliding window of n tiles, floor(e/T) >=
+    floor(t/T) - n + 1) and e <= t."""
+    return _range(window, tile_us, t_us).contains(ts_us, tile_us) and ts_us <= t_us
+
+
+def _range(window: Window, tile_us: int, t_us: int) -> WindowRange:
+    if isinstance(window, int):
+        if window <= 0 or window % tile_us:
+            raise ValueError(f"window {window} is not a positive multiple of the tile {tile_us}")
+        return window_range(TileWindow(window // tile_us, 1, 0), tile_us, t_us)
+    return window_range(window, tile_us, t_us)
+
+
+def window_events(events: Iterable[E], window: Window, tile_us: int, t_us: int) -> list[E]:
+    return [e for e in events if in_window(value(e, "ts"), window, tile_us, t_us)]
 
 
 def aggregate(events: Sequence[EventLike], function: str, column: str | None) -> Any:
@@ -178,7 +189,7 @@ def feature_value(
     events: Iterable[EventLike],
     function: str,
     column: str | None,
-    window_us: int,
+    window_us: Window,
     tile_us: int,
     t_us: int,
 ) -> Any:
@@ -191,7 +202,7 @@ def feature_value(
 
 
 def newest_event(
-    events: Iterable[EventLike], window_us: int, tile_us: int, t_us: int
+    events: Iterable[EventLike], window_us: Window, tile_us: int, t_us: int
 ) -> int | None:
     """The event time of the newest event in the window, None when the window is empty."""
     newest: int | None = None
@@ -208,9 +219,7 @@ def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str
     out: dict[str, Any] = {}
     for agg in view.aggregations:
         for window, name in zip(agg.windows, agg.feature_names(), strict=True):
-            out[name] = feature_value(
-                applied, agg.function, agg.column, duration_us(window), view.tile_us, t_us
-            )
+            out[name] = feature_value(applied, agg.function, agg.column, window, view.tile_us, t_us)
     return out
 
 
@@ -284,10 +293,14 @@ def features_at(
     layout: TileLayout, tile_of_t: int, tiles: I64, states: F64
 ) -> dict[str, float | None]:
     """Feature values at a read time in tile `tile_of_t`, from the states of `tiles`."""
+    spans = [window_range(w, layout.tile_us, tile_of_t * layout.tile_us) for w in layout.windows]
     windows = np.stack(
         [
-            merge(layout, states[(tiles > tile_of_t - n) & (tiles <= tile_of_t)])
-            for n in layout.window_lengths
+            merge(
+                layout,
+                states[(tiles >= (-(2**62) if s.first is None else s.first)) & (tiles <= s.last)],
+            )
+            for s in spans
         ]
     )
     values, _times = layout.finish(windows[np.newaxis])

@@ -39,6 +39,7 @@ from featurestore.offline.sketches import distinct_count_sql, register_sketches
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import EPOCH
+from featurestore.windows import TileWindow, frame_sql
 
 __all__ = [
     "QUARANTINED_KEY",
@@ -171,10 +172,10 @@ class HistoricalQuery:
             + " FROM labels"
         )
         by_entity = f"PARTITION BY {', '.join(keys)}"
+        spans = layout.windows
         frames = {
-            n: f"w{n} AS ({by_entity} ORDER BY __ts RANGE BETWEEN "
-            f"(__ts % {tile} + {tile}) % {tile} + {(n - 1) * tile} PRECEDING AND CURRENT ROW)"
-            for n in sorted({f.window_tiles for f in layout.features})
+            w: f"w{i} AS ({by_entity} ORDER BY __ts {frame_sql(w, '__ts', tile)})"
+            for i, w in enumerate(spans)
         }
         newest = (
             f"OVER ({by_entity} ORDER BY __ts, __label, {PARTITION}, {OFFSET} "
@@ -187,22 +188,43 @@ class HistoricalQuery:
             f"last_value({sql_ident(c)}::DOUBLE IGNORE NULLS) {newest} "
             f"AS {sql_ident('__last_' + c)}"
             for c in columns
-            if any(f.function is Function.LAST and f.column == c for f in layout.features)
+            if any(
+                f.function is Function.LAST and f.column == c and f.window.cuts_at_read_time
+                for f in layout.features
+            )
         ]
+        # The newest event in each window: for a window ending at t, the newest event up to
+        # t when it is inside the window; for one ending on an earlier tile, the frame's own.
+        window_newest: dict[TileWindow, str] = {}
+        for i, w in enumerate(spans):
+            if w.is_lifetime:
+                window_newest[w] = "__last_ts"
+            elif w.cuts_at_read_time:
+                window_newest[w] = (
+                    f"CASE WHEN __last_ts >= {_start_sql(w, tile)} THEN __last_ts END"
+                )
+            else:
+                inner.append(f"max(CASE WHEN __event = 1 THEN __ts END) OVER w{i} AS __newest{i}")
+                window_newest[w] = f"__newest{i}"
         outer = []
         for i, feature in enumerate(layout.features):
-            start = (
-                f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(feature.window_tiles - 1) * tile})"
-            )
-            if feature.function is Function.LAST:
+            span = feature.window
+            window = f"w{spans.index(span)}"
+            if feature.function is Function.LAST and span.cuts_at_read_time:
                 last = sql_ident(f"__last_{feature.column}")
-                value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
+                value = f"CASE WHEN {window_newest[span]} IS NOT NULL THEN {last} END"
             else:
-                window = f"w{feature.window_tiles}"
                 if feature.function is Function.APPROX_COUNT_DISTINCT:
                     column = feature.column or ""
                     kind = view.source.schema_[column]
                     sql = f"{distinct_count_sql(sql_ident(column), kind, window)}::DOUBLE"
+                elif feature.function is Function.LAST:
+                    # The newest by (time, partition, offset) inside a frame that ends before t.
+                    sql = (
+                        f"max_by({sql_ident(feature.column or '')}::DOUBLE, "
+                        f"CASE WHEN __event = 1 THEN [__ts, {PARTITION}, {OFFSET}] END) "
+                        f"OVER {window}"
+                    )
                 else:
                     sql = _window_sql(feature.function, feature.column, window)
                 inner.append(f"{sql} AS __f{i}")
@@ -212,9 +234,10 @@ class HistoricalQuery:
                 # As online reads report it: missing when the window holds no event (a count
                 # or sum of nothing reads 0, yet it is missing), stale when the newest event in
                 # the window is older than the view's ttl.
-                stale = "FALSE" if view.ttl_us is None else f"__last_ts < __ts - {view.ttl_us}"
+                newest_in = window_newest[span]
+                stale = "FALSE" if view.ttl_us is None else f"{newest_in} < __ts - {view.ttl_us}"
                 outer.append(
-                    f"CASE WHEN __last_ts IS NULL OR __last_ts < {start} THEN 'missing' "
+                    f"CASE WHEN {newest_in} IS NULL THEN 'missing' "
                     f"WHEN {stale} THEN 'stale' ELSE 'ok' END "
                     f"AS {sql_ident(feature.name + '__status')}"
                 )
@@ -234,7 +257,9 @@ class HistoricalQuery:
         ).fetchall()
         files = self.offline.files(view.name, registered.version)
         if first is not None and last is not None:
-            low, high = f"date={_day(first)}", f"date={_day(last)}"
+            # A lifetime window reaches back to the entity's first event: no lower date.
+            low = "date=" if view.has_lifetime else f"date={_day(first)}"
+            high = f"date={_day(last)}"
             files = [f for f in files if low <= f.parent.name <= high]
         if not files:
             columns = [
@@ -330,6 +355,11 @@ class HistoricalQuery:
                 "pass full_feature_names=True to name them view__feature"
             )
         return names
+
+
+def _start_sql(window: TileWindow, tile: int) -> str:
+    """The µs start of a window's first tile, for a window ending at the row's time `__ts`."""
+    return f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(window.length - 1) * tile})"
 
 
 def _day(us: int) -> str:

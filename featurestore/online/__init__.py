@@ -25,7 +25,13 @@ from featurestore.online.base import (
     TileStore,
 )
 from featurestore.online.layout import entity_part, shard_of
-from featurestore.online.plan import BUCKET_FIELD, BUCKET_TILES, ReadPlan, plan_window
+from featurestore.online.plan import (
+    BUCKET_FIELD,
+    BUCKET_TILES,
+    LIFETIME_BUCKET,
+    ReadPlan,
+    plan_window,
+)
 from featurestore.online.store import OnlineStore
 from featurestore.online.values import (
     FeatureValue,
@@ -40,6 +46,7 @@ __all__ = [
     "BUCKET_FIELD",
     "BUCKET_TILES",
     "FeatureValue",
+    "LIFETIME_BUCKET",
     "Merged",
     "OnlineStore",
     "ReadPlan",

@@ -12,6 +12,10 @@ closing brace):
     T:{E}:{bucket}                       hash; field "<i>" = state of tile i of the bucket,
                                          field "b" = state of the whole bucket
     T:{E}:{bucket}:h:{column}:{field}    HyperLogLog of a column's values in that tile
+    T:{E}:life                           hash; field "b" = the entity's lifetime state (all
+                                         its events; never expires), only for a view with a
+                                         lifetime window
+    T:{E}:life:h:{column}:b              its HyperLogLog of a column's values (never expires)
     T:{E}:c                              string; "<tile>;" + the entity's folded windows at that
                                          tile (a read cache, dropped on every write)
     T:_pos                               hash; "<partition>" = "offset:watermark" of this shard,

@@ -16,19 +16,29 @@ import orjson
 from featurestore.online.scripts import FOLD_ARGS
 from featurestore.redis_pipe import bulks
 from featurestore.tiles import TileLayout
+from featurestore.windows import TileWindow, window_range
 
-__all__ = ["BUCKET_FIELD", "BUCKET_TILES", "ReadPlan", "plan_window", "read_plan"]
+__all__ = [
+    "BUCKET_FIELD",
+    "BUCKET_TILES",
+    "LIFETIME_BUCKET",
+    "ReadPlan",
+    "plan_window",
+    "read_plan",
+]
 
 BUCKET_TILES = 60
 BUCKET_FIELD = "b"
+LIFETIME_BUCKET = "life"  # the hash of an entity's never-expiring lifetime state, field "b"
 
 
 @dataclass(frozen=True, eq=False)
 class ReadPlan:
     """What a read at one tile gathers: per bucket its fields, and per window its rows."""
 
-    windows: dict[int, list[tuple[int, str]]]  # window length -> its (bucket, field) tiles (HLLs)
-    lengths: tuple[int, ...]  # window lengths, in the order the fold script returns them
+    # window -> its (bucket, field) states (their HyperLogLogs give distinct counts)
+    windows: dict[TileWindow, list[tuple[int | str, str]]]
+    order: tuple[TileWindow, ...]  # the windows in the order the fold script returns them
     # The fold script's ARGV, packed as Redis takes them (see `OnlineStore._read_commands`).
     script_args: bytes
 
@@ -36,20 +46,50 @@ class ReadPlan:
 @functools.lru_cache(maxsize=256)
 def read_plan(now_tile: int, layout: TileLayout) -> ReadPlan:
     """The same for every read of a layout in the same tile: cached, since reads repeat it
-    thousands of times a second."""
-    window_lengths = layout.window_lengths
-    windows = {n: plan_window(now_tile - n + 1, now_tile) for n in window_lengths}
-    # What the fold reads: each window's tiles older than the window before it (all end now).
-    added, newer = [], 0
-    for n in window_lengths:
-        added.append(plan_window(now_tile - n + 1, now_tile - newer))
-        newer = n
-    items = sorted({item for plan in added for item in plan})
+    thousands of times a second.
+
+    Each window's tiles come from `window_range`. The fold script folds the windows in
+    `layout.windows` order: a window ending on the same tile as the one before (same step and
+    lag) adds only its older tiles to that one's fold; any other starts afresh (a 0 before its
+    rows). A lifetime window reads the entity's lifetime state (`LIFETIME_BUCKET`)."""
+    order = layout.windows
+    windows: dict[TileWindow, list[tuple[int | str, str]]] = {}
+    added: list[list[tuple[int | str, str]]] = []
+    fresh: list[bool] = []
+    before: TileWindow | None = None
+    for window in order:
+        if window.is_lifetime:
+            windows[window] = [(LIFETIME_BUCKET, BUCKET_FIELD)]
+            added.append(windows[window])
+            fresh.append(before is not None)
+            before = window
+            continue
+        span = window_range(window, layout.tile_us, now_tile * layout.tile_us)
+        first = span.first
+        assert first is not None  # noqa: S101 - only a lifetime window has no first tile
+        windows[window] = list(plan_window(first, span.last))
+        extends = (
+            before is not None
+            and not before.is_lifetime
+            and (before.step, before.lag) == (window.step, window.lag)
+        )
+        if extends and before is not None:
+            newer = window_range(before, layout.tile_us, now_tile * layout.tile_us).first
+            assert newer is not None  # noqa: S101 - `before` is not a lifetime window
+            added.append(list(plan_window(first, newer - 1)))
+        else:
+            added.append(windows[window])
+        fresh.append(before is not None and not extends)
+        before = window
+    items = sorted({item for plan in added for item in plan}, key=_bucket_major)
     position = {item: i for i, item in enumerate(items)}  # bucket-major, as gathered
-    by_bucket: dict[int, list[str]] = {}
+    by_bucket: dict[int | str, list[str]] = {}
     for bucket, field in items:
         by_bucket.setdefault(bucket, []).append(field)
-    rows = [[position[item] + 1 for item in plan] for plan in added]
+    rows = [
+        [0] * restart + [position[item] + 1 for item in plan]
+        for plan, restart in zip(added, fresh, strict=True)
+    ]
     args = (
         layout.merge_codes().encode(),
         orjson.dumps([str(bucket) for bucket in by_bucket]),
@@ -60,7 +100,14 @@ def read_plan(now_tile: int, layout: TileLayout) -> ReadPlan:
         b"%d" % (layout.tile_us // 1000),  # how long the cache lives, ms
     )
     assert len(args) == FOLD_ARGS  # noqa: S101 - the script's contract
-    return ReadPlan(windows, window_lengths, bulks(args))
+    return ReadPlan(windows, order, bulks(args))
+
+
+def _bucket_major(item: tuple[int | str, str]) -> tuple[bool, int, str, str]:
+    bucket, field = item
+    if isinstance(bucket, str):
+        return (True, 0, bucket, field)
+    return (False, bucket, "", field)
 
 
 def plan_window(first_tile: int, last_tile: int) -> list[tuple[int, str]]:

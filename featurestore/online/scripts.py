@@ -108,7 +108,8 @@ while pos <= #blob do
 end
 local cleared = {}
 for i, key in ipairs(keys) do
-  redis.call('PEXPIRE', key, ttls[i])
+  -- A ttl below 0: the entity's lifetime state, which never expires.
+  if ttls[i] >= 0 then redis.call('PEXPIRE', key, ttls[i]) end
   -- The entity's folded windows (see the fold script) no longer hold: drop them.
   local cache = string.match(key, '^(.*):') .. ':c'
   if not cleared[cache] then redis.call('DEL', cache); cleared[cache] = true end
@@ -119,7 +120,7 @@ for _, h in ipairs(cjson.decode(ARGV[6])) do
   for first = 1, #values, 1000 do
     redis.call('PFADD', hll, unpack(values, first, math.min(first + 999, #values)))
   end
-  redis.call('PEXPIRE', hll, ttls[h[1] + 1])
+  if ttls[h[1] + 1] >= 0 then redis.call('PEXPIRE', hll, ttls[h[1] + 1]) end
 end
 for _, p in ipairs(positions) do
   redis.call('HSET', KEYS[1], p[1], p[3] .. ':' .. p[4])
@@ -150,8 +151,9 @@ return 1
 # KEYS: each entity's cache key, "{ns}:{view}:{version}:{entity}:c"; the entity's hashes are
 # that without ":c", then ":{bucket}". ARGV[1]: merge codes (as in the merge script); ARGV[2]:
 # json list of the buckets to read; ARGV[3]: json list of their field lists; ARGV[4]: json list,
-# per window (shortest first), of the 1-based positions among one entity's gathered fields of
-# the states it adds to the window before it; ARGV[5]: the bytes of "no state" (NaNs); ARGV[6]:
+# per window (in `TileLayout.windows` order), of the 1-based positions among one entity's
+# gathered fields of the states it adds to the window before it, led by a 0 when it starts
+# afresh instead; ARGV[5]: the bytes of "no state" (NaNs); ARGV[6]:
 # the read's tile, as a tag ("<tile>;"); ARGV[7]: how long a cached fold lives, ms. Returns, per
 # entity and window, the window's merged state, folded here with the write path's merge rules:
 # a read sends back one state per window instead of every tile, and the reading process does no
@@ -189,13 +191,15 @@ for _, cache in ipairs(KEYS) do
       local values = redis.call('HMGET', base .. ':' .. bucket, unpack(fields))
       for j = 1, #fields do raw[#raw + 1] = values[j] or false end
     end
-    -- Windows are nested (shortest first, all ending now): each adds its older states to the
-    -- fold of the one before.
+    -- Windows that end on the same tile come shortest first: each adds its older states to
+    -- the fold of the one before. A row 0 starts a window afresh (it ends elsewhere: another
+    -- step or offset, or the lifetime state).
     local folded = {}
     local acc = nil
     for _, rows in ipairs(windows) do
       for _, r in ipairs(rows) do
-        if raw[r] then
+        if r == 0 then acc = nil
+        elseif raw[r] then
           local state = {struct.unpack(fmt, raw[r])}
           if acc then combine(code, width, acc, state) end
           acc = state

@@ -43,6 +43,7 @@ from featurestore.online.base import (
     TileStore,
 )
 from featurestore.online.layout import POSITIONS, REBUILD, entity_part, shard_of, shard_tag, tag_of
+from featurestore.online.plan import LIFETIME_BUCKET
 from featurestore.online.scripts import ANNOUNCE_SCRIPT, FOLD_ARGS, FOLD_SCRIPT, MERGE_SCRIPT
 from featurestore.positions import NO_POSITION, Position, PositionConflict
 from featurestore.redis_client import STORE, make_client, make_node_pipe, make_pipe, redis_errors
@@ -101,6 +102,20 @@ class OnlineStore(TileStore):
     def rebuild_key(self, view: str, version: int, shard: int) -> str:
         """The rebuild marker of one shard (reads of its entities say `rebuilding` while set)."""
         return f"{self.shard_prefix(view, version, shard)}:{REBUILD}"
+
+    def drop_lifetime(self, view: str, version: int) -> int:
+        """Delete a view version's lifetime states and their HyperLogLogs — the only keys of
+        it that never expire (layout.py) — for `fstore remove`; how many there were."""
+        pattern = f"{self.namespace}:{{{view}:{version}:*}}:*:{LIFETIME_BUCKET}*"
+        deleted = 0
+        with redis_errors(self.config):
+            keys = list(self.client.scan_iter(match=pattern, count=1000))
+            for first in range(0, len(keys), 1000):
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys[first : first + 1000]:
+                    pipe.delete(key)  # one by one: a cluster's keys live in many slots
+                deleted += sum(int(n) for n in pipe.execute())
+        return deleted
 
     def positions(self, view: str, version: int) -> dict[int, Position]:
         if self.shards > 1:
@@ -328,7 +343,7 @@ class OnlineStore(TileStore):
         remaining = iter(answers)
         states = []
         for (keys, plan, layout), members in zip(reads, groups, strict=True):
-            shape = (len(keys), len(plan.lengths), layout.width)
+            shape = (len(keys), len(plan.order), layout.width)
             out = np.empty(shape)
             for group in members:
                 blob = next(remaining)

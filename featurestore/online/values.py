@@ -111,7 +111,7 @@ def _state_reads(
                     distinct.append(
                         [
                             f"{prefix}:{bucket}:h:{feature.column}:{field}"
-                            for bucket, field in windows[feature.window_tiles]
+                            for bucket, field in windows[feature.window]
                         ]
                     )
     return state_reads, distinct, markers

@@ -14,11 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from featurestore import cli
-from featurestore.config import RegistrySettings
+from featurestore.config import RedisSettings, RegistrySettings
 from featurestore.definitions import Aggregation, Entity, FeatureService, FeatureView, KafkaSource
 from featurestore.errors import DefinitionError, RegistryError
+from featurestore.online import OnlineStore
 from featurestore.registry import DB_FILE_NAME, Registry, Status
 from featurestore.repo import FeatureRef, RepoContents, load_repo, parse_ref
+from tests.redis_target import client_of
 
 ENTITIES = """\
 from featurestore.definitions import Entity, KafkaSource
@@ -537,3 +539,28 @@ def test_cli_apply_exits_1_with_the_definition_error(
     assert caught.value.code == 1
     stderr = " ".join(capsys.readouterr().err.split())
     assert "error: views.py:4: feature view 'user_txn': window 90s is not a multiple" in stderr
+
+
+@pytest.mark.integration
+def test_cli_remove_deletes_the_lifetime_states_that_never_expire(
+    cli_env: Path, repo: Path, redis: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = key_prefix.rstrip(":")
+    monkeypatch.setenv("FSTORE_REDIS_URL", redis)
+    monkeypatch.setenv("FSTORE_REDIS_NAMESPACE", namespace)
+    runner = CliRunner()
+    write_repo(repo, windows=("10m", "lifetime"))
+    assert runner.invoke(cli.app, ["apply", str(repo)]).exit_code == 0
+    client = client_of(redis)
+    store = OnlineStore(RedisSettings(url=redis, namespace=namespace))
+    life = f"{store.entity_prefix('user_txn', 1, 'u1')}:life"
+    tile = f"{store.entity_prefix('user_txn', 1, 'u1')}:0"
+    client.hset(life, "b", b"state")
+    client.hset(tile, "b", b"state")
+    store.close()
+
+    removed = runner.invoke(cli.app, ["remove", "user_txn", "1"])
+
+    assert removed.exit_code == 0, removed.output
+    assert "Deleted 1 lifetime state keys of user_txn v1" in removed.output
+    assert client.exists(life) == 0 and client.exists(tile) == 1

@@ -166,8 +166,8 @@ def check_read(
         in_window = reference.window_events(applied, window_us, layout.tile_us, t_ref)
         assert_feature(feature, got[feature.name], want[feature.name], in_window, where)
 
-        in_window = (tiles > tile_of_t - feature.window_tiles) & (tiles <= tile_of_t)
-        newest = reference.newest(layout, reference.merge(layout, states[in_window]))
+        tiles_in = (tiles > tile_of_t - feature.window_tiles) & (tiles <= tile_of_t)
+        newest = reference.newest(layout, reference.merge(layout, states[tiles_in]))
         want_newest = reference.newest_event(applied, window_us, layout.tile_us, t_ref)
         assert newest == want_newest, f"newest of {feature.name} {where}: {newest}"
 
@@ -333,7 +333,7 @@ def test_merge_many_equals_merge_per_entity(
     ).reshape(entities, rows, layout.width)
     together = reference.merge_many(layout, batch)
     # The same states as every window of a read: each entity's values come from its own alone.
-    windows = np.repeat(together[:, np.newaxis], len(layout.window_lengths), axis=1)
+    windows = np.repeat(together[:, np.newaxis], len(layout.windows), axis=1)
     values, times = layout.finish(windows)
     for e in range(entities):
         alone = reference.merge(layout, batch[e])
@@ -354,7 +354,7 @@ def test_finish_reads_a_never_written_window_as_empty(
     of an empty window (count 0, sum 0, the rest null), the other windows untouched."""
     layout = TileLayout(scenario.view)
     states = [state for e in scenario.events for _, state in reduce_batch(layout, [e])]
-    lengths = len(layout.window_lengths)
+    lengths = len(layout.windows)
     written = reference.merge(layout, np.stack(states)) if states else layout.empty()
     blank = [data.draw(st.booleans()) for _ in range(lengths)]
     sent = np.stack([np.full(layout.width, np.nan) if b else written for b in blank])
@@ -364,7 +364,7 @@ def test_finish_reads_a_never_written_window_as_empty(
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_times, want_times)
     for f, feature in enumerate(layout.features):
-        if blank[layout.window_lengths.index(feature.window_tiles)]:
+        if blank[layout.windows.index(feature.window)]:
             empty_value = 0.0 if feature.function.value in ("count", "sum") else None
             value = None if np.isnan(got[0, f]) else got[0, f]
             if feature.function.value != "approx_count_distinct":

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurestore.config import OfflineSettings
-from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource, duration_us
+from featurestore.definitions import Aggregation, Entity, FeatureView, KafkaSource
 from featurestore.errors import RequestError
 from featurestore.offline.historical import HistoricalQuery
 from featurestore.offline.log import OfflineStore
@@ -145,10 +145,27 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         (draw(st.sampled_from(["ann", "bob", "cy", "dee"])), draw(st.sampled_from(pool)))
         for _ in range(draw(st.integers(1, 15)))
     ]
+    # Other window kinds (docs/semantics.md), in whole tiles of this scenario's size.
+    kinds = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    f"{2 * tile_s}s_offset_{tile_s}s",
+                    f"{3 * tile_s}s_offset_{2 * tile_s}s",
+                    f"{4 * tile_s}s_every_{2 * tile_s}s",
+                    f"{2 * tile_s}s_tumbling",
+                    f"{2 * tile_s}s_every_{tile_s}s_offset_{tile_s}s",
+                    "lifetime",
+                ]
+            ),
+            max_size=2,
+            unique=True,
+        )
+    )
     return {
         "view": make_view(
             f"{tile_s}s",
-            [f"{w * tile_s}s" for w in windows],
+            [f"{w * tile_s}s" for w in windows] + kinds,
             ttl=draw(st.sampled_from([None, f"{tile_s}s", f"{3 * tile_s}s"])),
         ),
         "events": events,
@@ -207,7 +224,7 @@ def check_training_rows(config: OfflineSettings, scenario: dict[str, Any]) -> No
         want = reference.view_features(mine, view, t)
         for feature, value in want.items():
             assert_equal(feature, got[feature], value)
-            newest = reference.newest_event(mine, duration_us(windows[feature]), view.tile_us, t)
+            newest = reference.newest_event(mine, windows[feature], view.tile_us, t)
             ttl = view.ttl_us
             stale = ttl is not None and newest is not None and newest < t - ttl
             status = "missing" if newest is None else "stale" if stale else "ok"
