@@ -76,6 +76,9 @@ class Function(StrEnum):
     VARIANCE = "variance"  # sample variance (n - 1); null below 2 events
     LAST = "last"  # value of the newest event by event time (ties: the later offset)
     APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
+    # DDSketch buckets (featurestore/percentiles.py): within `relative_accuracy` of the exact
+    # order statistic; needs `percentiles`
+    APPROX_PERCENTILE = "approx_percentile"
 
 
 _NUMERIC_FUNCTIONS = {
@@ -87,6 +90,9 @@ _NUMERIC_FUNCTIONS = {
     Function.STDDEV,
     Function.VARIANCE,
 }
+# Functions of numbers that are not slots of the tile state: their columns must be int64 or
+# float64 (a percentile of booleans says nothing a mean does not).
+_NUMBER_FUNCTIONS = {Function.APPROX_PERCENTILE}
 
 
 class _Definition(BaseModel):
@@ -173,12 +179,23 @@ class Aggregation(_Definition):
 
     `count` counts events and needs no column. Feature names are `{column}_{function}_{window}`
     (`count_{window}` for a column-less count) unless `name` gives the prefix.
+
+    `approx_percentile` takes `percentiles` (fractions, e.g. `[0.5, 0.9, 0.99]`) and optionally
+    `relative_accuracy` (α, default 0.01); its features are `{column}_p{percent}_{window}`:
+
+    >>> Aggregation(column="amount", function="approx_percentile", windows=["1h"],
+    ...             percentiles=[0.5, 0.999]).feature_names()
+    ['amount_p50_1h', 'amount_p99_9_1h']
     """
 
     function: Function
     windows: list[str]
     column: str | None = None
     name: str | None = None
+    # approx_percentile only; left out of stored definitions and fingerprints when unset, so
+    # the views registered before they existed keep their version.
+    percentiles: list[float] | None = None
+    relative_accuracy: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Aggregation:
@@ -192,7 +209,52 @@ class Aggregation(_Definition):
             raise ValueError(f"{self.function} needs a column")
         if self.name is not None and not _NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a valid feature name prefix")
+        self._check_percentiles()
         return self
+
+    def _check_percentiles(self) -> None:
+        what = f"{self.function} of {self.column!r}"
+        if self.function is not Function.APPROX_PERCENTILE:
+            if self.percentiles is not None or self.relative_accuracy is not None:
+                raise ValueError(
+                    f"{what}: percentiles and relative_accuracy belong to approx_percentile; "
+                    "remove them"
+                )
+            return
+        if not self.percentiles:
+            raise ValueError(
+                f"{what} needs percentiles, fractions like percentiles=[0.5, 0.9, 0.99]"
+            )
+        wrong = [q for q in self.percentiles if not 0.0 <= q <= 1.0]
+        if wrong:
+            raise ValueError(
+                f"{what}: percentiles {wrong} are not fractions in [0, 1] (p90 is 0.9)"
+            )
+        suffixes = [_percent(q) for q in self.percentiles]
+        if len(set(suffixes)) != len(suffixes):
+            raise ValueError(f"{what}: percentiles {self.percentiles} repeat")
+        alpha = self.relative_accuracy
+        if alpha is not None and not 1e-4 <= alpha <= 0.5:
+            raise ValueError(
+                f"{what}: relative_accuracy {alpha} is outside [0.0001, 0.5] (0.01 is 1%)"
+            )
+
+    @property
+    def accuracy(self) -> float:
+        """approx_percentile's α (relative accuracy), its default when unset."""
+        return 0.01 if self.relative_accuracy is None else self.relative_accuracy
+
+    def feature_specs(self) -> list[tuple[str, str, float | None]]:
+        """(feature name, window, percentile or None) of each feature, in `feature_names`
+        order."""
+        if self.function is not Function.APPROX_PERCENTILE:
+            names = self.feature_names()
+            return [(name, w, None) for name, w in zip(names, self.windows, strict=True)]
+        return [
+            (f"{self.prefix}_p{_percent(q)}_{window}", window, q)
+            for window in self.windows
+            for q in self.percentiles or []
+        ]
 
     @property
     def prefix(self) -> str:
@@ -200,10 +262,19 @@ class Aggregation(_Definition):
             return self.name
         if self.column is None:
             return "count"
+        if self.function is Function.APPROX_PERCENTILE:
+            return self.column
         return f"{self.column}_{self.function.value}"
 
     def feature_names(self) -> list[str]:
+        if self.function is Function.APPROX_PERCENTILE:
+            return [name for name, _window, _q in self.feature_specs()]
         return [f"{self.prefix}_{window}" for window in self.windows]
+
+
+def _percent(q: float) -> str:
+    """A percentile's name: 0.9 -> '90', 0.999 -> '99_9', 0.5 -> '50'."""
+    return f"{round(q * 100, 6):g}".replace(".", "_")
 
 
 class FeatureView(_Definition):
@@ -261,6 +332,14 @@ class FeatureView(_Definition):
                         f"{agg.function} needs a numeric column; {agg.column!r} is "
                         f"{schema[agg.column]}"
                     )
+            elif agg.function in _NUMBER_FUNCTIONS and agg.column is not None:
+                if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64):
+                    problems.append(
+                        f"{agg.function} of {agg.column!r} (features {agg.feature_names()}) "
+                        f"needs an int64 or float64 column; {agg.column!r} is "
+                        f"{schema[agg.column]}: aggregate a numeric column, or use "
+                        "approx_count_distinct for a categorical one"
+                    )
             for window in agg.windows:
                 if duration_us(window) % tile:
                     problems.append(f"window {window} is not a multiple of the tile {self.tile}")
@@ -304,6 +383,10 @@ class FeatureView(_Definition):
         body = _without(self.model_dump(mode="json", by_alias=True), {"description", "tags"})
         body.pop("ttl", None)
         body["source"].pop("max_future", None)
+        for agg in body["aggregations"]:
+            for key in ("percentiles", "relative_accuracy"):
+                if agg.get(key) is None:
+                    agg.pop(key, None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

@@ -65,6 +65,8 @@ class Feature:
     function: Function
     column: str | None
     window_tiles: int
+    quantile: float | None = None  # approx_percentile: which one
+    accuracy: float | None = None  # approx_percentile: its sketch's relative accuracy α
 
 
 class TileLayout:
@@ -90,7 +92,20 @@ class TileLayout:
         self.features: list[Feature] = []
         # Distinct counts are not slots: each tile keeps a Redis HyperLogLog per column.
         self.distinct_columns: list[str] = []
+        # Neither are percentiles: each tile keeps a Redis hash of bucket counts per (column,
+        # accuracy) sketch (featurestore/percentiles.py).
+        self.sketches: list[tuple[str, float]] = []
         for agg in view.aggregations:
+            if agg.function is Function.APPROX_PERCENTILE:
+                assert agg.column is not None  # noqa: S101 - validated by Aggregation
+                if (agg.column, agg.accuracy) not in self.sketches:
+                    self.sketches.append((agg.column, agg.accuracy))
+                for name, window, q in agg.feature_specs():
+                    tiles = duration_us(window) // self.tile_us
+                    self.features.append(
+                        Feature(name, agg.function, agg.column, tiles, q, agg.accuracy)
+                    )
+                continue
             if agg.function is Function.APPROX_COUNT_DISTINCT:
                 assert agg.column is not None  # noqa: S101 - validated by Aggregation
                 if agg.column not in self.distinct_columns:
@@ -302,7 +317,8 @@ class _FinishPlan:
             nullable=np.array(
                 [f.function not in (Function.COUNT, Function.SUM) for f in features], dtype=bool
             ),
-            distinct=where(Function.APPROX_COUNT_DISTINCT),
+            # Sketched in side structures, filled in by the read (online/values.py).
+            distinct=where(Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE),
             steps=tuple(
                 zip(endings, counts.tolist(), values.tolist(), newest.tolist(), strict=True)
             ),
@@ -327,6 +343,7 @@ _ENDINGS = {
     Function.VARIANCE: _Ending.VARIANCE,
     Function.STDDEV: _Ending.STDDEV,
     Function.APPROX_COUNT_DISTINCT: _Ending.DISTINCT,
+    Function.APPROX_PERCENTILE: _Ending.DISTINCT,
 }
 
 
@@ -348,7 +365,7 @@ _VALUE_SLOTS = {
 
 
 def _slots_for(function: Function, column: str | None) -> list[str]:
-    if function in (Function.COUNT, Function.APPROX_COUNT_DISTINCT):
+    if function in (Function.COUNT, Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE):
         return []
     return {
         Function.SUM: [f"sum:{column}"],

@@ -87,6 +87,8 @@ from featurestore.online import (
     entity_part,
     shard_of,
 )
+from featurestore.online.layout import sketch_name
+from featurestore.percentiles import bucket_keys
 from featurestore.positions import NO_POSITION, Position, late_events
 from featurestore.retry import Retry, retry_online
 from featurestore.tiles import I64, TileLayout
@@ -435,20 +437,29 @@ class ViewWriter:
             if not shard_moves:
                 continue
             mine = applied[shard_of_row[applied] == shard] if self.shards > 1 else applied
-            keys, ttls, rows, distinct = self._tile_rows(batch, mine, shard_moves)
+            keys, ttls, rows, distinct, sketches = self._tile_rows(batch, mine, shard_moves)
             writes.append(
-                ShardWrite(shard, keys, ttls, rows, shard_moves, distinct, self.epochs[shard])
+                ShardWrite(
+                    shard, keys, ttls, rows, shard_moves, distinct, self.epochs[shard], sketches
+                )
             )
         return writes
 
     def _tile_rows(
         self, batch: EventBatch, applied: I64, moves: Moves
-    ) -> tuple[list[str], list[int], np.ndarray, list[tuple[int, str, str, list[str]]]]:
-        """The Redis keys, TTLs, tile and bucket state rows and distinct members of `applied`
-        (events of one shard), in the form `OnlineStore.merge_batch` takes."""
+    ) -> tuple[
+        list[str],
+        list[int],
+        np.ndarray,
+        list[tuple[int, str, str, list[str]]],
+        list[tuple[int, str, str, list[str | int]]],
+    ]:
+        """The Redis keys, TTLs, tile and bucket state rows, distinct members and percentile
+        sketch counts of `applied` (events of one shard), in the form
+        `OnlineStore.merge_batch` takes."""
         layout, view = self.layout, self.view
         if len(applied) == 0:
-            return [], [], np.zeros((0, layout.width + 2)), []
+            return [], [], np.zeros((0, layout.width + 2)), [], []
         taken = applied.tolist()
         names_of_rows = entity_keys(
             {k: [batch.columns[k][i] for i in taken] for k in view.join_keys}, view.join_keys
@@ -504,7 +515,17 @@ class ViewWriter:
                 distinct.append((key, tile_fields[group], column, sorted(members)))
             for group, members in per_bucket.items():
                 distinct.append((group, BUCKET_FIELD, column, sorted(members)))
-        return keys, [int(t) for t in ttls], rows, distinct
+        sketches: list[tuple[int, str, str, list[str | int]]] = []
+        for column, accuracy in layout.sketches:
+            numbers = np.asarray(batch.columns[column], dtype=np.float64)[applied]
+            name = sketch_name(column, accuracy)
+            bucket_keys_ = bucket_keys(numbers, accuracy)
+            for group, counted in _sketch_counts(tile_group, bucket_keys_):
+                key = int(key_of_tile_group[group])
+                sketches.append((key, tile_fields[group], name, counted))
+            for group, counted in _sketch_counts(bucket_group, bucket_keys_):
+                sketches.append((group, BUCKET_FIELD, name, counted))
+        return keys, [int(t) for t in ttls], rows, distinct, sketches
 
 
 def _log_batches(
@@ -521,6 +542,26 @@ def _log_batches(
         keep = (partition >= 0) & (offset > floor)
         if keep.any():
             yield batch_from_log(chunk.filter(pa.array(keep)), view.source.timestamp_field)
+
+
+def _sketch_counts(group: I64, keys: I64) -> Iterator[tuple[int, list[str | int]]]:
+    """Per group, its events' bucket keys and how many fell in each: [key, count, ...], keys
+    as text (the merge script's JSON would round large numbers)."""
+    order = np.lexsort((keys, group))
+    g, k = group[order], keys[order]
+    starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (k[1:] != k[:-1])])
+    counts = np.diff(np.r_[starts, len(g)]).tolist()
+    runs_group, runs_key = g[starts].tolist(), k[starts].tolist()
+    current: int | None = None
+    flat: list[str | int] = []
+    for run_group, run_key, count in zip(runs_group, runs_key, counts, strict=True):
+        if run_group != current:
+            if current is not None:
+                yield current, flat
+            current, flat = run_group, []
+        flat += [str(run_key), count]
+    if current is not None:
+        yield current, flat
 
 
 def _union(a: I64, b: I64) -> I64:

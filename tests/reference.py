@@ -38,6 +38,7 @@ FUNCTIONS = (
     "stddev",
     "last",
     "approx_count_distinct",
+    "approx_percentile",
 )
 
 
@@ -202,16 +203,40 @@ def newest_event(
     return newest
 
 
+def order_statistic(events: Sequence[EventLike], column: str, q: float) -> float | None:
+    """The exact value of rank floor(q·(n - 1)) (0-based, ascending) among the events' values:
+    what `approx_percentile` approximates, within its relative accuracy. None when empty."""
+    xs = sorted(float(value(e, column)) for e in events)
+    if not xs:
+        return None
+    return xs[math.floor(q * (len(xs) - 1))]
+
+
 def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str, Any]:
-    """Every feature of a `FeatureView` at `t_us`, by feature name, from the applied events."""
+    """Every feature of a `FeatureView` at `t_us`, by feature name, from the applied events.
+
+    A percentile feature's value is the exact order statistic it approximates
+    (`order_statistic`); `percentile_matches` says whether a sketch's answer fits it."""
     applied = list(events)
     out: dict[str, Any] = {}
     for agg in view.aggregations:
-        for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+        for name, window, q in agg.feature_specs():
+            if q is not None:
+                chosen = window_events(applied, duration_us(window), view.tile_us, t_us)
+                out[name] = order_statistic(chosen, _need(agg.column, "approx_percentile"), q)
+                continue
             out[name] = feature_value(
                 applied, agg.function, agg.column, duration_us(window), view.tile_us, t_us
             )
     return out
+
+
+def percentile_matches(got: float | None, exact: float | None, alpha: float) -> bool:
+    """Whether a sketch's percentile fits the exact order statistic: both None, or within a
+    relative `alpha` of it (DDSketch's guarantee; a hair of float rounding at bucket edges)."""
+    if got is None or exact is None:
+        return got is None and exact is None
+    return abs(got - exact) <= alpha * abs(exact) * (1 + 1e-9) + 1e-300
 
 
 def _need(column: str | None, function: str) -> str:
@@ -294,8 +319,8 @@ def features_at(
     return {
         feature.name: None if math.isnan(value) else value
         for feature, value in zip(layout.features, values[0].tolist(), strict=True)
-        # Distinct counts come from HyperLogLogs, see online.read_views.
-        if feature.function is not Function.APPROX_COUNT_DISTINCT
+        # Distinct counts and percentiles come from side structures, see online.read_views.
+        if feature.function not in (Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE)
     }
 
 

@@ -35,7 +35,12 @@ from featurestore.offline.log import (
     sql_literal,
 )
 from featurestore.offline.quarantine import Quarantined
-from featurestore.offline.sketches import distinct_count_sql, register_sketches
+from featurestore.offline.sketches import (
+    distinct_count_sql,
+    percentile_keys_sql,
+    percentile_sql,
+    register_sketches,
+)
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import EPOCH
@@ -190,6 +195,7 @@ class HistoricalQuery:
             if any(f.function is Function.LAST and f.column == c for f in layout.features)
         ]
         outer = []
+        sketches: dict[tuple[str, float, int], str] = {}  # percentile sketch -> its list column
         for i, feature in enumerate(layout.features):
             start = (
                 f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(feature.window_tiles - 1) * tile})"
@@ -197,6 +203,17 @@ class HistoricalQuery:
             if feature.function is Function.LAST:
                 last = sql_ident(f"__last_{feature.column}")
                 value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
+            elif feature.function is Function.APPROX_PERCENTILE:
+                # One list of bucket keys per (column, accuracy, window), shared by its
+                # percentiles (percentiles.py: the same keys and quantile as Redis's).
+                column, accuracy = feature.column or "", feature.accuracy or 0.0
+                sketch = (column, accuracy, feature.window_tiles)
+                if sketch not in sketches:
+                    sketches[sketch] = f"__q{len(sketches)}"
+                    window = f"w{feature.window_tiles}"
+                    keys_sql = percentile_keys_sql(sql_ident(column), accuracy, window)
+                    inner.append(f"{keys_sql} AS {sketches[sketch]}")
+                value = percentile_sql(sketches[sketch], feature.quantile or 0.0, accuracy)
             else:
                 window = f"w{feature.window_tiles}"
                 if feature.function is Function.APPROX_COUNT_DISTINCT:

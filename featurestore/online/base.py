@@ -58,6 +58,8 @@ class ShardWrite:
     moves: dict[int, tuple[Position, Position]]
     distinct: Sequence[tuple[int, str, str, list[str]]] = ()
     epoch: str | None = None
+    # Percentile sketch counts: (key index, field, sketch name, [bucket key, count, ...]).
+    sketches: Sequence[tuple[int, str, str, list[str | int]]] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,15 @@ class TileStore(Protocol):
         rebuilding: Sequence[Sequence[str]] = (),
     ) -> tuple[list[F64], list[int], list[bool]]:
         """`read` on the running event loop."""
+        ...
+
+    def read_sketches(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """Per list of percentile sketch keys (one entity's window), their bucket counts
+        summed: the window's sketch."""
+        ...
+
+    async def read_sketches_async(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """`read_sketches` on the running event loop."""
         ...
 
     def close(self) -> None:

@@ -12,6 +12,9 @@ closing brace):
     T:{E}:{bucket}                       hash; field "<i>" = state of tile i of the bucket,
                                          field "b" = state of the whole bucket
     T:{E}:{bucket}:h:{column}:{field}    HyperLogLog of a column's values in that tile
+    T:{E}:{bucket}:q:{sketch}:{field}    hash; percentile sketch of that tile: bucket key ->
+                                         count (featurestore/percentiles.py); {sketch} is
+                                         `sketch_name` "{column}:{accuracy}"
     T:{E}:c                              string; "<tile>;" + the entity's folded windows at that
                                          tile (a read cache, dropped on every write)
     T:_pos                               hash; "<partition>" = "offset:watermark" of this shard,
@@ -37,7 +40,15 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["POSITIONS", "REBUILD", "entity_part", "shard_of", "shard_tag", "tag_of"]
+__all__ = [
+    "POSITIONS",
+    "REBUILD",
+    "entity_part",
+    "shard_of",
+    "shard_tag",
+    "sketch_name",
+    "tag_of",
+]
 
 POSITIONS = "_pos"
 REBUILD = "_rebuild"
@@ -66,3 +77,12 @@ def shard_tag(namespace: str, view: str, version: int, shard: int) -> str:
 def tag_of(key: str) -> str:
     """A key of ours up to its hash tag's end (the tag decides its cluster slot)."""
     return key[: key.index("}") + 1]
+
+
+def sketch_name(column: str, accuracy: float) -> str:
+    """A percentile sketch's part of its keys' names: its column and accuracy (repr: exact).
+
+    >>> sketch_name("amount", 0.01)
+    'amount:0.01'
+    """
+    return f"{column}:{accuracy!r}"

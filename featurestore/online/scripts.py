@@ -8,7 +8,7 @@ to the other and to `tiles.py`, checked against tests/reference.py.
 
 from __future__ import annotations
 
-__all__ = ["ANNOUNCE_SCRIPT", "FOLD_ARGS", "FOLD_SCRIPT", "MERGE_SCRIPT"]
+__all__ = ["ANNOUNCE_SCRIPT", "FOLD_ARGS", "FOLD_SCRIPT", "MERGE_SCRIPT", "SKETCH_SUM_SCRIPT"]
 
 # The merge rules of `TileLayout.merge`, in Lua, for both scripts below: `combine` folds the
 # state `old` into `new`, in place. `code` holds the layout's merge codes, one per slot.
@@ -44,13 +44,14 @@ end
 """
 
 # One shard of a view version (featurestore/online/layout.py): every key it touches is in KEYS
-# or is a suffix of one (an entity's cache and HyperLogLogs), so all share the shard's hash tag.
+# or is a suffix of one (an entity's cache, HyperLogLogs, sketches), so all share the shard's
+# hash tag.
 # KEYS[1] = the shard's positions hash, KEYS[2] = its rebuild marker, KEYS[3..] = the entity
 # bucket hashes the rows write. ARGV: merge codes, json positions, (unused), json ttls (ms),
 # rows blob, json distinct values, the epoch the writer holds ('' when it has seen none), the
-# epoch to store if none is. A row is (key index, field, state...) as float64s; key index 0 is
-# KEYS[3]; field -1 is the bucket total. Distinct values are [key index, field, column,
-# [values...]].
+# epoch to store if none is, json percentile sketch counts (see below). A row is (key index,
+# field, state...) as float64s; key index 0 is KEYS[3]; field -1 is the bucket total.
+# Distinct values are [key index, field, column, [values...]].
 #
 # Answers {1, epoch} when merged; {0, partition, stored offset} when a stored position is ahead
 # of the expected one (another writer moved it: redo from there); {2, what, stored} when the
@@ -120,6 +121,18 @@ for _, h in ipairs(cjson.decode(ARGV[6])) do
     redis.call('PFADD', hll, unpack(values, first, math.min(first + 999, #values)))
   end
   redis.call('PEXPIRE', hll, ttls[h[1] + 1])
+end
+-- Percentile sketches (ARGV[9], absent from older callers): [key index, field, sketch,
+-- [bucket key, count, ...]] — bucket keys as strings (cjson would round big numbers).
+if ARGV[9] then
+  for _, q in ipairs(cjson.decode(ARGV[9])) do
+    local sketch = keys[q[1] + 1] .. ':q:' .. q[3] .. ':' .. q[2]
+    local pairs_ = q[4]
+    for j = 1, #pairs_, 2 do
+      redis.call('HINCRBY', sketch, pairs_[j], pairs_[j + 1])
+    end
+    redis.call('PEXPIRE', sketch, ttls[q[1] + 1])
+  end
 end
 for _, p in ipairs(positions) do
   redis.call('HSET', KEYS[1], p[1], p[3] .. ':' .. p[4])
@@ -216,3 +229,26 @@ return table.concat(out)
 
 
 FOLD_ARGS = 7  # the fold script's ARGV count
+
+
+# KEYS: the percentile sketch hashes of one window of one entity (all of one shard: one slot),
+# "<bucket hash>:q:<column>:<accuracy>:<field>". Returns their bucket counts summed, as a flat
+# [bucket key, count, ...] (keys as Redis holds them: strings). A window's sketch is that sum.
+SKETCH_SUM_SCRIPT = """
+local total = {}
+local order = {}
+for _, key in ipairs(KEYS) do
+  local flat = redis.call('HGETALL', key)
+  for j = 1, #flat, 2 do
+    local k = flat[j]
+    if total[k] then total[k] = total[k] + tonumber(flat[j + 1])
+    else total[k] = tonumber(flat[j + 1]); order[#order + 1] = k end
+  end
+end
+local out = {}
+for _, k in ipairs(order) do
+  out[#out + 1] = k
+  out[#out + 1] = string.format('%d', total[k])
+end
+return out
+"""

@@ -43,7 +43,13 @@ from featurestore.online.base import (
     TileStore,
 )
 from featurestore.online.layout import POSITIONS, REBUILD, entity_part, shard_of, shard_tag, tag_of
-from featurestore.online.scripts import ANNOUNCE_SCRIPT, FOLD_ARGS, FOLD_SCRIPT, MERGE_SCRIPT
+from featurestore.online.scripts import (
+    ANNOUNCE_SCRIPT,
+    FOLD_ARGS,
+    FOLD_SCRIPT,
+    MERGE_SCRIPT,
+    SKETCH_SUM_SCRIPT,
+)
 from featurestore.positions import NO_POSITION, Position, PositionConflict
 from featurestore.redis_client import STORE, make_client, make_node_pipe, make_pipe, redis_errors
 from featurestore.redis_pipe import RedisPipe, array_head, bulks, pack
@@ -78,6 +84,7 @@ class OnlineStore(TileStore):
         self._merge = self.client.register_script(MERGE_SCRIPT)
         self._announce = self.client.register_script(ANNOUNCE_SCRIPT)
         self._fold = self.client.register_script(FOLD_SCRIPT)
+        self._sketch_sum = self.client.register_script(SKETCH_SUM_SCRIPT)
 
     def close(self) -> None:
         """Close the connections: the async reads' ones (call this on the event loop that used
@@ -148,10 +155,12 @@ class OnlineStore(TileStore):
         distinct: Sequence[tuple[int, str, str, list[str]]] = (),
         epoch: str | None = None,
         shard: int = 0,
+        sketches: Sequence[tuple[int, str, str, list[str | int]]] = (),
     ) -> Merged | PositionConflict | StateLost:
         """Merge `rows` (key index, field, state...) into one shard and move its partitions
         from -> to, atomically. `keys` are "<entity part>:<bucket>" (layout.py), all of the
-        shard.
+        shard. `distinct` and `sketches` add to the tiles' HyperLogLogs and percentile
+        sketches in the same step.
 
         Returns the shard's epoch marker once merged (a new one when none was stored). Changes
         nothing and returns a `PositionConflict` when a stored position is ahead of the expected
@@ -159,7 +168,7 @@ class OnlineStore(TileStore):
         `epoch` (given: the one the writer holds) or a stored position is behind the expected
         one.
         """
-        write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch)
+        write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch, sketches)
         script_keys, args = self._merge_call(view, version, layout, write)
         with redis_errors(self.config):
             result = self._merge(keys=script_keys, args=args)
@@ -184,6 +193,7 @@ class OnlineStore(TileStore):
                     w.distinct,
                     w.epoch,
                     w.shard,
+                    w.sketches,
                 )
             ]
         calls = [self._merge_call(view, version, layout, w) for w in writes]
@@ -229,7 +239,35 @@ class OnlineStore(TileStore):
             write.epoch or "",
             uuid.uuid4().hex,
         ]
+        if write.sketches:
+            args.append(orjson.dumps(list(write.sketches)))
         return keys, args
+
+    def read_sketches(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """Per list of one entity's window's percentile sketch keys (one slot), their bucket
+        counts summed by a script, pipelined (one round trip per node). A second round trip
+        after `read`'s, taken only by views with percentiles; a batch merged between the two
+        can show in one and not the other, as between two reads."""
+        calls: list[tuple[list[str], list[Any]]] = [(list(keys), []) for keys in windows if keys]
+        sha = self._sketch_sum.sha
+        with redis_errors(self.config):
+            answers = self._evalsha_all(sha, calls) if calls else []
+            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                self.client.script_load(SKETCH_SUM_SCRIPT)  # a restarted or flushed server
+                answers = self._evalsha_all(sha, calls)
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        found = iter(answers)
+        out: list[dict[int, int]] = []
+        for keys in windows:
+            flat = next(found) if keys else []
+            out.append({int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)})
+        return out
+
+    async def read_sketches_async(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """`read_sketches` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_sketches, windows)
 
     def read(
         self,

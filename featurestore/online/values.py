@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from featurestore.definitions import Function
 from featurestore.online.base import StateRead, TileStore
-from featurestore.online.layout import shard_of
+from featurestore.online.layout import shard_of, sketch_name
 from featurestore.online.plan import read_plan
+from featurestore.percentiles import quantile
 from featurestore.tiles import F64, TileLayout
 
 __all__ = [
@@ -77,7 +78,9 @@ def read_views(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> li
     """
     state_reads, distinct, prefixes = _state_reads(store, reads, as_of_us)
     states, counts, rebuilding = store.read(state_reads, distinct, prefixes)
-    return _view_values(reads, states, counts, rebuilding, as_of_us)
+    windows = _sketch_reads(store, reads, as_of_us)
+    sketches = store.read_sketches(windows) if windows else []
+    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches)
 
 
 async def read_views_async(
@@ -86,7 +89,41 @@ async def read_views_async(
     """`read_views` on the running event loop (`OnlineStore.read_async`)."""
     state_reads, distinct, prefixes = _state_reads(store, reads, as_of_us)
     states, counts, rebuilding = await store.read_async(state_reads, distinct, prefixes)
-    return _view_values(reads, states, counts, rebuilding, as_of_us)
+    windows = _sketch_reads(store, reads, as_of_us)
+    sketches = await store.read_sketches_async(windows) if windows else []
+    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches)
+
+
+def _sketched(layout: TileLayout) -> list[tuple[str, float, int]]:
+    """The (column, accuracy, window tiles) percentile sketches a layout's features read."""
+    out: list[tuple[str, float, int]] = []
+    for f in layout.features:
+        if f.function is Function.APPROX_PERCENTILE:
+            sketch = (f.column or "", f.accuracy or 0.0, f.window_tiles)
+            if sketch not in out:
+                out.append(sketch)
+    return out
+
+
+def _sketch_reads(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> list[list[str]]:
+    """Per view, entity and percentile sketch window, the tiles' sketch keys it sums (all the
+    entity's: one slot)."""
+    out: list[list[str]] = []
+    for view, version, layout, entities in reads:
+        sketched = _sketched(layout)
+        if not sketched:
+            continue
+        windows = read_plan(as_of_us // layout.tile_us, layout).windows
+        for entity in entities:
+            prefix = store.entity_prefix(view, version, entity)
+            for column, accuracy, tiles in sketched:
+                out.append(
+                    [
+                        f"{prefix}:{bucket}:q:{sketch_name(column, accuracy)}:{field}"
+                        for bucket, field in windows[tiles]
+                    ]
+                )
+    return out
 
 
 def _state_reads(
@@ -123,8 +160,10 @@ def _view_values(
     distinct_counts: list[int],
     rebuilding: list[bool],
     as_of_us: int,
+    sketch_counts: Sequence[dict[int, int]] = (),
 ) -> list[ViewValues]:
     counts = iter(distinct_counts)
+    sketches = iter(sketch_counts)
     results = []
     for (_view, _version, layout, entities), flat, unsure in zip(
         reads, states, rebuilding, strict=True
@@ -136,6 +175,19 @@ def _view_values(
         for e in range(len(entities)):
             for f in distinct:
                 values[e, f] = next(counts)
+        sketched = _sketched(layout)
+        if sketched:
+            for e in range(len(entities)):
+                merged = {sketch: next(sketches) for sketch in sketched}
+                for f, x in enumerate(layout.features):
+                    if x.function is Function.APPROX_PERCENTILE:
+                        counted = merged[(x.column or "", x.accuracy or 0.0, x.window_tiles)]
+                        values[e, f] = quantile(
+                            np.fromiter(counted.keys(), np.int64, len(counted)),
+                            np.fromiter(counted.values(), np.int64, len(counted)),
+                            x.quantile or 0.0,
+                            x.accuracy or 0.0,
+                        )
         ttl = layout.view.ttl_us
         with np.errstate(invalid="ignore"):
             stale = (
