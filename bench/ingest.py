@@ -158,11 +158,13 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             offline = OfflineSettings(root=state_dir / f"offline-{label}")
             return run_settings(services, state_dir, namespace, offline=offline)
 
-        main_view, fresh_view = make_view("bench_txn", topic), make_view("bench_fresh", fresh_topic)
+        main_view = make_view("bench_txn", topic, args.percentiles)
+        fresh_view = make_view("bench_fresh", fresh_topic, args.percentiles)
         register_views(RegistrySettings(path=state_dir / "registry"), main_view, fresh_view)
         load: dict[str, Any] = {}
         result: dict[str, Any] = {
             "machine": info,
+            "percentiles": args.percentiles,
             "events": args.events,
             "users": args.users,
             "load": load,
@@ -440,6 +442,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="librdkafka property for every client (floor, worker, producers); repeatable",
+    )
+    parser.add_argument(
+        "--percentiles",
+        action="store_true",
+        help="the view also computes p50/p90/p99 of amount over every window (approx_percentile)",
     )
     add_common_arguments(parser, files=False)
     parser.add_argument("--profile", type=Path, help="cProfile the worker run into this file")

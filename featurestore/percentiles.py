@@ -12,7 +12,7 @@ package, Apache-2.0): γ = (1 + α)/(1 − α), key(x) = ⌈log_γ |x|⌉, and a
 because the package maps one value per Python call; tests/featurestore/test_percentiles.py holds
 the two to the same keys. Signs and zero share one int64 key space that sorts as the values do:
 a positive x is `OFFSET + key`, a negative one `-(OFFSET + key(|x|))`, zero (and |x| below
-DDSketch's smallest distinguishable value) is 0.
+DDSketch's smallest distinguishable value, 2.2e-308·γ) is 0.
 
 The q-quantile is the bucket of the element of rank ⌊q·(n − 1)⌋ (0-based) among the n values:
 so it is within α (relative) of that exact order statistic, the guarantee docs/semantics.md
@@ -47,18 +47,20 @@ DEFAULT_ACCURACY = 0.01
 OFFSET = 1 << 40
 
 
-def _mapping(alpha: float) -> tuple[float, float, float]:
-    """DDSketch's (γ, multiplier of log2, smallest distinguishable |x|) for accuracy α."""
+def _mapping(alpha: float) -> tuple[float, float, float, float]:
+    """DDSketch's (γ, multiplier of log2, smallest distinguishable |x|, largest mapped |x|)."""
     mantissa = 2 * alpha / (1 - alpha)
     gamma = 1 + mantissa
     multiplier = math.log(2) / math.log1p(mantissa)
-    return gamma, multiplier, sys.float_info.min * gamma
+    return gamma, multiplier, sys.float_info.min * gamma, sys.float_info.max / gamma
 
 
 def bucket_keys(values: npt.NDArray[np.float64], alpha: float) -> npt.NDArray[np.int64]:
-    """The bucket key of each value (finite floats; the event rules reject the others)."""
-    _gamma, multiplier, smallest = _mapping(alpha)
-    size = np.abs(values)
+    """The bucket key of each value (finite floats; the event rules reject the others). |x|
+    beyond DDSketch's largest (1.8e308/γ) counts as that largest: its bucket's value must be a
+    finite float."""
+    _gamma, multiplier, smallest, largest = _mapping(alpha)
+    size = np.minimum(np.abs(values), largest)
     present = size >= smallest
     with np.errstate(divide="ignore"):
         logs = np.ceil(np.log2(np.where(present, size, 1.0)) * multiplier)
@@ -68,7 +70,7 @@ def bucket_keys(values: npt.NDArray[np.float64], alpha: float) -> npt.NDArray[np
 
 def bucket_value(keys: npt.NDArray[np.int64], alpha: float) -> npt.NDArray[np.float64]:
     """The value each key stands for (DDSketch's `value`: 2·γ^k/(1 + γ), signed)."""
-    gamma, multiplier, _smallest = _mapping(alpha)
+    gamma, multiplier, _smallest, _largest = _mapping(alpha)
     k = np.abs(keys) - OFFSET
     magnitude = np.power(2.0, k / multiplier) * (2.0 / (1 + gamma))
     return np.where(keys == 0, 0.0, np.where(keys < 0, -magnitude, magnitude))
