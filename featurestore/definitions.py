@@ -75,6 +75,7 @@ class Function(StrEnum):
     STDDEV = "stddev"  # sample standard deviation (n - 1); null below 2 events
     VARIANCE = "variance"  # sample variance (n - 1); null below 2 events
     LAST = "last"  # value of the newest event by event time (ties: the later offset)
+    FIRST = "first"  # value of the oldest event in the window by (time, partition, offset)
     APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
     # DDSketch buckets (featurestore/percentiles.py): within `relative_accuracy` of the exact
     # order statistic; needs `percentiles`
@@ -82,7 +83,6 @@ class Function(StrEnum):
 
 
 _NUMERIC_FUNCTIONS = {
-    Function.LAST,  # tiles hold float64 slots; `last` of a string column is not supported yet
     Function.SUM,
     Function.MEAN,
     Function.MIN,
@@ -93,6 +93,10 @@ _NUMERIC_FUNCTIONS = {
 # Functions of numbers that are not slots of the tile state: their columns must be int64 or
 # float64 (a percentile of booleans says nothing a mean does not).
 _NUMBER_FUNCTIONS = {Function.APPROX_PERCENTILE}
+# Functions that pick one event's value: numbers and bools (float64 tile slots, bools as 0/1)
+# or strings (a side value per tile, see tiles.py); their feature has the column's type.
+_PICK_FUNCTIONS = {Function.FIRST, Function.LAST}
+_PICK_TYPES = (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL, ValueType.STRING)
 
 
 class _Definition(BaseModel):
@@ -330,6 +334,13 @@ class FeatureView(_Definition):
                 if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL):
                     problems.append(
                         f"{agg.function} needs a numeric column; {agg.column!r} is "
+                        f"{schema[agg.column]}"
+                    )
+            elif agg.function in _PICK_FUNCTIONS and agg.column is not None:
+                if schema[agg.column] not in _PICK_TYPES:
+                    problems.append(
+                        f"{agg.function} of {agg.column!r} (features {agg.feature_names()}) "
+                        f"takes an int64, float64, bool or string column; {agg.column!r} is "
                         f"{schema[agg.column]}"
                     )
             elif agg.function in _NUMBER_FUNCTIONS and agg.column is not None:

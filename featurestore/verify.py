@@ -84,7 +84,7 @@ def verify_view(
     for i, (_keys, t) in enumerate(points):
         by_time.setdefault(t, []).append(i)
     store = OnlineStore(settings.redis)
-    online_values: list[dict[str, float | None]] = [{} for _ in points]
+    online_values: list[dict[str, float | str | None]] = [{} for _ in points]
     for t, indexes in by_time.items():
         keys = [entity_key(points[i][0]) for i in indexes]
         [rows] = read_features(store, [(view.name, version, layout, keys)], t)
@@ -114,14 +114,17 @@ def _moved(offline: OfflineStore) -> list[str]:
 
 def _compare(
     check: FeatureCheck,
-    online: float | None,
-    offline: float | None,
+    online: float | str | None,
+    offline: float | str | None,
     point: tuple[tuple[object, ...], int],
     exact: bool = False,
 ) -> None:
     check.compared += 1
     if online is None or offline is None:
         same = online is None and offline is None
+        diff = rel = 0.0 if same else float("inf")
+    elif isinstance(online, str) or isinstance(offline, str):  # first / last of a string
+        same = online == offline
         diff = rel = 0.0 if same else float("inf")
     else:
         diff = abs(online - offline)

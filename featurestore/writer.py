@@ -64,7 +64,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from featurestore.definitions import FeatureView
+from featurestore.definitions import FeatureView, Function
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
 from featurestore.hyperloglog import member
@@ -87,6 +87,7 @@ from featurestore.online import (
     entity_part,
     shard_of,
 )
+from featurestore.online.base import Pick
 from featurestore.online.layout import sketch_name
 from featurestore.percentiles import bucket_keys
 from featurestore.positions import NO_POSITION, Position, late_events
@@ -438,9 +439,18 @@ class ViewWriter:
                 continue
             mine = applied[shard_of_row[applied] == shard] if self.shards > 1 else applied
             keys, ttls, rows, distinct, sketches = self._tile_rows(batch, mine, shard_moves)
+            picks = self._picks(batch, mine) if self.layout.picks else []
             writes.append(
                 ShardWrite(
-                    shard, keys, ttls, rows, shard_moves, distinct, self.epochs[shard], sketches
+                    shard,
+                    keys,
+                    ttls,
+                    rows,
+                    shard_moves,
+                    distinct,
+                    self.epochs[shard],
+                    sketches,
+                    picks,
                 )
             )
         return writes
@@ -526,6 +536,59 @@ class ViewWriter:
             for group, counted in _sketch_counts(bucket_group, bucket_keys_):
                 sketches.append((group, BUCKET_FIELD, name, counted))
         return keys, [int(t) for t in ttls], rows, distinct, sketches
+
+    def _picks(self, batch: EventBatch, applied: I64) -> list[Pick]:
+        """Per tile and per bucket of `applied` (one shard's events, grouped as `_tile_rows`
+        groups them), the first and last event of each string column `first` / `last` read."""
+        if len(applied) == 0:
+            return []
+        layout, view = self.layout, self.view
+        taken = applied.tolist()
+        names_of_rows = entity_keys(
+            {k: [batch.columns[k][i] for i in taken] for k in view.join_keys}, view.join_keys
+        )
+        codes = (
+            pa.array(names_of_rows, pa.string()).dictionary_encode().indices.to_numpy()
+        ).astype(np.int64)
+        ts = batch.ts[applied]
+        tile = ts // layout.tile_us
+        bucket = tile // BUCKET_TILES
+        partition, offset = batch.partition[applied], batch.offset[applied]
+        _ids, bucket_first, bucket_group = _groups(codes, bucket)
+        _ids, tile_first, tile_group = _groups(codes, tile)
+        key_of_tile = bucket_group[tile_first].tolist()
+        field_of_tile = (tile[tile_first] - bucket[tile_first] * BUCKET_TILES).tolist()
+        picks: list[Pick] = []
+        for group, places in ((tile_group, "tile"), (bucket_group, "bucket")):
+            order = np.lexsort((offset, partition, ts, group))
+            ordered = group[order]
+            edges = np.r_[True, ordered[1:] != ordered[:-1]]
+            ends = {
+                Function.FIRST: order[edges],
+                Function.LAST: order[np.r_[edges[1:], True]],
+            }
+            for column, function in layout.picks:
+                values = batch.columns[column]
+                for row in ends[function].tolist():
+                    g = int(group[row])
+                    key, field = (
+                        (key_of_tile[g], str(field_of_tile[g]))
+                        if places == "tile"
+                        else (g, BUCKET_FIELD)
+                    )
+                    picks.append(
+                        (
+                            key,
+                            field,
+                            column,
+                            function.value,
+                            int(ts[row]),
+                            int(partition[row]),
+                            int(offset[row]),
+                            str(values[taken[row]]),
+                        )
+                    )
+        return picks
 
 
 def _log_batches(

@@ -37,6 +37,7 @@ FUNCTIONS = (
     "variance",
     "stddev",
     "last",
+    "first",
     "approx_count_distinct",
     "approx_percentile",
 )
@@ -121,6 +122,11 @@ def aggregate(events: Sequence[EventLike], function: str, column: str | None) ->
             if order_key(event) > order_key(newest):
                 newest = event
         return value(newest, _need(column, function))
+    if function == "first":
+        if not events:
+            return None
+        oldest = min(events, key=order_key)
+        return value(oldest, _need(column, function))
     xs = [value(e, _need(column, function)) for e in events]
     if function == "sum":
         return math.fsum(float(x) for x in xs)  # fsum: the correctly rounded sum
@@ -286,6 +292,16 @@ def merge_many(layout: TileLayout, states: F64) -> F64:
             for part in range(3):
                 key = np.where(candidates, states[:, :, index + part], -np.inf)
                 candidates = candidates & (key == key.max(axis=1, keepdims=True))
+            best = candidates.argmax(axis=1)
+            chosen = states[np.arange(entities), best, index : index + 4]
+            found = candidates.any(axis=1)
+            out[found, index : index + 4] = chosen[found]
+        elif rule is Merge.FIRST:
+            # The row with the least (time, partition, offset), as LAST the greatest.
+            candidates = present
+            for part in range(3):
+                key = np.where(candidates, states[:, :, index + part], np.inf)
+                candidates = candidates & (key == key.min(axis=1, keepdims=True))
             best = candidates.argmax(axis=1)
             chosen = states[np.arange(entities), best, index : index + 4]
             found = candidates.any(axis=1)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from featurestore.definitions import Function, ValueType
+from featurestore.definitions import FeatureView, Function, ValueType
 from featurestore.errors import RequestError
 from featurestore.offline.log import (
     OFFSET,
@@ -189,8 +189,7 @@ class HistoricalQuery:
             f"last_value(CASE WHEN __event = 1 THEN __ts END IGNORE NULLS) {newest} AS __last_ts"
         ]
         inner += [
-            f"last_value({sql_ident(c)}::DOUBLE IGNORE NULLS) {newest} "
-            f"AS {sql_ident('__last_' + c)}"
+            f"last_value({_as_value(view, c)} IGNORE NULLS) {newest} AS {sql_ident('__last_' + c)}"
             for c in columns
             if any(f.function is Function.LAST and f.column == c for f in layout.features)
         ]
@@ -203,6 +202,14 @@ class HistoricalQuery:
             if feature.function is Function.LAST:
                 last = sql_ident(f"__last_{feature.column}")
                 value = f"CASE WHEN __last_ts >= {start} THEN {last} END"
+            elif feature.function is Function.FIRST:
+                # The oldest event of the window by (time, partition, offset); entity rows
+                # carry a NULL key, which arg_min passes over.
+                oldest = f"CASE WHEN __event = 1 THEN (__ts, {PARTITION}, {OFFSET}) END"
+                window = f"w{feature.window_tiles}"
+                value_sql = _as_value(view, feature.column or "")
+                inner.append(f"arg_min({value_sql}, {oldest}) OVER {window} AS __f{i}")
+                value = f"__f{i}"
             elif feature.function is Function.APPROX_PERCENTILE:
                 # One list of bucket keys per (column, accuracy, window), shared by its
                 # percentiles (percentiles.py: the same keys and quantile as Redis's).
@@ -347,6 +354,14 @@ class HistoricalQuery:
                 "pass full_feature_names=True to name them view__feature"
             )
         return names
+
+
+def _as_value(view: FeatureView, column: str) -> str:
+    """A column as `first` / `last` give it: a string as it is, anything else as a DOUBLE
+    (bools 1.0 / 0.0), as the online tiles hold it."""
+    if view.source.schema_[column] is ValueType.STRING:
+        return sql_ident(column)
+    return f"{sql_ident(column)}::DOUBLE"
 
 
 def _day(us: int) -> str:

@@ -19,7 +19,18 @@ from featurestore.online.plan import ReadPlan
 from featurestore.positions import Position, PositionConflict
 from featurestore.tiles import F64, TileLayout
 
-__all__ = ["Merged", "ShardWrite", "StateLost", "StateRead", "StoredState", "TileStore"]
+__all__ = [
+    "Merged",
+    "Pick",
+    "ShardWrite",
+    "StateLost",
+    "StateRead",
+    "StoredState",
+    "TileStore",
+]
+
+Pick = tuple[int, str, str, str, int, int, int, str]
+"""A tile's `first` / `last` event of a string column, as the merge script takes it."""
 
 StateRead = tuple[Sequence[str], ReadPlan, TileLayout]
 """One read of window states: its entities' cache keys, the plan they share, the layout."""
@@ -60,6 +71,9 @@ class ShardWrite:
     epoch: str | None = None
     # Percentile sketch counts: (key index, field, sketch name, [bucket key, count, ...]).
     sketches: Sequence[tuple[int, str, str, list[str | int]]] = ()
+    # `first` / `last` of string columns, per tile: (key index, field, column, function,
+    # time, partition, offset, value) of the tile's winning event.
+    picks: Sequence[Pick] = ()
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,17 @@ class TileStore(Protocol):
 
     async def read_sketches_async(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
         """`read_sketches` on the running event loop."""
+        ...
+
+    def read_picks(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
+        """Per (function, keys of one entity's window of a string column's `first` / `last`),
+        the winning value, None when the window holds none."""
+        ...
+
+    async def read_picks_async(
+        self, windows: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[str | None]:
+        """`read_picks` on the running event loop."""
         ...
 
     def close(self) -> None:

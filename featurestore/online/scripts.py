@@ -8,7 +8,14 @@ to the other and to `tiles.py`, checked against tests/reference.py.
 
 from __future__ import annotations
 
-__all__ = ["ANNOUNCE_SCRIPT", "FOLD_ARGS", "FOLD_SCRIPT", "MERGE_SCRIPT", "SKETCH_SUM_SCRIPT"]
+__all__ = [
+    "ANNOUNCE_SCRIPT",
+    "FOLD_ARGS",
+    "FOLD_SCRIPT",
+    "MERGE_SCRIPT",
+    "PICK_SCRIPT",
+    "SKETCH_SUM_SCRIPT",
+]
 
 # The merge rules of `TileLayout.merge`, in Lua, for both scripts below: `combine` folds the
 # state `old` into `new`, in place. `code` holds the layout's merge codes, one per slot.
@@ -25,6 +32,12 @@ local function combine(code, width, old, new)
       local older = old[i] < new[i] or (old[i] == new[i] and (old[i+1] < new[i+1] or
         (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
       if not older then for j = i, i + 3 do new[j] = old[j] end end
+      i = i + 3
+    elseif c == 'F' then
+      -- (time, partition, offset, value): the lesser (time, partition, offset) wins
+      local older = old[i] < new[i] or (old[i] == new[i] and (old[i+1] < new[i+1] or
+        (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
+      if older then for j = i, i + 3 do new[j] = old[j] end end
       i = i + 3
     elseif c == 'V' then
       -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
@@ -132,6 +145,23 @@ if ARGV[9] then
       redis.call('HINCRBY', sketch, pairs_[j], pairs_[j + 1])
     end
     redis.call('PEXPIRE', sketch, ttls[q[1] + 1])
+  end
+end
+-- `first` / `last` of string columns (ARGV[10]): [key index, field, column, 'first'|'last',
+-- time, partition, offset, value]; a tile keeps its winner as the packed (time, partition,
+-- offset) then the value's bytes.
+if ARGV[10] then
+  for _, x in ipairs(cjson.decode(ARGV[10])) do
+    local pick = keys[x[1] + 1] .. ':s:' .. x[3] .. ':' .. x[4] .. ':' .. x[2]
+    local cur = redis.call('GET', pick)
+    local take = true
+    if cur then
+      local t, p, o = struct.unpack('<ddd', cur)
+      local later = x[5] > t or (x[5] == t and (x[6] > p or (x[6] == p and x[7] > o)))
+      if x[4] == 'last' then take = later else take = not later end
+    end
+    if take then redis.call('SET', pick, struct.pack('<ddd', x[5], x[6], x[7]) .. x[8]) end
+    redis.call('PEXPIRE', pick, ttls[x[1] + 1])
   end
 end
 for _, p in ipairs(positions) do
@@ -251,4 +281,27 @@ for _, k in ipairs(order) do
   out[#out + 1] = string.format('%d', total[k])
 end
 return out
+"""
+
+
+# KEYS: the `first` / `last` values of one string column in one window of one entity (one
+# slot), "<bucket hash>:s:<column>:<first|last>:<field>"; ARGV[1]: 'first' or 'last'. Returns
+# the value of the winning event — the least (first) or greatest (last) (time, partition,
+# offset) — or nil when no tile holds one.
+PICK_SCRIPT = """
+local best, value = nil, nil
+for _, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur then
+    local t, p, o = struct.unpack('<ddd', cur)
+    local better = true
+    if best then
+      local later = t > best[1] or
+        (t == best[1] and (p > best[2] or (p == best[2] and o > best[3])))
+      if ARGV[1] == 'last' then better = later else better = not later end
+    end
+    if better then best = {t, p, o}; value = string.sub(cur, 25) end
+  end
+end
+return value
 """

@@ -36,6 +36,7 @@ from featurestore.config import RedisSettings
 from featurestore.errors import OnlineStoreError
 from featurestore.online.base import (
     Merged,
+    Pick,
     ShardWrite,
     StateLost,
     StateRead,
@@ -48,6 +49,7 @@ from featurestore.online.scripts import (
     FOLD_ARGS,
     FOLD_SCRIPT,
     MERGE_SCRIPT,
+    PICK_SCRIPT,
     SKETCH_SUM_SCRIPT,
 )
 from featurestore.positions import NO_POSITION, Position, PositionConflict
@@ -85,6 +87,7 @@ class OnlineStore(TileStore):
         self._announce = self.client.register_script(ANNOUNCE_SCRIPT)
         self._fold = self.client.register_script(FOLD_SCRIPT)
         self._sketch_sum = self.client.register_script(SKETCH_SUM_SCRIPT)
+        self._pick = self.client.register_script(PICK_SCRIPT)
 
     def close(self) -> None:
         """Close the connections: the async reads' ones (call this on the event loop that used
@@ -156,6 +159,7 @@ class OnlineStore(TileStore):
         epoch: str | None = None,
         shard: int = 0,
         sketches: Sequence[tuple[int, str, str, list[str | int]]] = (),
+        picks: Sequence[Pick] = (),
     ) -> Merged | PositionConflict | StateLost:
         """Merge `rows` (key index, field, state...) into one shard and move its partitions
         from -> to, atomically. `keys` are "<entity part>:<bucket>" (layout.py), all of the
@@ -168,7 +172,7 @@ class OnlineStore(TileStore):
         `epoch` (given: the one the writer holds) or a stored position is behind the expected
         one.
         """
-        write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch, sketches)
+        write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch, sketches, picks)
         script_keys, args = self._merge_call(view, version, layout, write)
         with redis_errors(self.config):
             result = self._merge(keys=script_keys, args=args)
@@ -194,6 +198,7 @@ class OnlineStore(TileStore):
                     w.epoch,
                     w.shard,
                     w.sketches,
+                    w.picks,
                 )
             ]
         calls = [self._merge_call(view, version, layout, w) for w in writes]
@@ -239,9 +244,46 @@ class OnlineStore(TileStore):
             write.epoch or "",
             uuid.uuid4().hex,
         ]
-        if write.sketches:
+        if write.sketches or write.picks:
             args.append(orjson.dumps(list(write.sketches)))
+        if write.picks:
+            args.append(orjson.dumps(list(write.picks)))
         return keys, args
+
+    def read_picks(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
+        """Per (function, one entity's window's keys of a string `first` / `last`), the winning
+        value, by a script per window, pipelined; a second round trip like `read_sketches`."""
+        calls: list[tuple[list[str], list[Any]]] = [
+            (list(keys), [function]) for function, keys in windows if keys
+        ]
+        answers = self._run_all(self._pick.sha, PICK_SCRIPT, calls)
+        found = iter(answers)
+        return [
+            (None if (answer := next(found)) is None else _text(answer)) if keys else None
+            for _function, keys in windows
+        ]
+
+    async def read_picks_async(
+        self, windows: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[str | None]:
+        """`read_picks` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_picks, windows)
+
+    def _run_all(
+        self, sha: str, script: str, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """EVALSHA of one script per call, pipelined, loading it where a server lacks it."""
+        if not calls:
+            return []
+        with redis_errors(self.config):
+            answers = self._evalsha_all(sha, calls)
+            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                self.client.script_load(script)  # a restarted or flushed server
+                answers = self._evalsha_all(sha, calls)
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        return answers
 
     def read_sketches(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
         """Per list of one entity's window's percentile sketch keys (one slot), their bucket
@@ -249,15 +291,7 @@ class OnlineStore(TileStore):
         after `read`'s, taken only by views with percentiles; a batch merged between the two
         can show in one and not the other, as between two reads."""
         calls: list[tuple[list[str], list[Any]]] = [(list(keys), []) for keys in windows if keys]
-        sha = self._sketch_sum.sha
-        with redis_errors(self.config):
-            answers = self._evalsha_all(sha, calls) if calls else []
-            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
-                self.client.script_load(SKETCH_SUM_SCRIPT)  # a restarted or flushed server
-                answers = self._evalsha_all(sha, calls)
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
+        answers = self._run_all(self._sketch_sum.sha, SKETCH_SUM_SCRIPT, calls)
         found = iter(answers)
         out: list[dict[int, int]] = []
         for keys in windows:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from featurestore.definitions import Function
+from featurestore.definitions import Function, ValueType
 from featurestore.online.base import StateRead, TileStore
 from featurestore.online.layout import shard_of, sketch_name
 from featurestore.online.plan import read_plan
@@ -35,7 +35,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FeatureValue:
-    value: float | None
+    value: float | str | None  # a string for `first` / `last` of a string column
     # ok | stale (older than the view's ttl) | missing (no event in the window) | rebuilding
     # (the view's state is being rebuilt from the offline log: not to be trusted yet)
     status: str
@@ -51,6 +51,15 @@ class ViewValues:
     event_times: F64  # newest event in the window, µs; NaN when the window holds none
     stale: npt.NDArray[np.bool_]  # the newest event is older than the view's ttl
     rebuilding: bool = False  # the view's state is being rebuilt: no value of it is sure
+    # Features whose values are not floats (`first` / `last` of a string column): feature
+    # index -> per entity its value or None; `values` holds NaN there.
+    typed: dict[int, list[str | None]] = field(default_factory=dict)
+
+    def column(self, f: int) -> list[float | str | None]:
+        """One feature's values for every entity, None where null, whatever its type."""
+        if f in self.typed:
+            return list(self.typed[f])
+        return [None if math.isnan(v) else v for v in self.values[:, f].tolist()]
 
     def statuses(self) -> list[list[str]]:
         """ok / stale / missing / rebuilding, per entity and feature, as `FeatureValue.status`
@@ -80,7 +89,9 @@ def read_views(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> li
     states, counts, rebuilding = store.read(state_reads, distinct, prefixes)
     windows = _sketch_reads(store, reads, as_of_us)
     sketches = store.read_sketches(windows) if windows else []
-    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches)
+    pick_windows = _pick_reads(store, reads, as_of_us)
+    picks = store.read_picks(pick_windows) if pick_windows else []
+    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks)
 
 
 async def read_views_async(
@@ -91,7 +102,41 @@ async def read_views_async(
     states, counts, rebuilding = await store.read_async(state_reads, distinct, prefixes)
     windows = _sketch_reads(store, reads, as_of_us)
     sketches = await store.read_sketches_async(windows) if windows else []
-    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches)
+    pick_windows = _pick_reads(store, reads, as_of_us)
+    picks = await store.read_picks_async(pick_windows) if pick_windows else []
+    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks)
+
+
+def _picked(layout: TileLayout) -> list[int]:
+    """The features of a layout kept outside the float slots (string `first` / `last`)."""
+    return [f for f, x in enumerate(layout.features) if x.value_type is ValueType.STRING]
+
+
+def _pick_reads(
+    store: TileStore, reads: Sequence[ViewRead], as_of_us: int
+) -> list[tuple[str, list[str]]]:
+    """Per view, entity and string `first` / `last` feature: its function and the keys of its
+    window's tiles."""
+    out: list[tuple[str, list[str]]] = []
+    for view, version, layout, entities in reads:
+        picked = _picked(layout)
+        if not picked:
+            continue
+        windows = read_plan(as_of_us // layout.tile_us, layout).windows
+        for entity in entities:
+            prefix = store.entity_prefix(view, version, entity)
+            for f in picked:
+                x = layout.features[f]
+                out.append(
+                    (
+                        x.function.value,
+                        [
+                            f"{prefix}:{bucket}:s:{x.column}:{x.function.value}:{field}"
+                            for bucket, field in windows[x.window_tiles]
+                        ],
+                    )
+                )
+    return out
 
 
 def _sketched(layout: TileLayout) -> list[tuple[str, float, int]]:
@@ -161,9 +206,11 @@ def _view_values(
     rebuilding: list[bool],
     as_of_us: int,
     sketch_counts: Sequence[dict[int, int]] = (),
+    picked_values: Sequence[str | None] = (),
 ) -> list[ViewValues]:
     counts = iter(distinct_counts)
     sketches = iter(sketch_counts)
+    picks = iter(picked_values)
     results = []
     for (_view, _version, layout, entities), flat, unsure in zip(
         reads, states, rebuilding, strict=True
@@ -193,8 +240,12 @@ def _view_values(
             stale = (
                 np.zeros(values.shape, dtype=bool) if ttl is None else times < as_of_us - ttl
             )  # NaN (no event) compares False: not stale
+        typed: dict[int, list[str | None]] = {f: [] for f in _picked(layout)}
+        for _entity in entities:
+            for column in typed.values():
+                column.append(next(picks))
         names = [feature.name for feature in layout.features]
-        results.append(ViewValues(names, values, times, stale, unsure))
+        results.append(ViewValues(names, values, times, stale, unsure, typed))
     return results
 
 
@@ -206,12 +257,13 @@ def read_features(
     for view_values in read_views(store, reads, as_of_us):
         statuses = view_values.statuses()
         per_entity = []
+        typed = view_values.typed
         for e, row in enumerate(view_values.values.tolist()):
             times = view_values.event_times[e].tolist()
             per_entity.append(
                 {
                     name: FeatureValue(
-                        None if math.isnan(value) else value,
+                        typed[f][e] if f in typed else None if math.isnan(value) else value,
                         statuses[e][f],
                         None if math.isnan(times[f]) else int(times[f]),
                     )
