@@ -76,6 +76,7 @@ class Function(StrEnum):
     VARIANCE = "variance"  # sample variance (n - 1); null below 2 events
     LAST = "last"  # value of the newest event by event time (ties: the later offset)
     FIRST = "first"  # value of the oldest event in the window by (time, partition, offset)
+    LAST_N = "last_n"  # the values of the `n` newest events, newest first (a list); needs `n`
     APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
     # DDSketch buckets (featurestore/percentiles.py): within `relative_accuracy` of the exact
     # order statistic; needs `percentiles`
@@ -95,7 +96,7 @@ _NUMERIC_FUNCTIONS = {
 _NUMBER_FUNCTIONS = {Function.APPROX_PERCENTILE}
 # Functions that pick one event's value: numbers and bools (float64 tile slots, bools as 0/1)
 # or strings (a side value per tile, see tiles.py); their feature has the column's type.
-_PICK_FUNCTIONS = {Function.FIRST, Function.LAST}
+_PICK_FUNCTIONS = {Function.FIRST, Function.LAST, Function.LAST_N}
 _PICK_TYPES = (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL, ValueType.STRING)
 
 
@@ -200,6 +201,7 @@ class Aggregation(_Definition):
     # the views registered before they existed keep their version.
     percentiles: list[float] | None = None
     relative_accuracy: float | None = None
+    n: int | None = None  # last_n only; left out when unset, as the two above
 
     @model_validator(mode="after")
     def _check(self) -> Aggregation:
@@ -214,6 +216,14 @@ class Aggregation(_Definition):
         if self.name is not None and not _NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a valid feature name prefix")
         self._check_percentiles()
+        if self.function is Function.LAST_N:
+            if self.n is None or not 1 <= self.n <= 1000:
+                raise ValueError(
+                    f"last_n of {self.column!r} needs n, how many newest values to keep: "
+                    f"n=5 (1 to 1000; got {self.n})"
+                )
+        elif self.n is not None:
+            raise ValueError(f"{self.function} of {self.column!r}: n belongs to last_n; remove it")
         return self
 
     def _check_percentiles(self) -> None:
@@ -268,6 +278,8 @@ class Aggregation(_Definition):
             return "count"
         if self.function is Function.APPROX_PERCENTILE:
             return self.column
+        if self.function is Function.LAST_N:
+            return f"{self.column}_last{self.n}"
         return f"{self.column}_{self.function.value}"
 
     def feature_names(self) -> list[str]:
@@ -395,7 +407,7 @@ class FeatureView(_Definition):
         body.pop("ttl", None)
         body["source"].pop("max_future", None)
         for agg in body["aggregations"]:
-            for key in ("percentiles", "relative_accuracy"):
+            for key in ("percentiles", "relative_accuracy", "n"):
                 if agg.get(key) is None:
                     agg.pop(key, None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -73,8 +73,15 @@ class Feature:
     window_tiles: int
     quantile: float | None = None  # approx_percentile: which one
     accuracy: float | None = None  # approx_percentile: its sketch's relative accuracy α
-    # What its value is: float64 for all but `first` / `last` of a string column (a string).
+    # What its value is: float64 for all but `first` / `last` of a string column (a string)
+    # and `last_n` (a list of values of its column's type, strings or float64).
     value_type: ValueType = ValueType.FLOAT64
+    n: int | None = None  # last_n: how many values
+
+    @property
+    def aside(self) -> bool:
+        """Whether its value is kept outside the float slots (a string or a list)."""
+        return self.value_type is ValueType.STRING or self.function is Function.LAST_N
 
 
 class TileLayout:
@@ -106,7 +113,21 @@ class TileLayout:
         # Nor are `first` / `last` of string columns: each tile keeps the winning event's
         # (time, partition, offset) and value in a Redis string per (column, function).
         self.picks: list[tuple[str, Function]] = []
+        # Nor are `last_n`: each tile keeps its n newest events in a Redis string per (column,
+        # n), newest first.
+        self.newest: list[tuple[str, int]] = []
         for agg in view.aggregations:
+            if agg.function is Function.LAST_N and agg.column is not None and agg.n is not None:
+                if (agg.column, agg.n) not in self.newest:
+                    self.newest.append((agg.column, agg.n))
+                kind = view.source.schema_[agg.column]
+                element = ValueType.STRING if kind is ValueType.STRING else ValueType.FLOAT64
+                for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+                    tiles = duration_us(window) // self.tile_us
+                    self.features.append(
+                        Feature(name, agg.function, agg.column, tiles, value_type=element, n=agg.n)
+                    )
+                continue
             if (
                 agg.function in (Function.FIRST, Function.LAST)
                 and agg.column is not None
@@ -339,9 +360,7 @@ class _FinishPlan:
         values = start + np.array([_value_slot(layout, f) for f in features], dtype=np.intp)
         newest = start + layout.NEWEST
         endings = [
-            _Ending.DISTINCT
-            if f.value_type is ValueType.STRING
-            else _ENDINGS.get(f.function, _Ending.NULLABLE)
+            _Ending.DISTINCT if f.aside else _ENDINGS.get(f.function, _Ending.NULLABLE)
             for f in features
         ]
         return cls(
@@ -361,7 +380,7 @@ class _FinishPlan:
                 [
                     i
                     for i, f in enumerate(features)
-                    if f.value_type is ValueType.STRING
+                    if f.aside
                     or f.function in (Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE)
                 ],
                 dtype=np.intp,
@@ -397,7 +416,7 @@ _ENDINGS = {
 def _value_slot(layout: TileLayout, feature: Feature) -> int:
     """The slot `finish` starts a feature's value from (the count for counts, distinct counts
     and features kept outside the slots)."""
-    kind = None if feature.value_type is ValueType.STRING else _VALUE_SLOTS.get(feature.function)
+    kind = None if feature.aside else _VALUE_SLOTS.get(feature.function)
     return layout.COUNT if kind is None else layout.slots[f"{kind}:{feature.column}"]
 
 
@@ -414,7 +433,12 @@ _VALUE_SLOTS = {
 
 
 def _slots_for(function: Function, column: str | None) -> list[str]:
-    if function in (Function.COUNT, Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE):
+    if function in (
+        Function.COUNT,
+        Function.APPROX_COUNT_DISTINCT,
+        Function.APPROX_PERCENTILE,
+        Function.LAST_N,
+    ):
         return []
     return {
         Function.SUM: [f"sum:{column}"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -84,7 +85,7 @@ def verify_view(
     for i, (_keys, t) in enumerate(points):
         by_time.setdefault(t, []).append(i)
     store = OnlineStore(settings.redis)
-    online_values: list[dict[str, float | str | None]] = [{} for _ in points]
+    online_values: list[dict[str, Any]] = [{} for _ in points]
     for t, indexes in by_time.items():
         keys = [entity_key(points[i][0]) for i in indexes]
         [rows] = read_features(store, [(view.name, version, layout, keys)], t)
@@ -114,8 +115,8 @@ def _moved(offline: OfflineStore) -> list[str]:
 
 def _compare(
     check: FeatureCheck,
-    online: float | str | None,
-    offline: float | str | None,
+    online: Any,
+    offline: Any,
     point: tuple[tuple[object, ...], int],
     exact: bool = False,
 ) -> None:
@@ -123,7 +124,7 @@ def _compare(
     if online is None or offline is None:
         same = online is None and offline is None
         diff = rel = 0.0 if same else float("inf")
-    elif isinstance(online, str) or isinstance(offline, str):  # first / last of a string
+    elif isinstance(online, str | list) or isinstance(offline, str | list):  # strings, last_n
         same = online == offline
         diff = rel = 0.0 if same else float("inf")
     else:

@@ -60,11 +60,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from featurestore.definitions import FeatureView, Function
+from featurestore.definitions import FeatureView, Function, ValueType
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
 from featurestore.hyperloglog import member
@@ -87,7 +88,7 @@ from featurestore.online import (
     entity_part,
     shard_of,
 )
-from featurestore.online.base import Pick
+from featurestore.online.base import Newest, Pick
 from featurestore.online.layout import sketch_name
 from featurestore.percentiles import bucket_keys
 from featurestore.positions import NO_POSITION, Position, late_events
@@ -439,7 +440,12 @@ class ViewWriter:
                 continue
             mine = applied[shard_of_row[applied] == shard] if self.shards > 1 else applied
             keys, ttls, rows, distinct, sketches = self._tile_rows(batch, mine, shard_moves)
-            picks = self._picks(batch, mine) if self.layout.picks else []
+            picks: list[Pick] = []
+            newest: list[Newest] = []
+            if (self.layout.picks or self.layout.newest) and len(mine):
+                sides = self._side_groups(batch, mine)
+                picks = self._picks(sides, batch)
+                newest = self._newest(sides, batch)
             writes.append(
                 ShardWrite(
                     shard,
@@ -451,6 +457,7 @@ class ViewWriter:
                     self.epochs[shard],
                     sketches,
                     picks,
+                    newest,
                 )
             )
         return writes
@@ -537,11 +544,9 @@ class ViewWriter:
                 sketches.append((group, BUCKET_FIELD, name, counted))
         return keys, [int(t) for t in ttls], rows, distinct, sketches
 
-    def _picks(self, batch: EventBatch, applied: I64) -> list[Pick]:
-        """Per tile and per bucket of `applied` (one shard's events, grouped as `_tile_rows`
-        groups them), the first and last event of each string column `first` / `last` read."""
-        if len(applied) == 0:
-            return []
+    def _side_groups(self, batch: EventBatch, applied: I64) -> _SideGroups:
+        """`applied` (one shard's events) grouped per tile and per bucket as `_tile_rows`
+        groups them (the same key indexes), for the values kept beside the tile states."""
         layout, view = self.layout, self.view
         taken = applied.tolist()
         names_of_rows = entity_keys(
@@ -553,42 +558,73 @@ class ViewWriter:
         ts = batch.ts[applied]
         tile = ts // layout.tile_us
         bucket = tile // BUCKET_TILES
-        partition, offset = batch.partition[applied], batch.offset[applied]
         _ids, bucket_first, bucket_group = _groups(codes, bucket)
         _ids, tile_first, tile_group = _groups(codes, tile)
         key_of_tile = bucket_group[tile_first].tolist()
         field_of_tile = (tile[tile_first] - bucket[tile_first] * BUCKET_TILES).tolist()
+        places = [
+            (tile_group, [(k, str(f)) for k, f in zip(key_of_tile, field_of_tile, strict=True)]),
+            (bucket_group, [(g, BUCKET_FIELD) for g in range(len(bucket_first))]),
+        ]
+        return _SideGroups(taken, ts, batch.partition[applied], batch.offset[applied], places)
+
+    def _picks(self, sides: _SideGroups, batch: EventBatch) -> list[Pick]:
+        """Per tile and per bucket, the first and last event of each string column `first` /
+        `last` read."""
         picks: list[Pick] = []
-        for group, places in ((tile_group, "tile"), (bucket_group, "bucket")):
-            order = np.lexsort((offset, partition, ts, group))
+        for group, where in sides.places:
+            order = np.lexsort((sides.offset, sides.partition, sides.ts, group))
             ordered = group[order]
             edges = np.r_[True, ordered[1:] != ordered[:-1]]
             ends = {
                 Function.FIRST: order[edges],
                 Function.LAST: order[np.r_[edges[1:], True]],
             }
-            for column, function in layout.picks:
+            for column, function in self.layout.picks:
                 values = batch.columns[column]
                 for row in ends[function].tolist():
-                    g = int(group[row])
-                    key, field = (
-                        (key_of_tile[g], str(field_of_tile[g]))
-                        if places == "tile"
-                        else (g, BUCKET_FIELD)
-                    )
+                    key, field = where[int(group[row])]
                     picks.append(
                         (
                             key,
                             field,
                             column,
                             function.value,
-                            int(ts[row]),
-                            int(partition[row]),
-                            int(offset[row]),
-                            str(values[taken[row]]),
+                            int(sides.ts[row]),
+                            int(sides.partition[row]),
+                            int(sides.offset[row]),
+                            str(values[sides.taken[row]]),
                         )
                     )
         return picks
+
+    def _newest(self, sides: _SideGroups, batch: EventBatch) -> list[Newest]:
+        """Per tile and per bucket, the n newest events of each `last_n` column, newest first;
+        numbers as their shortest round-trip text (bools 1.0 / 0.0), strings as they are."""
+        out: list[Newest] = []
+        for group, where in sides.places:
+            order = np.lexsort((sides.offset, sides.partition, sides.ts, group))[::-1]
+            ordered = group[order]
+            starts = np.r_[True, ordered[1:] != ordered[:-1]]
+            start_of = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+            rank = np.arange(len(order)) - start_of  # 0 = the newest of its group
+            for column, n in self.layout.newest:
+                values = batch.columns[column]
+                text = _last_n_text(self.view.source.schema_[column])
+                lists: dict[int, list[tuple[int, int, int, str]]] = {}
+                for row in order[rank < n].tolist():
+                    lists.setdefault(int(group[row]), []).append(
+                        (
+                            int(sides.ts[row]),
+                            int(sides.partition[row]),
+                            int(sides.offset[row]),
+                            text(values[sides.taken[row]]),
+                        )
+                    )
+                for g, entries in lists.items():
+                    key, field = where[g]
+                    out.append((key, field, column, n, entries))
+        return out
 
 
 def _log_batches(
@@ -605,6 +641,27 @@ def _log_batches(
         keep = (partition >= 0) & (offset > floor)
         if keep.any():
             yield batch_from_log(chunk.filter(pa.array(keep)), view.source.timestamp_field)
+
+
+@dataclass(frozen=True)
+class _SideGroups:
+    """One shard's applied events as `ViewWriter._side_groups` groups them: the batch rows,
+    their (time, partition, offset), and per grouping (tiles, buckets) each event's group and
+    each group's (key index, field)."""
+
+    taken: list[int]
+    ts: I64
+    partition: I64
+    offset: I64
+    places: list[tuple[I64, list[tuple[int, str]]]]
+
+
+def _last_n_text(kind: ValueType) -> Callable[[Any], str]:
+    """How a `last_n` value travels to Redis: a string as it is, a number (or bool) as the
+    shortest text that reads back as the same float64."""
+    if kind is ValueType.STRING:
+        return str
+    return lambda value: repr(float(value))
 
 
 def _sketch_counts(group: I64, keys: I64) -> Iterator[tuple[int, list[str | int]]]:

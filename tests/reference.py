@@ -38,6 +38,7 @@ FUNCTIONS = (
     "stddev",
     "last",
     "first",
+    "last_n",
     "approx_count_distinct",
     "approx_percentile",
 )
@@ -209,6 +210,13 @@ def newest_event(
     return newest
 
 
+def newest_values(events: Sequence[EventLike], column: str, n: int) -> list[Any] | None:
+    """`last_n`: the values of the n newest events by (time, partition, offset), newest first;
+    None when there are none."""
+    ordered = sorted(events, key=order_key, reverse=True)[:n]
+    return [value(e, column) for e in ordered] or None
+
+
 def order_statistic(events: Sequence[EventLike], column: str, q: float) -> float | None:
     """The exact value of rank floor(q·(n - 1)) (0-based, ascending) among the events' values:
     what `approx_percentile` approximates, within its relative accuracy. None when empty."""
@@ -227,6 +235,10 @@ def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str
     out: dict[str, Any] = {}
     for agg in view.aggregations:
         for name, window, q in agg.feature_specs():
+            if str(agg.function) == "last_n":
+                chosen = window_events(applied, duration_us(window), view.tile_us, t_us)
+                out[name] = newest_values(chosen, _need(agg.column, "last_n"), agg.n)
+                continue
             if q is not None:
                 chosen = window_events(applied, duration_us(window), view.tile_us, t_us)
                 out[name] = order_statistic(chosen, _need(agg.column, "approx_percentile"), q)

@@ -210,6 +210,24 @@ class HistoricalQuery:
                 value_sql = _as_value(view, feature.column or "")
                 inner.append(f"arg_min({value_sql}, {oldest}) OVER {window} AS __f{i}")
                 value = f"__f{i}"
+            elif feature.function is Function.LAST_N:
+                # The window's events as (time, partition, offset, value) structs, sorted
+                # descending (the newest first, as Redis orders them), cut to n; entity rows
+                # have no partition. Sorted in the outer query: DuckDB's lambdas over the
+                # window expression itself answered wrongly.
+                column = feature.column or ""
+                name = f"__n{i}"
+                entry = (
+                    f"struct_pack(t := __ts, p := {PARTITION}, o := {OFFSET}, "
+                    f"v := {_as_value(view, column)})"
+                )
+                inner.append(f"list({entry}) OVER w{feature.window_tiles} AS {name}")
+                events = f"list_filter({name}, lambda x: x.p IS NOT NULL)"
+                newest_n = f"list_slice(list_reverse_sort({events}), 1, {feature.n})"
+                value = (
+                    f"CASE WHEN len({events}) = 0 THEN NULL "
+                    f"ELSE list_transform({newest_n}, lambda x: x.v) END"
+                )
             elif feature.function is Function.APPROX_PERCENTILE:
                 # One list of bucket keys per (column, accuracy, window), shared by its
                 # percentiles (percentiles.py: the same keys and quantile as Redis's).

@@ -21,6 +21,7 @@ from featurestore.tiles import F64, TileLayout
 
 __all__ = [
     "Merged",
+    "Newest",
     "Pick",
     "ShardWrite",
     "StateLost",
@@ -31,6 +32,9 @@ __all__ = [
 
 Pick = tuple[int, str, str, str, int, int, int, str]
 """A tile's `first` / `last` event of a string column, as the merge script takes it."""
+
+Newest = tuple[int, str, str, int, list[tuple[int, int, int, str]]]
+"""A tile's n newest events of a column (`last_n`), as the merge script takes them."""
 
 StateRead = tuple[Sequence[str], ReadPlan, TileLayout]
 """One read of window states: its entities' cache keys, the plan they share, the layout."""
@@ -74,6 +78,9 @@ class ShardWrite:
     # `first` / `last` of string columns, per tile: (key index, field, column, function,
     # time, partition, offset, value) of the tile's winning event.
     picks: Sequence[Pick] = ()
+    # `last_n`, per tile: (key index, field, column, n, [[time, partition, offset, value]...])
+    # of the tile's n newest events.
+    newest: Sequence[Newest] = ()
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,17 @@ class TileStore(Protocol):
         self, windows: Sequence[tuple[str, Sequence[str]]]
     ) -> list[str | None]:
         """`read_picks` on the running event loop."""
+        ...
+
+    def read_newest(self, windows: Sequence[tuple[int, Sequence[str]]]) -> list[list[str]]:
+        """Per (n, keys of one entity's window of a `last_n`), the values of the window's n
+        newest events, newest first, as text."""
+        ...
+
+    async def read_newest_async(
+        self, windows: Sequence[tuple[int, Sequence[str]]]
+    ) -> list[list[str]]:
+        """`read_newest` on the running event loop."""
         ...
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "FOLD_ARGS",
     "FOLD_SCRIPT",
     "MERGE_SCRIPT",
+    "NEWEST_SCRIPT",
     "PICK_SCRIPT",
     "SKETCH_SUM_SCRIPT",
 ]
@@ -56,6 +57,34 @@ local function combine(code, width, old, new)
 end
 """
 
+# `last_n`'s per-tile lists: entries (time, partition, offset, value) packed as 4 doubles (the
+# last the value's byte length) then the value's bytes, newest first by (time, partition,
+# offset). Both scripts that touch them share these.
+_LUA_NEWEST = """
+local function decode_entries(blob)
+  local out, pos = {}, 1
+  while pos <= #blob do
+    local t, p, o, size = struct.unpack('<dddd', blob, pos)
+    pos = pos + 32
+    out[#out + 1] = {t, p, o, string.sub(blob, pos, pos + size - 1)}
+    pos = pos + size
+  end
+  return out
+end
+local function is_newer(a, b)
+  return a[1] > b[1] or (a[1] == b[1] and (a[2] > b[2] or (a[2] == b[2] and a[3] > b[3])))
+end
+local function encode_newest(entries, n)
+  table.sort(entries, is_newer)
+  local parts = {}
+  for i = 1, math.min(n, #entries) do
+    local e = entries[i]
+    parts[i] = struct.pack('<dddd', e[1], e[2], e[3], #e[4]) .. e[4]
+  end
+  return table.concat(parts)
+end
+"""
+
 # One shard of a view version (featurestore/online/layout.py): every key it touches is in KEYS
 # or is a suffix of one (an entity's cache, HyperLogLogs, sketches), so all share the shard's
 # hash tag.
@@ -75,6 +104,7 @@ end
 # partition must not hide a loss on another.
 MERGE_SCRIPT = (
     _LUA_COMBINE
+    + _LUA_NEWEST
     + """
 local width = #ARGV[1]
 local code = {}
@@ -162,6 +192,17 @@ if ARGV[10] then
     end
     if take then redis.call('SET', pick, struct.pack('<ddd', x[5], x[6], x[7]) .. x[8]) end
     redis.call('PEXPIRE', pick, ttls[x[1] + 1])
+  end
+end
+-- `last_n` (ARGV[11]): [key index, field, column, n, [[time, partition, offset, value], ...]];
+-- a tile keeps its n newest events, newest first (see `_LUA_NEWEST`).
+if ARGV[11] then
+  for _, x in ipairs(cjson.decode(ARGV[11])) do
+    local list = keys[x[1] + 1] .. ':n:' .. x[3] .. ':' .. x[4] .. ':' .. x[2]
+    local entries = decode_entries(redis.call('GET', list) or '')
+    for _, e in ipairs(x[5]) do entries[#entries + 1] = e end
+    redis.call('SET', list, encode_newest(entries, x[4]))
+    redis.call('PEXPIRE', list, ttls[x[1] + 1])
   end
 end
 for _, p in ipairs(positions) do
@@ -305,3 +346,24 @@ for _, key in ipairs(KEYS) do
 end
 return value
 """
+
+
+# KEYS: the `last_n` lists of one column in one window of one entity (one slot),
+# "<bucket hash>:n:<column>:<n>:<field>"; ARGV[1]: n. Returns the values of the window's n
+# newest events, newest first (an empty array when it holds none).
+NEWEST_SCRIPT = (
+    _LUA_NEWEST
+    + """
+local entries = {}
+for _, key in ipairs(KEYS) do
+  local blob = redis.call('GET', key)
+  if blob then
+    for _, e in ipairs(decode_entries(blob)) do entries[#entries + 1] = e end
+  end
+end
+table.sort(entries, is_newer)
+local out = {}
+for i = 1, math.min(tonumber(ARGV[1]), #entries) do out[i] = entries[i][4] end
+return out
+"""
+)

@@ -36,6 +36,7 @@ from featurestore.config import RedisSettings
 from featurestore.errors import OnlineStoreError
 from featurestore.online.base import (
     Merged,
+    Newest,
     Pick,
     ShardWrite,
     StateLost,
@@ -49,6 +50,7 @@ from featurestore.online.scripts import (
     FOLD_ARGS,
     FOLD_SCRIPT,
     MERGE_SCRIPT,
+    NEWEST_SCRIPT,
     PICK_SCRIPT,
     SKETCH_SUM_SCRIPT,
 )
@@ -88,6 +90,7 @@ class OnlineStore(TileStore):
         self._fold = self.client.register_script(FOLD_SCRIPT)
         self._sketch_sum = self.client.register_script(SKETCH_SUM_SCRIPT)
         self._pick = self.client.register_script(PICK_SCRIPT)
+        self._newest = self.client.register_script(NEWEST_SCRIPT)
 
     def close(self) -> None:
         """Close the connections: the async reads' ones (call this on the event loop that used
@@ -160,6 +163,7 @@ class OnlineStore(TileStore):
         shard: int = 0,
         sketches: Sequence[tuple[int, str, str, list[str | int]]] = (),
         picks: Sequence[Pick] = (),
+        newest: Sequence[Newest] = (),
     ) -> Merged | PositionConflict | StateLost:
         """Merge `rows` (key index, field, state...) into one shard and move its partitions
         from -> to, atomically. `keys` are "<entity part>:<bucket>" (layout.py), all of the
@@ -172,7 +176,9 @@ class OnlineStore(TileStore):
         `epoch` (given: the one the writer holds) or a stored position is behind the expected
         one.
         """
-        write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch, sketches, picks)
+        write = ShardWrite(
+            shard, keys, ttls_ms, rows, moves, distinct, epoch, sketches, picks, newest
+        )
         script_keys, args = self._merge_call(view, version, layout, write)
         with redis_errors(self.config):
             result = self._merge(keys=script_keys, args=args)
@@ -199,6 +205,7 @@ class OnlineStore(TileStore):
                     w.shard,
                     w.sketches,
                     w.picks,
+                    w.newest,
                 )
             ]
         calls = [self._merge_call(view, version, layout, w) for w in writes]
@@ -244,11 +251,27 @@ class OnlineStore(TileStore):
             write.epoch or "",
             uuid.uuid4().hex,
         ]
-        if write.sketches or write.picks:
-            args.append(orjson.dumps(list(write.sketches)))
-        if write.picks:
-            args.append(orjson.dumps(list(write.picks)))
+        # Optional trailing arguments: percentile sketches, string picks, last_n lists.
+        extra = [list(write.sketches), list(write.picks), list(write.newest)]
+        while extra and not extra[-1]:
+            extra.pop()
+        args += [orjson.dumps(part) for part in extra]
         return keys, args
+
+    def read_newest(self, windows: Sequence[tuple[int, Sequence[str]]]) -> list[list[str]]:
+        """Per (n, one entity's window's `last_n` keys), the n newest values as text, newest
+        first, by a script per window, pipelined; a second round trip like `read_sketches`."""
+        calls: list[tuple[list[str], list[Any]]] = [
+            (list(keys), [str(n)]) for n, keys in windows if keys
+        ]
+        found = iter(self._run_all(self._newest.sha, NEWEST_SCRIPT, calls))
+        return [[_text(v) for v in next(found)] if keys else [] for _n, keys in windows]
+
+    async def read_newest_async(
+        self, windows: Sequence[tuple[int, Sequence[str]]]
+    ) -> list[list[str]]:
+        """`read_newest` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_newest, windows)
 
     def read_picks(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
         """Per (function, one entity's window's keys of a string `first` / `last`), the winning

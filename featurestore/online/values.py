@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +36,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FeatureValue:
-    value: float | str | None  # a string for `first` / `last` of a string column
+    # a string for `first` / `last` of a string column, a list (newest first) for `last_n`
+    value: float | str | list[float] | list[str] | None
     # ok | stale (older than the view's ttl) | missing (no event in the window) | rebuilding
     # (the view's state is being rebuilt from the offline log: not to be trusted yet)
     status: str
@@ -51,11 +53,11 @@ class ViewValues:
     event_times: F64  # newest event in the window, µs; NaN when the window holds none
     stale: npt.NDArray[np.bool_]  # the newest event is older than the view's ttl
     rebuilding: bool = False  # the view's state is being rebuilt: no value of it is sure
-    # Features whose values are not floats (`first` / `last` of a string column): feature
-    # index -> per entity its value or None; `values` holds NaN there.
-    typed: dict[int, list[str | None]] = field(default_factory=dict)
+    # Features whose values are not floats (`first` / `last` of a string column: strings;
+    # `last_n`: lists): feature index -> per entity its value or None; `values` holds NaN there.
+    typed: dict[int, list[Any]] = field(default_factory=dict)
 
-    def column(self, f: int) -> list[float | str | None]:
+    def column(self, f: int) -> list[Any]:
         """One feature's values for every entity, None where null, whatever its type."""
         if f in self.typed:
             return list(self.typed[f])
@@ -91,7 +93,9 @@ def read_views(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> li
     sketches = store.read_sketches(windows) if windows else []
     pick_windows = _pick_reads(store, reads, as_of_us)
     picks = store.read_picks(pick_windows) if pick_windows else []
-    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks)
+    newest_windows = _newest_reads(store, reads, as_of_us)
+    newest = store.read_newest(newest_windows) if newest_windows else []
+    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks, newest)
 
 
 async def read_views_async(
@@ -104,12 +108,44 @@ async def read_views_async(
     sketches = await store.read_sketches_async(windows) if windows else []
     pick_windows = _pick_reads(store, reads, as_of_us)
     picks = await store.read_picks_async(pick_windows) if pick_windows else []
-    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks)
+    newest_windows = _newest_reads(store, reads, as_of_us)
+    newest = await store.read_newest_async(newest_windows) if newest_windows else []
+    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks, newest)
+
+
+def _newest_reads(
+    store: TileStore, reads: Sequence[ViewRead], as_of_us: int
+) -> list[tuple[int, list[str]]]:
+    """Per view, entity and `last_n` feature: its n and the keys of its window's tiles."""
+    out: list[tuple[int, list[str]]] = []
+    for view, version, layout, entities in reads:
+        lists = [f for f, x in enumerate(layout.features) if x.function is Function.LAST_N]
+        if not lists:
+            continue
+        windows = read_plan(as_of_us // layout.tile_us, layout).windows
+        for entity in entities:
+            prefix = store.entity_prefix(view, version, entity)
+            for f in lists:
+                x = layout.features[f]
+                out.append(
+                    (
+                        x.n or 0,
+                        [
+                            f"{prefix}:{bucket}:n:{x.column}:{x.n}:{field}"
+                            for bucket, field in windows[x.window_tiles]
+                        ],
+                    )
+                )
+    return out
 
 
 def _picked(layout: TileLayout) -> list[int]:
     """The features of a layout kept outside the float slots (string `first` / `last`)."""
-    return [f for f, x in enumerate(layout.features) if x.value_type is ValueType.STRING]
+    return [
+        f
+        for f, x in enumerate(layout.features)
+        if x.value_type is ValueType.STRING and x.function is not Function.LAST_N
+    ]
 
 
 def _pick_reads(
@@ -207,10 +243,12 @@ def _view_values(
     as_of_us: int,
     sketch_counts: Sequence[dict[int, int]] = (),
     picked_values: Sequence[str | None] = (),
+    newest_values: Sequence[list[str]] = (),
 ) -> list[ViewValues]:
     counts = iter(distinct_counts)
     sketches = iter(sketch_counts)
     picks = iter(picked_values)
+    newest = iter(newest_values)
     results = []
     for (_view, _version, layout, entities), flat, unsure in zip(
         reads, states, rebuilding, strict=True
@@ -240,10 +278,24 @@ def _view_values(
             stale = (
                 np.zeros(values.shape, dtype=bool) if ttl is None else times < as_of_us - ttl
             )  # NaN (no event) compares False: not stale
-        typed: dict[int, list[str | None]] = {f: [] for f in _picked(layout)}
+        typed: dict[int, list[Any]] = {f: [] for f in _picked(layout)}
+        lists = [
+            (f, x.value_type)
+            for f, x in enumerate(layout.features)
+            if x.function is Function.LAST_N
+        ]
+        for f, _kind in lists:
+            typed[f] = []
         for _entity in entities:
-            for column in typed.values():
-                column.append(next(picks))
+            for f in _picked(layout):
+                typed[f].append(next(picks))
+            for f, kind in lists:
+                texts = next(newest)
+                typed[f].append(
+                    (texts if kind is ValueType.STRING else [float(t) for t in texts])
+                    if texts
+                    else None
+                )
         names = [feature.name for feature in layout.features]
         results.append(ViewValues(names, values, times, stale, unsure, typed))
     return results

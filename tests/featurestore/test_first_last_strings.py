@@ -1,9 +1,9 @@
-"""`first` and `last` of a string column, on a real Redis and in DuckDB: random out-of-order
-events (late ones, ties in time broken by (partition, offset), events on tile edges, three
-partitions, any batch cuts) give online strings equal to the training set's and to the
-brute-force reference; numeric `first` rides along on the float path. A batch applied again
-changes nothing, a wiped state is rebuilt from the log, and `verify_view` reports 0
-mismatches."""
+"""`first` and `last` of a string column, and `last_n` lists, on a real Redis and in DuckDB:
+random out-of-order events (late ones, ties in time broken by (partition, offset), events on
+tile edges, three partitions, any batch cuts) give online values equal to the training set's
+and to the brute-force reference; numeric `first` rides along on the float path. A batch
+applied again changes nothing, a wiped state is rebuilt from the log, and `verify_view`
+reports 0 mismatches."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ VIEW = FeatureView(
         Aggregation(column="merchant", function="first", windows=["10m", "2h"]),
         Aggregation(column="amount", function="first", windows=["2h"]),
         Aggregation(function="count", windows=["2h"]),
+        Aggregation(column="merchant", function="last_n", n=3, windows=["10m", "2h"]),
+        Aggregation(column="amount", function="last_n", n=2, windows=["1h"]),
     ],
 )
 LAYOUT = TileLayout(VIEW)
@@ -99,6 +101,7 @@ def offline_values(offline: OfflineStore, at: int) -> list[dict[str, object]]:
     names = VIEW.feature_names()
     table = HistoricalQuery(offline, rows, [(registered, n) for n in names]).to_arrow()
     assert pa.types.is_string(table.schema.field("merchant_last_10m").type)
+    assert pa.types.is_list(table.schema.field("merchant_last3_10m").type)
     return [{n: row[n] for n in names} for row in table.to_pylist()]
 
 
@@ -194,6 +197,8 @@ def test_arrays_carry_strings_beside_floats_and_verify_compares_them(redis: str)
     assert np.isnan(values.values[:, text]).all()  # the float array holds no strings
     assert all(isinstance(v, str) for v in values.column(text))
     assert all(isinstance(v, float) for v in values.column(names.index("amount_first_2h")))
+    lists = values.column(names.index("merchant_last3_2h"))
+    assert all(isinstance(v, list) and 1 <= len(v) <= 3 for v in lists)
     assert report.points > 0
     assert [c.examples for c in report.checks if c.mismatched] == []
 
@@ -210,3 +215,12 @@ def test_first_last_of_a_timestamp_column_is_refused_naming_the_feature() -> Non
             aggregations=[Aggregation(column="at", function="first", windows=["1h"])],
         )
     assert "at_first_1h" in str(error.value) and "string column" in str(error.value)
+
+
+def test_last_n_needs_n_and_names_its_features() -> None:
+    with pytest.raises(ValidationError, match="needs n, how many newest values to keep: n=5"):
+        Aggregation(column="merchant", function="last_n", windows=["1h"])
+    with pytest.raises(ValidationError, match="n belongs to last_n; remove it"):
+        Aggregation(column="merchant", function="last", windows=["1h"], n=3)
+    agg = Aggregation(column="merchant", function="last_n", windows=["1h", "1d"], n=5)
+    assert agg.feature_names() == ["merchant_last5_1h", "merchant_last5_1d"]
