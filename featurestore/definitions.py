@@ -77,6 +77,7 @@ class Function(StrEnum):
     LAST = "last"  # value of the newest event by event time (ties: the later offset)
     FIRST = "first"  # value of the oldest event in the window by (time, partition, offset)
     LAST_N = "last_n"  # the values of the `n` newest events, newest first (a list); needs `n`
+    TOP_K = "top_k"  # the `k` most frequent values of a string column (ties: the smaller value)
     APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
     # DDSketch buckets (featurestore/percentiles.py): within `relative_accuracy` of the exact
     # order statistic; needs `percentiles`
@@ -202,6 +203,7 @@ class Aggregation(_Definition):
     percentiles: list[float] | None = None
     relative_accuracy: float | None = None
     n: int | None = None  # last_n only; left out when unset, as the two above
+    k: int | None = None  # top_k only; the same
 
     @model_validator(mode="after")
     def _check(self) -> Aggregation:
@@ -224,6 +226,14 @@ class Aggregation(_Definition):
                 )
         elif self.n is not None:
             raise ValueError(f"{self.function} of {self.column!r}: n belongs to last_n; remove it")
+        if self.function is Function.TOP_K:
+            if self.k is None or not 1 <= self.k <= 1000:
+                raise ValueError(
+                    f"top_k of {self.column!r} needs k, how many most frequent values to give: "
+                    f"k=3 (1 to 1000; got {self.k})"
+                )
+        elif self.k is not None:
+            raise ValueError(f"{self.function} of {self.column!r}: k belongs to top_k; remove it")
         return self
 
     def _check_percentiles(self) -> None:
@@ -280,6 +290,8 @@ class Aggregation(_Definition):
             return self.column
         if self.function is Function.LAST_N:
             return f"{self.column}_last{self.n}"
+        if self.function is Function.TOP_K:
+            return f"{self.column}_top{self.k}"
         return f"{self.column}_{self.function.value}"
 
     def feature_names(self) -> list[str]:
@@ -355,6 +367,13 @@ class FeatureView(_Definition):
                         f"takes an int64, float64, bool or string column; {agg.column!r} is "
                         f"{schema[agg.column]}"
                     )
+            elif agg.function is Function.TOP_K and agg.column is not None:
+                if schema[agg.column] is not ValueType.STRING:
+                    problems.append(
+                        f"top_k of {agg.column!r} (features {agg.feature_names()}) takes a "
+                        f"string column of categories; {agg.column!r} is {schema[agg.column]}: "
+                        "declare the categories as a string field"
+                    )
             elif agg.function in _NUMBER_FUNCTIONS and agg.column is not None:
                 if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64):
                     problems.append(
@@ -407,7 +426,7 @@ class FeatureView(_Definition):
         body.pop("ttl", None)
         body["source"].pop("max_future", None)
         for agg in body["aggregations"]:
-            for key in ("percentiles", "relative_accuracy", "n"):
+            for key in ("percentiles", "relative_accuracy", "n", "k"):
                 if agg.get(key) is None:
                     agg.pop(key, None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

@@ -76,12 +76,15 @@ class Feature:
     # What its value is: float64 for all but `first` / `last` of a string column (a string)
     # and `last_n` (a list of values of its column's type, strings or float64).
     value_type: ValueType = ValueType.FLOAT64
-    n: int | None = None  # last_n: how many values
+    n: int | None = None  # last_n: how many values; top_k: its k
 
     @property
     def aside(self) -> bool:
         """Whether its value is kept outside the float slots (a string or a list)."""
-        return self.value_type is ValueType.STRING or self.function is Function.LAST_N
+        return self.value_type is ValueType.STRING or self.function in (
+            Function.LAST_N,
+            Function.TOP_K,
+        )
 
 
 class TileLayout:
@@ -116,7 +119,26 @@ class TileLayout:
         # Nor are `last_n`: each tile keeps its n newest events in a Redis string per (column,
         # n), newest first.
         self.newest: list[tuple[str, int]] = []
+        # Nor are `top_k`: each tile counts its events per value of the column, in a Redis
+        # hash like a percentile sketch's (`value_counts`).
+        self.counted: list[str] = []
         for agg in view.aggregations:
+            if agg.function is Function.TOP_K and agg.column is not None:
+                if agg.column not in self.counted:
+                    self.counted.append(agg.column)
+                for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+                    tiles = duration_us(window) // self.tile_us
+                    self.features.append(
+                        Feature(
+                            name,
+                            agg.function,
+                            agg.column,
+                            tiles,
+                            value_type=ValueType.STRING,
+                            n=agg.k,
+                        )
+                    )
+                continue
             if agg.function is Function.LAST_N and agg.column is not None and agg.n is not None:
                 if (agg.column, agg.n) not in self.newest:
                     self.newest.append((agg.column, agg.n))
@@ -438,6 +460,7 @@ def _slots_for(function: Function, column: str | None) -> list[str]:
         Function.APPROX_COUNT_DISTINCT,
         Function.APPROX_PERCENTILE,
         Function.LAST_N,
+        Function.TOP_K,
     ):
         return []
     return {

@@ -68,6 +68,7 @@ import pyarrow as pa
 from featurestore.definitions import FeatureView, Function, ValueType
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
+from featurestore.frequencies import value_counts
 from featurestore.hyperloglog import member
 from featurestore.keys import entity_keys
 from featurestore.offline.log import (
@@ -542,6 +543,20 @@ class ViewWriter:
                 sketches.append((key, tile_fields[group], name, counted))
             for group, counted in _sketch_counts(bucket_group, bucket_keys_):
                 sketches.append((group, BUCKET_FIELD, name, counted))
+        for column in layout.counted:
+            encoded = pa.array([batch.columns[column][i] for i in taken], pa.string())
+            encoded = encoded.dictionary_encode()
+            texts = encoded.dictionary.to_pylist()
+            codes = encoded.indices.to_numpy().astype(np.int64)
+            name = value_counts(column)
+            for placed, grouping in ((True, tile_group), (False, bucket_group)):
+                for group, flat in _sketch_counts(grouping, codes):
+                    named = [texts[int(x)] if i % 2 == 0 else x for i, x in enumerate(flat)]
+                    if placed:
+                        key, field = int(key_of_tile_group[group]), tile_fields[group]
+                    else:
+                        key, field = group, BUCKET_FIELD
+                    sketches.append((key, field, name, named))
         return keys, [int(t) for t in ttls], rows, distinct, sketches
 
     def _side_groups(self, batch: EventBatch, applied: I64) -> _SideGroups:

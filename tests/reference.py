@@ -39,6 +39,7 @@ FUNCTIONS = (
     "last",
     "first",
     "last_n",
+    "top_k",
     "approx_count_distinct",
     "approx_percentile",
 )
@@ -217,6 +218,17 @@ def newest_values(events: Sequence[EventLike], column: str, n: int) -> list[Any]
     return [value(e, column) for e in ordered] or None
 
 
+def most_frequent(events: Sequence[EventLike], column: str, k: int) -> list[str] | None:
+    """`top_k`: the k values occurring most often, most first, ties by the smaller value;
+    None when there are none. Counted by brute force, one value at a time."""
+    counts: dict[str, int] = {}
+    for event in events:
+        v = value(event, column)
+        counts[v] = counts.get(v, 0) + 1
+    ranked = sorted(counts, key=lambda v: (-counts[v], v))
+    return ranked[:k] or None
+
+
 def order_statistic(events: Sequence[EventLike], column: str, q: float) -> float | None:
     """The exact value of rank floor(q·(n - 1)) (0-based, ascending) among the events' values:
     what `approx_percentile` approximates, within its relative accuracy. None when empty."""
@@ -235,6 +247,10 @@ def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str
     out: dict[str, Any] = {}
     for agg in view.aggregations:
         for name, window, q in agg.feature_specs():
+            if str(agg.function) == "top_k":
+                chosen = window_events(applied, duration_us(window), view.tile_us, t_us)
+                out[name] = most_frequent(chosen, _need(agg.column, "top_k"), agg.k)
+                continue
             if str(agg.function) == "last_n":
                 chosen = window_events(applied, duration_us(window), view.tile_us, t_us)
                 out[name] = newest_values(chosen, _need(agg.column, "last_n"), agg.n)

@@ -40,6 +40,7 @@ from featurestore.offline.sketches import (
     percentile_keys_sql,
     percentile_sql,
     register_sketches,
+    top_k_sql,
 )
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
@@ -210,6 +211,12 @@ class HistoricalQuery:
                 value_sql = _as_value(view, feature.column or "")
                 inner.append(f"arg_min({value_sql}, {oldest}) OVER {window} AS __f{i}")
                 value = f"__f{i}"
+            elif feature.function is Function.TOP_K:
+                # Counted per window with the rule the online reads use (frequencies.py).
+                column = sql_ident(feature.column or "")
+                name = f"__k{i}"
+                inner.append(f"list({column}) OVER w{feature.window_tiles} AS {name}")
+                value = top_k_sql(name, feature.n or 0)
             elif feature.function is Function.LAST_N:
                 # The window's events as (time, partition, offset, value) structs, sorted
                 # descending (the newest first, as Redis orders them), cut to n; entity rows

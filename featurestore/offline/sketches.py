@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, VARCHAR, DuckDBPyType
 
 from featurestore.definitions import ValueType
+from featurestore.frequencies import count_values, top_values
 from featurestore.hyperloglog import code, estimates, member
 from featurestore.percentiles import bucket_keys, quantiles_of_rows
 
@@ -31,7 +32,10 @@ __all__ = [
     "percentile_keys_sql",
     "percentile_sql",
     "register_sketches",
+    "top_k_sql",
 ]
+
+_TOP_K = "fstore_top_k"
 
 _KEY = "fstore_ddsketch_key"
 _QUANTILE = "fstore_ddsketch_quantile"
@@ -60,8 +64,21 @@ def percentile_sql(keys_sql: str, q: float, accuracy: float) -> str:
     return f"{_QUANTILE}({keys_sql}, {q!r}::DOUBLE, {accuracy!r}::DOUBLE)"
 
 
+def top_k_sql(values_sql: str, k: int) -> str:
+    """The SQL of a window's `top_k`, from the list of its values (`list(column) OVER w`)."""
+    return f"{_TOP_K}({values_sql}, {int(k)})"
+
+
 def register_sketches(con: duckdb.DuckDBPyConnection) -> None:
     """Make the sketch functions callable on `con` (once per connection)."""
+    con.create_function(  # type: ignore[call-overload]
+        _TOP_K,
+        _top_k,
+        [DuckDBPyType(list[str]), BIGINT],
+        DuckDBPyType(list[str]),
+        type="arrow",
+        null_handling="special",
+    )
     con.create_function(  # type: ignore[call-overload]
         _KEY,
         _percentile_keys,
@@ -162,3 +179,14 @@ def _percentiles(
         rows[present], keys[present], len(lists), _constant(q), _constant(accuracy)
     )
     return pa.array(out, pa.float64(), mask=np.isnan(out))
+
+
+def _top_k(lists: pa.Array | pa.ChunkedArray, k: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Per row, `top_values` of its window's values (frequencies.py: the rule online uses)."""
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    most = int(_constant(k))
+    return pa.array(
+        [top_values(count_values(row or []), most) for row in lists.to_pylist()],
+        pa.list_(pa.string()),
+    )

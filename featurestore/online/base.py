@@ -182,6 +182,14 @@ class TileStore(Protocol):
         """`read_sketches` on the running event loop."""
         ...
 
+    def read_counts(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """Per list of one entity's window's `top_k` count hashes, their counts summed."""
+        ...
+
+    async def read_counts_async(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """`read_counts` on the running event loop."""
+        ...
+
     def read_picks(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
         """Per (function, keys of one entity's window of a string column's `first` / `last`),
         the winning value, None when the window holds none."""

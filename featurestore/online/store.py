@@ -313,14 +313,23 @@ class OnlineStore(TileStore):
         counts summed by a script, pipelined (one round trip per node). A second round trip
         after `read`'s, taken only by views with percentiles; a batch merged between the two
         can show in one and not the other, as between two reads."""
+        return [{int(k): n for k, n in counts.items()} for counts in self.read_counts(windows)]
+
+    def read_counts(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """Per list of one entity's window's count hashes (percentile sketches, `top_k` value
+        counts; one slot), their counts summed by a script, pipelined."""
         calls: list[tuple[list[str], list[Any]]] = [(list(keys), []) for keys in windows if keys]
         answers = self._run_all(self._sketch_sum.sha, SKETCH_SUM_SCRIPT, calls)
         found = iter(answers)
-        out: list[dict[int, int]] = []
+        out: list[dict[str, int]] = []
         for keys in windows:
             flat = next(found) if keys else []
-            out.append({int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)})
+            out.append({_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)})
         return out
+
+    async def read_counts_async(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """`read_counts` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_counts, windows)
 
     async def read_sketches_async(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
         """`read_sketches` in a worker thread (its pooled connections are blocking ones)."""

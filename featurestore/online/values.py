@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from featurestore.definitions import Function, ValueType
+from featurestore.frequencies import top_values
+from featurestore.frequencies import value_counts as value_counts_name
 from featurestore.online.base import StateRead, TileStore
 from featurestore.online.layout import shard_of, sketch_name
 from featurestore.online.plan import read_plan
@@ -95,7 +97,11 @@ def read_views(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> li
     picks = store.read_picks(pick_windows) if pick_windows else []
     newest_windows = _newest_reads(store, reads, as_of_us)
     newest = store.read_newest(newest_windows) if newest_windows else []
-    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks, newest)
+    count_windows = _count_reads(store, reads, as_of_us)
+    value_counts = store.read_counts(count_windows) if count_windows else []
+    return _view_values(
+        reads, states, counts, rebuilding, as_of_us, sketches, picks, newest, value_counts
+    )
 
 
 async def read_views_async(
@@ -110,7 +116,32 @@ async def read_views_async(
     picks = await store.read_picks_async(pick_windows) if pick_windows else []
     newest_windows = _newest_reads(store, reads, as_of_us)
     newest = await store.read_newest_async(newest_windows) if newest_windows else []
-    return _view_values(reads, states, counts, rebuilding, as_of_us, sketches, picks, newest)
+    count_windows = _count_reads(store, reads, as_of_us)
+    value_counts = await store.read_counts_async(count_windows) if count_windows else []
+    return _view_values(
+        reads, states, counts, rebuilding, as_of_us, sketches, picks, newest, value_counts
+    )
+
+
+def _count_reads(store: TileStore, reads: Sequence[ViewRead], as_of_us: int) -> list[list[str]]:
+    """Per view, entity and `top_k` feature, its window's value-count hashes."""
+    out: list[list[str]] = []
+    for view, version, layout, entities in reads:
+        tops = [x for x in layout.features if x.function is Function.TOP_K]
+        if not tops:
+            continue
+        windows = read_plan(as_of_us // layout.tile_us, layout).windows
+        for entity in entities:
+            prefix = store.entity_prefix(view, version, entity)
+            for x in tops:
+                name = value_counts_name(x.column or "")
+                out.append(
+                    [
+                        f"{prefix}:{bucket}:q:{name}:{field}"
+                        for bucket, field in windows[x.window_tiles]
+                    ]
+                )
+    return out
 
 
 def _newest_reads(
@@ -144,7 +175,7 @@ def _picked(layout: TileLayout) -> list[int]:
     return [
         f
         for f, x in enumerate(layout.features)
-        if x.value_type is ValueType.STRING and x.function is not Function.LAST_N
+        if x.value_type is ValueType.STRING and x.function in (Function.FIRST, Function.LAST)
     ]
 
 
@@ -244,11 +275,13 @@ def _view_values(
     sketch_counts: Sequence[dict[int, int]] = (),
     picked_values: Sequence[str | None] = (),
     newest_values: Sequence[list[str]] = (),
+    counted_values: Sequence[dict[str, int]] = (),
 ) -> list[ViewValues]:
     counts = iter(distinct_counts)
     sketches = iter(sketch_counts)
     picks = iter(picked_values)
     newest = iter(newest_values)
+    tallies = iter(counted_values)
     results = []
     for (_view, _version, layout, entities), flat, unsure in zip(
         reads, states, rebuilding, strict=True
@@ -286,7 +319,14 @@ def _view_values(
         ]
         for f, _kind in lists:
             typed[f] = []
+        tops = [
+            (f, x.n or 0) for f, x in enumerate(layout.features) if x.function is Function.TOP_K
+        ]
+        for f, _k in tops:
+            typed[f] = []
         for _entity in entities:
+            for f, k in tops:
+                typed[f].append(top_values(next(tallies), k))
             for f in _picked(layout):
                 typed[f].append(next(picks))
             for f, kind in lists:

@@ -1,4 +1,4 @@
-"""`first` and `last` of a string column, and `last_n` lists, on a real Redis and in DuckDB:
+"""`first` / `last` of a string column, `last_n` and `top_k` lists, on a real Redis and in DuckDB:
 random out-of-order events (late ones, ties in time broken by (partition, offset), events on
 tile edges, three partitions, any batch cuts) give online values equal to the training set's
 and to the brute-force reference; numeric `first` rides along on the float path. A batch
@@ -61,6 +61,7 @@ VIEW = FeatureView(
         Aggregation(function="count", windows=["2h"]),
         Aggregation(column="merchant", function="last_n", n=3, windows=["10m", "2h"]),
         Aggregation(column="amount", function="last_n", n=2, windows=["1h"]),
+        Aggregation(column="merchant", function="top_k", k=2, windows=["10m", "2h"]),
     ],
 )
 LAYOUT = TileLayout(VIEW)
@@ -197,6 +198,8 @@ def test_arrays_carry_strings_beside_floats_and_verify_compares_them(redis: str)
     assert np.isnan(values.values[:, text]).all()  # the float array holds no strings
     assert all(isinstance(v, str) for v in values.column(text))
     assert all(isinstance(v, float) for v in values.column(names.index("amount_first_2h")))
+    tops = values.column(names.index("merchant_top2_2h"))
+    assert all(isinstance(v, list) and 1 <= len(v) <= 2 for v in tops)
     lists = values.column(names.index("merchant_last3_2h"))
     assert all(isinstance(v, list) and 1 <= len(v) <= 3 for v in lists)
     assert report.points > 0
@@ -215,6 +218,19 @@ def test_first_last_of_a_timestamp_column_is_refused_naming_the_feature() -> Non
             aggregations=[Aggregation(column="at", function="first", windows=["1h"])],
         )
     assert "at_first_1h" in str(error.value) and "string column" in str(error.value)
+
+
+def test_top_k_needs_k_and_a_string_column() -> None:
+    with pytest.raises(ValidationError, match="needs k, how many most frequent values"):
+        Aggregation(column="merchant", function="top_k", windows=["1h"])
+    with pytest.raises(ValidationError) as error:
+        FeatureView(
+            name="v",
+            entities=VIEW.entities,
+            source=VIEW.source,
+            aggregations=[Aggregation(column="amount", function="top_k", k=3, windows=["1h"])],
+        )
+    assert "amount_top3_1h" in str(error.value) and "takes a string column" in str(error.value)
 
 
 def test_last_n_needs_n_and_names_its_features() -> None:
