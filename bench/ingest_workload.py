@@ -28,9 +28,10 @@ WINDOWS = {"10m": 10, "1h": 60, "24h": 1440}  # in tiles
 CHUNK = 50_000
 
 
-def make_view(name: str, topic: str, percentiles: bool = False) -> FeatureView:
+def make_view(name: str, topic: str, percentiles: bool = False, last_n: int = 0) -> FeatureView:
     """The workload's view; `percentiles` adds p50/p90/p99 of `amount` over every window (the
-    `--percentiles` variant of bench/ingest.py: 9 more features, sketches per tile)."""
+    `--percentiles` variant of bench/ingest.py: 9 more features, sketches per tile), `last_n`
+    the `last_n` newest amounts over 1h (`--last-n`)."""
     source = KafkaSource(
         name=f"{name}_events",
         topic=topic,
@@ -60,6 +61,11 @@ def make_view(name: str, topic: str, percentiles: bool = False) -> FeatureView:
                     )
                 ]
                 if percentiles
+                else []
+            ),
+            *(
+                [Aggregation(column="amount", function=Function.LAST_N, windows=["1h"], n=last_n)]
+                if last_n
                 else []
             ),
         ],

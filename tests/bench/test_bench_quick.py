@@ -42,8 +42,11 @@ def test_quick_run_prints_the_figures_as_json(
 def test_quick_run_of_the_percentile_variant(
     run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str
 ) -> None:
-    """`--percentiles`: the same workload with p50/p90/p99 of amount over every window."""
-    figures = run_quick("ingest.py", "--no-quix", "--percentiles", kafka=kafka, redis=redis)
-    assert figures["percentiles"] is True
+    """`--percentiles --last-n 5`: the same workload with p50/p90/p99 of amount over every
+    window and its 5 newest amounts."""
+    figures = run_quick(
+        "ingest.py", "--no-quix", "--percentiles", "--last-n", "5", kafka=kafka, redis=redis
+    )
+    assert figures["percentiles"] is True and figures["last_n"] == 5
     assert figures["events_per_s"] > 0
     assert figures["worker_values_wrong"] == 0
