@@ -1,7 +1,8 @@
-"""`approx_percentile` end to end on real Kafka and Redis: a random out-of-order stream with late
+"""The new aggregations end to end on real Kafka and Redis: a random out-of-order stream with late
 events through the ingest worker gives online percentiles within the sketch's accuracy of the
-brute-force order statistic, equal (no tolerance) to the training set's, and `verify_view`
-finds 0 mismatches."""
+brute-force order statistic, `first` / `last` (strings and numbers), `last_n` and `top_k` equal
+to it, every value equal (no tolerance) to the training set's, and `verify_view` finds 0
+mismatches."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def percentile_view(topic: str) -> FeatureView:
                 windows=["10m", "2h"],
                 percentiles=[0.0, 0.5, 0.9, 0.99],
             ),
+            Aggregation(column="merchant", function="last", windows=["10m"]),
+            Aggregation(column="merchant", function="first", windows=["2h"]),
+            Aggregation(column="amount", function="first", windows=["2h"]),
+            Aggregation(column="merchant", function="last_n", n=4, windows=["2h"]),
+            Aggregation(column="merchant", function="top_k", k=3, windows=["2h"]),
         ],
     )
 
