@@ -12,9 +12,17 @@ closing brace):
     T:{E}:{bucket}                       hash; field "<i>" = state of tile i of the bucket,
                                          field "b" = state of the whole bucket
     T:{E}:{bucket}:h:{column}:{field}    HyperLogLog of a column's values in that tile
-    T:{E}:{bucket}:q:{sketch}:{field}    hash; percentile sketch of that tile: bucket key ->
-                                         count (featurestore/percentiles.py); {sketch} is
-                                         `sketch_name` "{column}:{accuracy}"
+    T:{E}:{bucket}:q:{sketch}:{field}    hash; counts of that tile: a percentile sketch's
+                                         bucket key -> count (featurestore/percentiles.py;
+                                         {sketch} is `sketch_name`, "{column}:{accuracy}"), or
+                                         `top_k`'s value -> count ("{column}:values",
+                                         featurestore/frequencies.py)
+    T:{E}:{bucket}:s:{column}:{first|last}:{field}
+                                         string; the tile's first / last event of a string
+                                         column: packed (time, partition, offset), then value
+    T:{E}:{bucket}:n:{column}:{n}:{field}
+                                         string; `last_n`: the tile's n newest events, newest
+                                         first (online/scripts.py `_LUA_NEWEST`)
     T:{E}:c                              string; "<tile>;" + the entity's folded windows at that
                                          tile (a read cache, dropped on every write)
     T:_pos                               hash; "<partition>" = "offset:watermark" of this shard,
