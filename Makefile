@@ -42,6 +42,9 @@ CLUSTER_TESTS := tests/streaming tests/serving tests/featurestore/test_writer.py
 	tests/featurestore/test_writer_shards.py tests/featurestore/test_state_loss.py \
 	tests/featurestore/test_cluster_failover.py tests/featurestore/test_cluster_mode.py \
 	tests/featurestore/test_distinct_online_offline.py
+# The side structures of percentiles, first/last of strings, last_n and top_k (issue 21).
+CLUSTER_TESTS += tests/featurestore/test_percentiles_online_offline.py \
+	tests/featurestore/test_first_last_strings.py
 
 test-cluster: $(STAMP) ## The Redis suites again on a local Redis Cluster
 	FSTORE_TEST_REDIS=cluster $(BIN)/pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)

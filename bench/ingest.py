@@ -161,11 +161,14 @@ def measure(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             offline = OfflineSettings(root=state_dir / f"offline-{label}")
             return run_settings(services, state_dir, namespace, offline=offline)
 
-        main_view, fresh_view = make_view("bench_txn", topic), make_view("bench_fresh", fresh_topic)
+        main_view = make_view("bench_txn", topic, args.percentiles, args.last_n)
+        fresh_view = make_view("bench_fresh", fresh_topic, args.percentiles, args.last_n)
         register_views(RegistrySettings(path=state_dir / "registry"), main_view, fresh_view)
         load: dict[str, Any] = {}
         result: dict[str, Any] = {
             "machine": info,
+            "percentiles": args.percentiles,
+            "last_n": args.last_n,
             "events": args.events,
             "users": args.users,
             "load": load,
@@ -481,6 +484,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="librdkafka property for every client (floor, worker, producers); repeatable",
+    )
+    parser.add_argument(
+        "--percentiles",
+        action="store_true",
+        help="the view also computes p50/p90/p99 of amount over every window (approx_percentile)",
+    )
+    parser.add_argument(
+        "--last-n",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the view also keeps the N newest amounts over 1h (last_n); 0: not",
     )
     add_common_arguments(parser, files=False)
     parser.add_argument("--profile", type=Path, help="cProfile the worker run into this file")

@@ -28,7 +28,10 @@ WINDOWS = {"10m": 10, "1h": 60, "24h": 1440}  # in tiles
 CHUNK = 50_000
 
 
-def make_view(name: str, topic: str) -> FeatureView:
+def make_view(name: str, topic: str, percentiles: bool = False, last_n: int = 0) -> FeatureView:
+    """The workload's view; `percentiles` adds p50/p90/p99 of `amount` over every window (the
+    `--percentiles` variant of bench/ingest.py: 9 more features, sketches per tile), `last_n`
+    the `last_n` newest amounts over 1h (`--last-n`)."""
     source = KafkaSource(
         name=f"{name}_events",
         topic=topic,
@@ -47,6 +50,23 @@ def make_view(name: str, topic: str) -> FeatureView:
             *(
                 Aggregation(column="amount", function=function, windows=windows)
                 for function in (Function.SUM, Function.MEAN, Function.MAX)
+            ),
+            *(
+                [
+                    Aggregation(
+                        column="amount",
+                        function=Function.APPROX_PERCENTILE,
+                        windows=windows,
+                        percentiles=[0.5, 0.9, 0.99],
+                    )
+                ]
+                if percentiles
+                else []
+            ),
+            *(
+                [Aggregation(column="amount", function=Function.LAST_N, windows=["1h"], n=last_n)]
+                if last_n
+                else []
             ),
         ],
     )

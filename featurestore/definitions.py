@@ -56,11 +56,16 @@ class Function(StrEnum):
     STDDEV = "stddev"  # sample standard deviation (n - 1); null below 2 events
     VARIANCE = "variance"  # sample variance (n - 1); null below 2 events
     LAST = "last"  # value of the newest event by event time (ties: the later offset)
+    FIRST = "first"  # value of the oldest event in the window by (time, partition, offset)
+    LAST_N = "last_n"  # the values of the `n` newest events, newest first (a list); needs `n`
+    TOP_K = "top_k"  # the `k` most frequent values of a string column (ties: the smaller value)
     APPROX_COUNT_DISTINCT = "approx_count_distinct"  # HyperLogLog, ~0.81% standard error
+    # DDSketch buckets (featurestore/percentiles.py): within `relative_accuracy` of the exact
+    # order statistic; needs `percentiles`
+    APPROX_PERCENTILE = "approx_percentile"
 
 
 _NUMERIC_FUNCTIONS = {
-    Function.LAST,  # tiles hold float64 slots; `last` of a string column is not supported yet
     Function.SUM,
     Function.MEAN,
     Function.MIN,
@@ -68,6 +73,13 @@ _NUMERIC_FUNCTIONS = {
     Function.STDDEV,
     Function.VARIANCE,
 }
+# Functions of numbers that are not slots of the tile state: their columns must be int64 or
+# float64 (a percentile of booleans says nothing a mean does not).
+_NUMBER_FUNCTIONS = {Function.APPROX_PERCENTILE}
+# Functions that pick one event's value: numbers and bools (float64 tile slots, bools as 0/1)
+# or strings (a side value per tile, see tiles.py); their feature has the column's type.
+_PICK_FUNCTIONS = {Function.FIRST, Function.LAST, Function.LAST_N}
+_PICK_TYPES = (ValueType.INT64, ValueType.FLOAT64, ValueType.BOOL, ValueType.STRING)
 
 
 class _Definition(BaseModel):
@@ -157,12 +169,26 @@ class Aggregation(_Definition):
     duration (sliding) or another kind (featurestore/windows.py): `"24h_offset_1h"`,
     `"1h_every_10m"`, `"1d_tumbling"`, `"lifetime"`, or the same as a `Window(...)`; it is
     stored as its string.
+
+    `approx_percentile` takes `percentiles` (fractions, e.g. `[0.5, 0.9, 0.99]`) and optionally
+    `relative_accuracy` (α, default 0.01); its features are `{column}_p{percent}_{window}`:
+
+    >>> Aggregation(column="amount", function="approx_percentile", windows=["1h"],
+    ...             percentiles=[0.5, 0.999]).feature_names()
+    ['amount_p50_1h', 'amount_p99_9_1h']
+
     """
 
     function: Function
     windows: list[str]
     column: str | None = None
     name: str | None = None
+    # approx_percentile only; left out of stored definitions and fingerprints when unset, so
+    # the views registered before they existed keep their version.
+    percentiles: list[float] | None = None
+    relative_accuracy: float | None = None
+    n: int | None = None  # last_n only; left out when unset, as the two above
+    k: int | None = None  # top_k only; the same
 
     @field_validator("windows", mode="before")
     @classmethod
@@ -191,10 +217,71 @@ class Aggregation(_Definition):
             raise ValueError(f"{self.function} needs a column")
         if self.name is not None and not _NAME.match(self.name):
             raise ValueError(f"{self.name!r} is not a valid feature name prefix")
+        self._check_percentiles()
+        if self.function is Function.LAST_N:
+            if self.n is None or not 1 <= self.n <= 1000:
+                raise ValueError(
+                    f"last_n of {self.column!r} needs n, how many newest values to keep: "
+                    f"n=5 (1 to 1000; got {self.n})"
+                )
+        elif self.n is not None:
+            raise ValueError(f"{self.function} of {self.column!r}: n belongs to last_n; remove it")
+        if self.function is Function.TOP_K:
+            if self.k is None or not 1 <= self.k <= 1000:
+                raise ValueError(
+                    f"top_k of {self.column!r} needs k, how many most frequent values to give: "
+                    f"k=3 (1 to 1000; got {self.k})"
+                )
+        elif self.k is not None:
+            raise ValueError(f"{self.function} of {self.column!r}: k belongs to top_k; remove it")
         return self
 
     def _named(self) -> str:
         return f"aggregation {self.prefix}"
+
+    def _check_percentiles(self) -> None:
+        what = f"{self.function} of {self.column!r}"
+        if self.function is not Function.APPROX_PERCENTILE:
+            if self.percentiles is not None or self.relative_accuracy is not None:
+                raise ValueError(
+                    f"{what}: percentiles and relative_accuracy belong to approx_percentile; "
+                    "remove them"
+                )
+            return
+        if not self.percentiles:
+            raise ValueError(
+                f"{what} needs percentiles, fractions like percentiles=[0.5, 0.9, 0.99]"
+            )
+        wrong = [q for q in self.percentiles if not 0.0 <= q <= 1.0]
+        if wrong:
+            raise ValueError(
+                f"{what}: percentiles {wrong} are not fractions in [0, 1] (p90 is 0.9)"
+            )
+        suffixes = [_percent(q) for q in self.percentiles]
+        if len(set(suffixes)) != len(suffixes):
+            raise ValueError(f"{what}: percentiles {self.percentiles} repeat")
+        alpha = self.relative_accuracy
+        if alpha is not None and not 1e-4 <= alpha <= 0.5:
+            raise ValueError(
+                f"{what}: relative_accuracy {alpha} is outside [0.0001, 0.5] (0.01 is 1%)"
+            )
+
+    @property
+    def accuracy(self) -> float:
+        """approx_percentile's α (relative accuracy), its default when unset."""
+        return 0.01 if self.relative_accuracy is None else self.relative_accuracy
+
+    def feature_specs(self) -> list[tuple[str, str, float | None]]:
+        """(feature name, window, percentile or None) of each feature, in `feature_names`
+        order."""
+        if self.function is not Function.APPROX_PERCENTILE:
+            names = self.feature_names()
+            return [(name, w, None) for name, w in zip(names, self.windows, strict=True)]
+        return [
+            (f"{self.prefix}_p{_percent(q)}_{window}", window, q)
+            for window in self.windows
+            for q in self.percentiles or []
+        ]
 
     @property
     def prefix(self) -> str:
@@ -202,9 +289,17 @@ class Aggregation(_Definition):
             return self.name
         if self.column is None:
             return "count"
+        if self.function is Function.APPROX_PERCENTILE:
+            return self.column
+        if self.function is Function.LAST_N:
+            return f"{self.column}_last{self.n}"
+        if self.function is Function.TOP_K:
+            return f"{self.column}_top{self.k}"
         return f"{self.column}_{self.function.value}"
 
     def feature_names(self) -> list[str]:
+        if self.function is Function.APPROX_PERCENTILE:
+            return [name for name, _window, _q in self.feature_specs()]
         return [f"{self.prefix}_{window}" for window in self.windows]
 
 
@@ -217,6 +312,20 @@ def _window_key(window: Window) -> tuple[int, int, int]:
         0 if window.every is None else duration_us(window.every),
         0 if window.offset is None else duration_us(window.offset),
     )
+
+
+def _kept_beside_tiles(agg: Aggregation, schema: dict[str, ValueType]) -> bool:
+    """Whether a function's per-tile values live beside the float tile states (percentile
+    sketches, `last_n`, `top_k`, `first` / `last` of a string column), not in them."""
+    if agg.function in (Function.APPROX_PERCENTILE, Function.LAST_N, Function.TOP_K):
+        return True
+    strings = agg.column is not None and schema.get(agg.column) is ValueType.STRING
+    return agg.function in (Function.FIRST, Function.LAST) and strings
+
+
+def _percent(q: float) -> str:
+    """A percentile's name: 0.9 -> '90', 0.999 -> '99_9', 0.5 -> '50'."""
+    return f"{round(q * 100, 6):g}".replace(".", "_")
 
 
 class FeatureView(_Definition):
@@ -276,8 +385,36 @@ class FeatureView(_Definition):
                         f"{schema[agg.column]}; aggregate an int64, float64 or bool column (or "
                         f"count {agg.column!r}'s distinct values with approx_count_distinct)"
                     )
-            for window, feature in zip(agg.windows, agg.feature_names(), strict=True):
+            elif agg.function in _PICK_FUNCTIONS and agg.column is not None:
+                if schema[agg.column] not in _PICK_TYPES:
+                    problems.append(
+                        f"{agg.function} of {agg.column!r} (features {agg.feature_names()}) "
+                        f"takes an int64, float64, bool or string column; {agg.column!r} is "
+                        f"{schema[agg.column]}"
+                    )
+            elif agg.function is Function.TOP_K and agg.column is not None:
+                if schema[agg.column] is not ValueType.STRING:
+                    problems.append(
+                        f"top_k of {agg.column!r} (features {agg.feature_names()}) takes a "
+                        f"string column of categories; {agg.column!r} is {schema[agg.column]}: "
+                        "declare the categories as a string field"
+                    )
+            elif agg.function in _NUMBER_FUNCTIONS and agg.column is not None:
+                if schema[agg.column] not in (ValueType.INT64, ValueType.FLOAT64):
+                    problems.append(
+                        f"{agg.function} of {agg.column!r} (features {agg.feature_names()}) "
+                        f"needs an int64 or float64 column; {agg.column!r} is "
+                        f"{schema[agg.column]}: aggregate a numeric column, or use "
+                        "approx_count_distinct for a categorical one"
+                    )
+            for feature, window, _percentile in agg.feature_specs():
                 spec = parse_window(window)
+                if spec.is_lifetime and _kept_beside_tiles(agg, schema):
+                    problems.append(
+                        f"{feature}: {agg.function} of {agg.column!r} over a lifetime window "
+                        "is not supported yet (its per-tile values have no lifetime state); "
+                        "use a long sliding window instead, e.g. '365d'"
+                    )
                 parts = [("length", spec.length), ("step", spec.every), ("offset", spec.offset)]
                 for what, text in parts if not spec.is_lifetime else []:
                     if text is not None and duration_us(text) % tile:
@@ -343,6 +480,10 @@ class FeatureView(_Definition):
         body = _without(self.model_dump(mode="json", by_alias=True), {"description", "tags"})
         body.pop("ttl", None)
         body["source"].pop("max_future", None)
+        for agg in body["aggregations"]:
+            for key in ("percentiles", "relative_accuracy", "n", "k"):
+                if agg.get(key) is None:
+                    agg.pop(key, None)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

@@ -46,7 +46,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FeatureColumn:
-    values: list[float | None]
+    values: list[float | None] | list[float | str | None]  # strings: first/last of a string
     statuses: list[str]
     event_timestamps: list[datetime | None]
 
@@ -154,7 +154,7 @@ class FeatureStore:
             times = result.event_times[:, f]
             columns.append(
                 FeatureColumn(
-                    _nullable(result.values[:, f]),
+                    result.column(f),
                     [row[f] for row in statuses[key]],
                     [None if math.isnan(t) else from_us(int(t)) for t in times.tolist()],
                 )

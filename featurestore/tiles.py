@@ -2,7 +2,8 @@
 
 A tile state is a fixed-length vector of float64 slots, laid out per view by `TileLayout`. Each
 slot has a merge rule: add (counts, sums, sums of squares), max, min, or part of a `last` group
-(event time, partition, offset, value — the lexicographically greatest key wins). The worker
+(event time, partition, offset, value — the lexicographically greatest key wins) or of a
+`first` group (the least key wins). The worker
 reduces a batch of events to one state per (entity, tile) with numpy, Redis merges those into
 stored states with the same rules (see `online.py`), and reads fold the tiles of a window into
 feature values. float64 holds microsecond timestamps exactly (< 2**53). The merge itself runs
@@ -18,7 +19,7 @@ from enum import Enum, StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from featurestore.definitions import FeatureView, Function
+from featurestore.definitions import FeatureView, Function, ValueType
 from featurestore.windows import TileWindow, tile_window
 
 __all__ = [
@@ -41,12 +42,15 @@ class Merge(StrEnum):
     LAST_PART = "l"  # the other three slots of that group
     MOMENTS = "V"  # first slot of a 3-slot group: (n, mean, M2), merged with Chan's formula
     MOMENTS_PART = "v"
+    FIRST = "F"  # as LAST, but the least (event time, partition, offset) wins
+    FIRST_PART = "f"
 
 
 # Groups of slots that merge together: their first slot's name and the names of all of them.
 _GROUPS = {
     "last": (Merge.LAST, Merge.LAST_PART, ("last_ts", "last_p", "last_o", "last_v")),
     "moments": (Merge.MOMENTS, Merge.MOMENTS_PART, ("var_n", "var_mean", "var_m2")),
+    "first": (Merge.FIRST, Merge.FIRST_PART, ("first_ts", "first_p", "first_o", "first_v")),
 }
 # The identity of each merge rule: what an empty tile holds.
 _EMPTY = {
@@ -57,6 +61,8 @@ _EMPTY = {
     Merge.LAST_PART: -np.inf,
     Merge.MOMENTS: 0.0,
     Merge.MOMENTS_PART: 0.0,
+    Merge.FIRST: np.inf,
+    Merge.FIRST_PART: np.inf,
 }
 
 
@@ -67,6 +73,20 @@ class Feature:
     column: str | None
     window_tiles: int  # the window's length in tiles (0: lifetime)
     window: TileWindow  # its kind in tiles: `featurestore.windows.window_range` reads it
+    quantile: float | None = None  # approx_percentile: which one
+    accuracy: float | None = None  # approx_percentile: its sketch's relative accuracy α
+    # What its value is: float64 for all but `first` / `last` of a string column (a string)
+    # and `last_n` (a list of values of its column's type, strings or float64).
+    value_type: ValueType = ValueType.FLOAT64
+    n: int | None = None  # last_n: how many values; top_k: its k
+
+    @property
+    def aside(self) -> bool:
+        """Whether its value is kept outside the float slots (a string or a list)."""
+        return self.value_type is ValueType.STRING or self.function in (
+            Function.LAST_N,
+            Function.TOP_K,
+        )
 
 
 class TileLayout:
@@ -92,7 +112,85 @@ class TileLayout:
         self.features: list[Feature] = []
         # Distinct counts are not slots: each tile keeps a Redis HyperLogLog per column.
         self.distinct_columns: list[str] = []
+        # Neither are percentiles: each tile keeps a Redis hash of bucket counts per (column,
+        # accuracy) sketch (featurestore/percentiles.py).
+        self.sketches: list[tuple[str, float]] = []
+        # Nor are `first` / `last` of string columns: each tile keeps the winning event's
+        # (time, partition, offset) and value in a Redis string per (column, function).
+        self.picks: list[tuple[str, Function]] = []
+        # Nor are `last_n`: each tile keeps its n newest events in a Redis string per (column,
+        # n), newest first.
+        self.newest: list[tuple[str, int]] = []
+        # Nor are `top_k`: each tile counts its events per value of the column, in a Redis
+        # hash like a percentile sketch's (`value_counts`).
+        self.counted: list[str] = []
         for agg in view.aggregations:
+            if agg.function is Function.TOP_K and agg.column is not None:
+                if agg.column not in self.counted:
+                    self.counted.append(agg.column)
+                for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+                    spec = tile_window(window, self.tile_us)
+                    self.features.append(
+                        Feature(
+                            name,
+                            agg.function,
+                            agg.column,
+                            spec.length,
+                            spec,
+                            value_type=ValueType.STRING,
+                            n=agg.k,
+                        )
+                    )
+                continue
+            if agg.function is Function.LAST_N and agg.column is not None and agg.n is not None:
+                if (agg.column, agg.n) not in self.newest:
+                    self.newest.append((agg.column, agg.n))
+                kind = view.source.schema_[agg.column]
+                element = ValueType.STRING if kind is ValueType.STRING else ValueType.FLOAT64
+                for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+                    spec = tile_window(window, self.tile_us)
+                    self.features.append(
+                        Feature(
+                            name,
+                            agg.function,
+                            agg.column,
+                            spec.length,
+                            spec,
+                            value_type=element,
+                            n=agg.n,
+                        )
+                    )
+                continue
+            if (
+                agg.function in (Function.FIRST, Function.LAST)
+                and agg.column is not None
+                and view.source.schema_[agg.column] is ValueType.STRING
+            ):
+                if (agg.column, agg.function) not in self.picks:
+                    self.picks.append((agg.column, agg.function))
+                for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+                    spec = tile_window(window, self.tile_us)
+                    self.features.append(
+                        Feature(
+                            name,
+                            agg.function,
+                            agg.column,
+                            spec.length,
+                            spec,
+                            value_type=ValueType.STRING,
+                        )
+                    )
+                continue
+            if agg.function is Function.APPROX_PERCENTILE:
+                assert agg.column is not None  # noqa: S101 - validated by Aggregation
+                if (agg.column, agg.accuracy) not in self.sketches:
+                    self.sketches.append((agg.column, agg.accuracy))
+                for name, window, q in agg.feature_specs():
+                    spec = tile_window(window, self.tile_us)
+                    self.features.append(
+                        Feature(name, agg.function, agg.column, spec.length, spec, q, agg.accuracy)
+                    )
+                continue
             if agg.function is Function.APPROX_COUNT_DISTINCT:
                 assert agg.column is not None  # noqa: S101 - validated by Aggregation
                 if agg.column not in self.distinct_columns:
@@ -189,6 +287,16 @@ class TileLayout:
                 out[g, index + 1] = partition[last_of_group]
                 out[g, index + 2] = offset[last_of_group]
                 out[g, index + 3] = values[last_of_group]
+            elif kind == "first":
+                # The least (ts, partition, offset) of each group: sort, take each group's first.
+                order = np.lexsort((offset, partition, ts, group))
+                sorted_group = group[order]
+                first_of_group = order[np.r_[True, sorted_group[1:] != sorted_group[:-1]]]
+                g = group[first_of_group]
+                out[g, index] = ts[first_of_group]
+                out[g, index + 1] = partition[first_of_group]
+                out[g, index + 2] = offset[first_of_group]
+                out[g, index + 3] = values[first_of_group]
         return out
 
     # -- merged window states -> feature values ---------------------------------------------
@@ -293,7 +401,10 @@ class _FinishPlan:
         counts = start + layout.COUNT
         values = start + np.array([_value_slot(layout, f) for f in features], dtype=np.intp)
         newest = start + layout.NEWEST
-        endings = [_ENDINGS.get(f.function, _Ending.NULLABLE) for f in features]
+        endings = [
+            _Ending.DISTINCT if f.aside else _ENDINGS.get(f.function, _Ending.NULLABLE)
+            for f in features
+        ]
         return cls(
             counts=counts,
             values=values,
@@ -306,7 +417,16 @@ class _FinishPlan:
             nullable=np.array(
                 [f.function not in (Function.COUNT, Function.SUM) for f in features], dtype=bool
             ),
-            distinct=where(Function.APPROX_COUNT_DISTINCT),
+            # Kept in side structures, filled in by the read (online/values.py).
+            distinct=np.array(
+                [
+                    i
+                    for i, f in enumerate(features)
+                    if f.aside
+                    or f.function in (Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE)
+                ],
+                dtype=np.intp,
+            ),
             steps=tuple(
                 zip(endings, counts.tolist(), values.tolist(), newest.tolist(), strict=True)
             ),
@@ -331,6 +451,7 @@ _ENDINGS = {
     Function.VARIANCE: _Ending.VARIANCE,
     Function.STDDEV: _Ending.STDDEV,
     Function.APPROX_COUNT_DISTINCT: _Ending.DISTINCT,
+    Function.APPROX_PERCENTILE: _Ending.DISTINCT,
 }
 
 
@@ -339,8 +460,9 @@ def _fold_order(window: TileWindow) -> tuple[bool, int, int, int]:
 
 
 def _value_slot(layout: TileLayout, feature: Feature) -> int:
-    """The slot `finish` starts a feature's value from (the count for counts and distinct)."""
-    kind = _VALUE_SLOTS.get(feature.function)
+    """The slot `finish` starts a feature's value from (the count for counts, distinct counts
+    and features kept outside the slots)."""
+    kind = None if feature.aside else _VALUE_SLOTS.get(feature.function)
     return layout.COUNT if kind is None else layout.slots[f"{kind}:{feature.column}"]
 
 
@@ -352,11 +474,18 @@ _VALUE_SLOTS = {
     Function.MAX: "max",
     Function.MIN: "min",
     Function.LAST: "last_v",
+    Function.FIRST: "first_v",
 }
 
 
 def _slots_for(function: Function, column: str | None) -> list[str]:
-    if function in (Function.COUNT, Function.APPROX_COUNT_DISTINCT):
+    if function in (
+        Function.COUNT,
+        Function.APPROX_COUNT_DISTINCT,
+        Function.APPROX_PERCENTILE,
+        Function.LAST_N,
+        Function.TOP_K,
+    ):
         return []
     return {
         Function.SUM: [f"sum:{column}"],
@@ -366,4 +495,5 @@ def _slots_for(function: Function, column: str | None) -> list[str]:
         Function.MIN: [f"min:{column}"],
         Function.MAX: [f"max:{column}"],
         Function.LAST: [f"last:{column}"],
+        Function.FIRST: [f"first:{column}"],
     }[function]

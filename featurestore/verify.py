@@ -4,7 +4,9 @@ the offline log must agree — the proof that training data equals what serving 
 Points are sampled where the online tiles are exact (docs/semantics.md): at or after the
 entity's newest applied event — for every window kind, the lifetime window's state included.
 Every function must agree to a relative 1e-9, distinct counts included: offline reproduces
-Redis's HyperLogLog bit for bit (featurestore/hyperloglog.py).
+Redis's HyperLogLog bit for bit (featurestore/hyperloglog.py). Percentiles must be equal, no
+tolerance: both sides map values to the same buckets with one function and read the same
+quantile off them (featurestore/percentiles.py).
 
 The log is never loaded: DuckDB computes each entity's newest event time and draws the sample
 (the entities with the smallest hash of (seed, key): the same sample for the same seed and log).
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
 from featurestore.config import Settings
+from featurestore.definitions import Function
 from featurestore.keys import entity_key
 from featurestore.offline.historical import HistoricalQuery
 from featurestore.offline.log import TIMESTAMP, OfflineStore, sql_ident
@@ -72,6 +76,7 @@ def verify_view(
     view, version = registered.view, registered.version
     offline = OfflineStore(settings.offline)
     checks = [FeatureCheck(name) for name in view.feature_names()]
+    exact = {f.name for f in TileLayout(view).features if f.function is Function.APPROX_PERCENTILE}
     points = _sample_points(offline, registered, sample, as_of_us, seed)
     if not points:
         return VerifyReport(view.name, version, 0, checks, _moved(offline))
@@ -81,7 +86,7 @@ def verify_view(
     for i, (_keys, t) in enumerate(points):
         by_time.setdefault(t, []).append(i)
     store = OnlineStore(settings.redis)
-    online_values: list[dict[str, float | None]] = [{} for _ in points]
+    online_values: list[dict[str, Any]] = [{} for _ in points]
     for t, indexes in by_time.items():
         keys = [entity_key(points[i][0]) for i in indexes]
         [rows] = read_features(store, [(view.name, version, layout, keys)], t)
@@ -99,7 +104,9 @@ def verify_view(
 
     for check in checks:
         for point, online, row in zip(points, online_values, offline_values, strict=True):
-            _compare(check, online[check.feature], row[check.feature], point)
+            _compare(
+                check, online[check.feature], row[check.feature], point, check.feature in exact
+            )
     return VerifyReport(view.name, version, len(points), checks, _moved(offline))
 
 
@@ -109,18 +116,24 @@ def _moved(offline: OfflineStore) -> list[str]:
 
 def _compare(
     check: FeatureCheck,
-    online: float | None,
-    offline: float | None,
+    online: Any,
+    offline: Any,
     point: tuple[tuple[object, ...], int],
+    exact: bool = False,
 ) -> None:
     check.compared += 1
     if online is None or offline is None:
         same = online is None and offline is None
         diff = rel = 0.0 if same else float("inf")
+    elif isinstance(online, str | list) or isinstance(offline, str | list):  # strings, last_n
+        same = online == offline
+        diff = rel = 0.0 if same else float("inf")
     else:
         diff = abs(online - offline)
         rel = diff / max(abs(online), abs(offline)) if diff else 0.0
-        same = diff <= EXACT_TOLERANCE or rel <= EXACT_TOLERANCE
+        same = online == offline or (
+            not exact and (diff <= EXACT_TOLERANCE or rel <= EXACT_TOLERANCE)
+        )
     check.max_abs_diff = max(check.max_abs_diff, diff)
     check.max_rel_diff = max(check.max_rel_diff, rel)
     if not same:

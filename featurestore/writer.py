@@ -64,13 +64,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from featurestore.definitions import FeatureView, Function
+from featurestore.definitions import FeatureView, Function, ValueType
 from featurestore.errors import FeatureStoreError
 from featurestore.events import EventBatch
+from featurestore.frequencies import value_counts
 from featurestore.hyperloglog import member
 from featurestore.keys import entity_keys
 from featurestore.offline.log import (
@@ -92,6 +94,9 @@ from featurestore.online import (
     entity_part,
     shard_of,
 )
+from featurestore.online.base import Newest, Pick
+from featurestore.online.layout import sketch_name
+from featurestore.percentiles import bucket_keys
 from featurestore.positions import NO_POSITION, Position, late_events
 from featurestore.retry import Retry, retry_online
 from featurestore.tiles import I64, TileLayout
@@ -440,20 +445,44 @@ class ViewWriter:
             if not shard_moves:
                 continue
             mine = applied[shard_of_row[applied] == shard] if self.shards > 1 else applied
-            keys, ttls, rows, distinct = self._tile_rows(batch, mine, shard_moves)
+            keys, ttls, rows, distinct, sketches = self._tile_rows(batch, mine, shard_moves)
+            picks: list[Pick] = []
+            newest: list[Newest] = []
+            if (self.layout.picks or self.layout.newest) and len(mine):
+                sides = self._side_groups(batch, mine)
+                picks = self._picks(sides, batch)
+                newest = self._newest(sides, batch)
             writes.append(
-                ShardWrite(shard, keys, ttls, rows, shard_moves, distinct, self.epochs[shard])
+                ShardWrite(
+                    shard,
+                    keys,
+                    ttls,
+                    rows,
+                    shard_moves,
+                    distinct,
+                    self.epochs[shard],
+                    sketches,
+                    picks,
+                    newest,
+                )
             )
         return writes
 
     def _tile_rows(
         self, batch: EventBatch, applied: I64, moves: Moves
-    ) -> tuple[list[str], list[int], np.ndarray, list[tuple[int, str, str, list[str]]]]:
-        """The Redis keys, TTLs, tile and bucket state rows and distinct members of `applied`
-        (events of one shard), in the form `OnlineStore.merge_batch` takes."""
+    ) -> tuple[
+        list[str],
+        list[int],
+        np.ndarray,
+        list[tuple[int, str, str, list[str]]],
+        list[tuple[int, str, str, list[str | int]]],
+    ]:
+        """The Redis keys, TTLs, tile and bucket state rows, distinct members and percentile
+        sketch counts of `applied` (events of one shard), in the form
+        `OnlineStore.merge_batch` takes."""
         layout, view = self.layout, self.view
         if len(applied) == 0:
-            return [], [], np.zeros((0, layout.width + 2)), []
+            return [], [], np.zeros((0, layout.width + 2)), [], []
         taken = applied.tolist()
         names_of_rows = entity_keys(
             {k: [batch.columns[k][i] for i in taken] for k in view.join_keys}, view.join_keys
@@ -509,10 +538,34 @@ class ViewWriter:
                 distinct.append((key, tile_fields[group], column, sorted(members)))
             for group, members in per_bucket.items():
                 distinct.append((group, BUCKET_FIELD, column, sorted(members)))
+        sketches: list[tuple[int, str, str, list[str | int]]] = []
+        for column, accuracy in layout.sketches:
+            numbers = np.asarray(batch.columns[column], dtype=np.float64)[applied]
+            name = sketch_name(column, accuracy)
+            bucket_keys_ = bucket_keys(numbers, accuracy)
+            for group, counted in _sketch_counts(tile_group, bucket_keys_):
+                key = int(key_of_tile_group[group])
+                sketches.append((key, tile_fields[group], name, counted))
+            for group, counted in _sketch_counts(bucket_group, bucket_keys_):
+                sketches.append((group, BUCKET_FIELD, name, counted))
+        for column in layout.counted:
+            encoded = pa.array([batch.columns[column][i] for i in taken], pa.string())
+            encoded = encoded.dictionary_encode()
+            texts = encoded.dictionary.to_pylist()
+            value_codes = encoded.indices.to_numpy().astype(np.int64)
+            name = value_counts(column)
+            for placed, grouping in ((True, tile_group), (False, bucket_group)):
+                for group, flat in _sketch_counts(grouping, value_codes):
+                    named = [texts[int(x)] if i % 2 == 0 else x for i, x in enumerate(flat)]
+                    if placed:
+                        key, field = int(key_of_tile_group[group]), tile_fields[group]
+                    else:
+                        key, field = group, BUCKET_FIELD
+                    sketches.append((key, field, name, named))
         ttl_list = [int(t) for t in ttls]
         if view.has_lifetime:
             rows = self._lifetime_rows(batch, taken, codes, names, keys, ttl_list, rows, distinct)
-        return keys, ttl_list, rows, distinct
+        return keys, ttl_list, rows, distinct, sketches
 
     def _lifetime_rows(
         self,
@@ -563,6 +616,88 @@ class ViewWriter:
                 distinct.append((first_key + code, BUCKET_FIELD, column, sorted(members)))
         return np.concatenate((rows, extra))
 
+    def _side_groups(self, batch: EventBatch, applied: I64) -> _SideGroups:
+        """`applied` (one shard's events) grouped per tile and per bucket as `_tile_rows`
+        groups them (the same key indexes), for the values kept beside the tile states."""
+        layout, view = self.layout, self.view
+        taken = applied.tolist()
+        names_of_rows = entity_keys(
+            {k: [batch.columns[k][i] for i in taken] for k in view.join_keys}, view.join_keys
+        )
+        codes = (
+            pa.array(names_of_rows, pa.string()).dictionary_encode().indices.to_numpy()
+        ).astype(np.int64)
+        ts = batch.ts[applied]
+        tile = ts // layout.tile_us
+        bucket = tile // BUCKET_TILES
+        _ids, bucket_first, bucket_group = _groups(codes, bucket)
+        _ids, tile_first, tile_group = _groups(codes, tile)
+        key_of_tile = bucket_group[tile_first].tolist()
+        field_of_tile = (tile[tile_first] - bucket[tile_first] * BUCKET_TILES).tolist()
+        places = [
+            (tile_group, [(k, str(f)) for k, f in zip(key_of_tile, field_of_tile, strict=True)]),
+            (bucket_group, [(g, BUCKET_FIELD) for g in range(len(bucket_first))]),
+        ]
+        return _SideGroups(taken, ts, batch.partition[applied], batch.offset[applied], places)
+
+    def _picks(self, sides: _SideGroups, batch: EventBatch) -> list[Pick]:
+        """Per tile and per bucket, the first and last event of each string column `first` /
+        `last` read."""
+        picks: list[Pick] = []
+        for group, where in sides.places:
+            order = np.lexsort((sides.offset, sides.partition, sides.ts, group))
+            ordered = group[order]
+            edges = np.r_[True, ordered[1:] != ordered[:-1]]
+            ends = {
+                Function.FIRST: order[edges],
+                Function.LAST: order[np.r_[edges[1:], True]],
+            }
+            for column, function in self.layout.picks:
+                values = batch.columns[column]
+                for row in ends[function].tolist():
+                    key, field = where[int(group[row])]
+                    picks.append(
+                        (
+                            key,
+                            field,
+                            column,
+                            function.value,
+                            int(sides.ts[row]),
+                            int(sides.partition[row]),
+                            int(sides.offset[row]),
+                            str(values[sides.taken[row]]),
+                        )
+                    )
+        return picks
+
+    def _newest(self, sides: _SideGroups, batch: EventBatch) -> list[Newest]:
+        """Per tile and per bucket, the n newest events of each `last_n` column, newest first;
+        numbers as their shortest round-trip text (bools 1.0 / 0.0), strings as they are."""
+        out: list[Newest] = []
+        for group, where in sides.places:
+            order = np.lexsort((sides.offset, sides.partition, sides.ts, group))[::-1]
+            ordered = group[order]
+            starts = np.r_[True, ordered[1:] != ordered[:-1]]
+            start_of = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+            rank = np.arange(len(order)) - start_of  # 0 = the newest of its group
+            for column, n in self.layout.newest:
+                values = batch.columns[column]
+                text = _last_n_text(self.view.source.schema_[column])
+                lists: dict[int, list[tuple[int, int, int, str]]] = {}
+                for row in order[rank < n].tolist():
+                    lists.setdefault(int(group[row]), []).append(
+                        (
+                            int(sides.ts[row]),
+                            int(sides.partition[row]),
+                            int(sides.offset[row]),
+                            text(values[sides.taken[row]]),
+                        )
+                    )
+                for g, entries in lists.items():
+                    key, field = where[g]
+                    out.append((key, field, column, n, entries))
+        return out
+
 
 def _log_batches(
     offline: OfflineStore, view: FeatureView, version: int, after: dict[int, int]
@@ -578,6 +713,47 @@ def _log_batches(
         keep = (partition >= 0) & (offset > floor)
         if keep.any():
             yield batch_from_log(chunk.filter(pa.array(keep)), view.source.timestamp_field)
+
+
+@dataclass(frozen=True)
+class _SideGroups:
+    """One shard's applied events as `ViewWriter._side_groups` groups them: the batch rows,
+    their (time, partition, offset), and per grouping (tiles, buckets) each event's group and
+    each group's (key index, field)."""
+
+    taken: list[int]
+    ts: I64
+    partition: I64
+    offset: I64
+    places: list[tuple[I64, list[tuple[int, str]]]]
+
+
+def _last_n_text(kind: ValueType) -> Callable[[Any], str]:
+    """How a `last_n` value travels to Redis: a string as it is, a number (or bool) as the
+    shortest text that reads back as the same float64."""
+    if kind is ValueType.STRING:
+        return str
+    return lambda value: repr(float(value))
+
+
+def _sketch_counts(group: I64, keys: I64) -> Iterator[tuple[int, list[str | int]]]:
+    """Per group, its events' bucket keys and how many fell in each: [key, count, ...], keys
+    as text (the merge script's JSON would round large numbers)."""
+    order = np.lexsort((keys, group))
+    g, k = group[order], keys[order]
+    starts = np.flatnonzero(np.r_[True, (g[1:] != g[:-1]) | (k[1:] != k[:-1])])
+    counts = np.diff(np.r_[starts, len(g)]).tolist()
+    runs_group, runs_key = g[starts].tolist(), k[starts].tolist()
+    current: int | None = None
+    flat: list[str | int] = []
+    for run_group, run_key, count in zip(runs_group, runs_key, counts, strict=True):
+        if run_group != current:
+            if current is not None:
+                yield current, flat
+            current, flat = run_group, []
+        flat += [str(run_key), count]
+    if current is not None:
+        yield current, flat
 
 
 def _union(a: I64, b: I64) -> I64:

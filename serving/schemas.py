@@ -100,7 +100,9 @@ class FeaturesRequest(BaseModel):
 
 
 class FeatureColumnOut(BaseModel):
-    values: list[float | None]
+    values: list[float | str | None] = Field(
+        description="Per row; a string for `first` / `last` of a string column."
+    )
     statuses: list[str] = Field(description="ok | stale | missing, per row.")
     event_timestamps: list[datetime | None]
 

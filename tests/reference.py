@@ -38,7 +38,11 @@ FUNCTIONS = (
     "variance",
     "stddev",
     "last",
+    "first",
+    "last_n",
+    "top_k",
     "approx_count_distinct",
+    "approx_percentile",
 )
 
 
@@ -131,6 +135,11 @@ def aggregate(events: Sequence[EventLike], function: str, column: str | None) ->
             if order_key(event) > order_key(newest):
                 newest = event
         return value(newest, _need(column, function))
+    if function == "first":
+        if not events:
+            return None
+        oldest = min(events, key=order_key)
+        return value(oldest, _need(column, function))
     xs = [value(e, _need(column, function)) for e in events]
     if function == "sum":
         return math.fsum(float(x) for x in xs)  # fsum: the correctly rounded sum
@@ -213,14 +222,65 @@ def newest_event(
     return newest
 
 
+def newest_values(events: Sequence[EventLike], column: str, n: int) -> list[Any] | None:
+    """`last_n`: the values of the n newest events by (time, partition, offset), newest first;
+    None when there are none."""
+    ordered = sorted(events, key=order_key, reverse=True)[:n]
+    return [value(e, column) for e in ordered] or None
+
+
+def most_frequent(events: Sequence[EventLike], column: str, k: int) -> list[str] | None:
+    """`top_k`: the k values occurring most often, most first, ties by the smaller value;
+    None when there are none. Counted by brute force, one value at a time."""
+    counts: dict[str, int] = {}
+    for event in events:
+        v = value(event, column)
+        counts[v] = counts.get(v, 0) + 1
+    ranked = sorted(counts, key=lambda v: (-counts[v], v))
+    return ranked[:k] or None
+
+
+def order_statistic(events: Sequence[EventLike], column: str, q: float) -> float | None:
+    """The exact value of rank floor(q·(n - 1)) (0-based, ascending) among the events' values:
+    what `approx_percentile` approximates, within its relative accuracy. None when empty."""
+    xs = sorted(float(value(e, column)) for e in events)
+    if not xs:
+        return None
+    return xs[math.floor(q * (len(xs) - 1))]
+
+
 def view_features(events: Iterable[EventLike], view: Any, t_us: int) -> dict[str, Any]:
-    """Every feature of a `FeatureView` at `t_us`, by feature name, from the applied events."""
+    """Every feature of a `FeatureView` at `t_us`, by feature name, from the applied events.
+
+    A percentile feature's value is the exact order statistic it approximates
+    (`order_statistic`); `percentile_matches` says whether a sketch's answer fits it."""
     applied = list(events)
     out: dict[str, Any] = {}
     for agg in view.aggregations:
-        for window, name in zip(agg.windows, agg.feature_names(), strict=True):
+        for name, window, q in agg.feature_specs():
+            if str(agg.function) == "top_k":
+                chosen = window_events(applied, window, view.tile_us, t_us)
+                out[name] = most_frequent(chosen, _need(agg.column, "top_k"), agg.k)
+                continue
+            if str(agg.function) == "last_n":
+                chosen = window_events(applied, window, view.tile_us, t_us)
+                out[name] = newest_values(chosen, _need(agg.column, "last_n"), agg.n)
+                continue
+            if q is not None:
+                chosen = window_events(applied, window, view.tile_us, t_us)
+                out[name] = order_statistic(chosen, _need(agg.column, "approx_percentile"), q)
+                continue
             out[name] = feature_value(applied, agg.function, agg.column, window, view.tile_us, t_us)
+
     return out
+
+
+def percentile_matches(got: float | None, exact: float | None, alpha: float) -> bool:
+    """Whether a sketch's percentile fits the exact order statistic: both None, or within a
+    relative `alpha` of it (DDSketch's guarantee; a hair of float rounding at bucket edges)."""
+    if got is None or exact is None:
+        return got is None and exact is None
+    return abs(got - exact) <= alpha * abs(exact) * (1 + 1e-9) + 1e-300
 
 
 def _need(column: str | None, function: str) -> str:
@@ -274,6 +334,16 @@ def merge_many(layout: TileLayout, states: F64) -> F64:
             chosen = states[np.arange(entities), best, index : index + 4]
             found = candidates.any(axis=1)
             out[found, index : index + 4] = chosen[found]
+        elif rule is Merge.FIRST:
+            # The row with the least (time, partition, offset), as LAST the greatest.
+            candidates = present
+            for part in range(3):
+                key = np.where(candidates, states[:, :, index + part], np.inf)
+                candidates = candidates & (key == key.min(axis=1, keepdims=True))
+            best = candidates.argmax(axis=1)
+            chosen = states[np.arange(entities), best, index : index + 4]
+            found = candidates.any(axis=1)
+            out[found, index : index + 4] = chosen[found]
         elif rule is Merge.MOMENTS:
             n = np.where(present, column, 0.0)
             means = np.where(present, states[:, :, index + 1], 0.0)
@@ -307,8 +377,8 @@ def features_at(
     return {
         feature.name: None if math.isnan(value) else value
         for feature, value in zip(layout.features, values[0].tolist(), strict=True)
-        # Distinct counts come from HyperLogLogs, see online.read_views.
-        if feature.function is not Function.APPROX_COUNT_DISTINCT
+        # Distinct counts and percentiles come from side structures, see online.read_views.
+        if feature.function not in (Function.APPROX_COUNT_DISTINCT, Function.APPROX_PERCENTILE)
     }
 
 

@@ -171,6 +171,17 @@ def load_training_data(dataset: Dataset, label: str) -> TrainingData:
             f"label {label!r} of {dataset.ref} is missing or not finite in {bad} rows; "
             "drop those entity rows and create the dataset again"
         )
+    texts = [
+        n
+        for n in names
+        if pa.types.is_string(table.column(n).type) or pa.types.is_list(table.column(n).type)
+    ]
+    if texts:
+        raise RequestError(
+            f"features {texts} of {dataset.ref} are strings or lists (`first` / `last` of a "
+            "string column, `last_n`); a model takes numeric features: leave them out, or "
+            "derive a number from them with a request-time feature"
+        )
     x = np.column_stack(
         [
             np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from featurestore.definitions import Function, ValueType
+from featurestore.definitions import FeatureView, Function, ValueType
 from featurestore.errors import RequestError
 from featurestore.offline.log import (
     OFFSET,
@@ -35,7 +35,13 @@ from featurestore.offline.log import (
     sql_literal,
 )
 from featurestore.offline.quarantine import Quarantined
-from featurestore.offline.sketches import distinct_count_sql, register_sketches
+from featurestore.offline.sketches import (
+    distinct_count_sql,
+    percentile_keys_sql,
+    percentile_sql,
+    register_sketches,
+    top_k_sql,
+)
 from featurestore.registry import RegisteredView
 from featurestore.tiles import TileLayout
 from featurestore.timestamps import EPOCH
@@ -185,8 +191,7 @@ class HistoricalQuery:
             f"last_value(CASE WHEN __event = 1 THEN __ts END IGNORE NULLS) {newest} AS __last_ts"
         ]
         inner += [
-            f"last_value({sql_ident(c)}::DOUBLE IGNORE NULLS) {newest} "
-            f"AS {sql_ident('__last_' + c)}"
+            f"last_value({_as_value(view, c)} IGNORE NULLS) {newest} AS {sql_ident('__last_' + c)}"
             for c in columns
             if any(
                 f.function is Function.LAST and f.column == c and f.window.cuts_at_read_time
@@ -207,12 +212,56 @@ class HistoricalQuery:
                 inner.append(f"max(CASE WHEN __event = 1 THEN __ts END) OVER w{i} AS __newest{i}")
                 window_newest[w] = f"__newest{i}"
         outer = []
+        sketches: dict[
+            tuple[str, float, TileWindow], str
+        ] = {}  # percentile sketch -> its list column
         for i, feature in enumerate(layout.features):
             span = feature.window
             window = f"w{spans.index(span)}"
             if feature.function is Function.LAST and span.cuts_at_read_time:
                 last = sql_ident(f"__last_{feature.column}")
                 value = f"CASE WHEN {window_newest[span]} IS NOT NULL THEN {last} END"
+            elif feature.function is Function.FIRST:
+                # The oldest event of the window by (time, partition, offset); entity rows
+                # carry a NULL key, which arg_min passes over.
+                oldest = f"CASE WHEN __event = 1 THEN (__ts, {PARTITION}, {OFFSET}) END"
+                value_sql = _as_value(view, feature.column or "")
+                inner.append(f"arg_min({value_sql}, {oldest}) OVER {window} AS __f{i}")
+                value = f"__f{i}"
+            elif feature.function is Function.TOP_K:
+                # Counted per window with the rule the online reads use (frequencies.py).
+                column = sql_ident(feature.column or "")
+                name = f"__k{i}"
+                inner.append(f"list({column}) OVER {window} AS {name}")
+                value = top_k_sql(name, feature.n or 0)
+            elif feature.function is Function.LAST_N:
+                # The window's events as (time, partition, offset, value) structs, sorted
+                # descending (the newest first, as Redis orders them), cut to n; entity rows
+                # have no partition. Sorted in the outer query: DuckDB's lambdas over the
+                # window expression itself answered wrongly.
+                column = feature.column or ""
+                name = f"__n{i}"
+                entry = (
+                    f"struct_pack(t := __ts, p := {PARTITION}, o := {OFFSET}, "
+                    f"v := {_as_value(view, column)})"
+                )
+                inner.append(f"list({entry}) OVER {window} AS {name}")
+                events = f"list_filter({name}, lambda x: x.p IS NOT NULL)"
+                newest_n = f"list_slice(list_reverse_sort({events}), 1, {feature.n})"
+                value = (
+                    f"CASE WHEN len({events}) = 0 THEN NULL "
+                    f"ELSE list_transform({newest_n}, lambda x: x.v) END"
+                )
+            elif feature.function is Function.APPROX_PERCENTILE:
+                # One list of bucket keys per (column, accuracy, window), shared by its
+                # percentiles (percentiles.py: the same keys and quantile as Redis's).
+                column, accuracy = feature.column or "", feature.accuracy or 0.0
+                sketch = (column, accuracy, span)
+                if sketch not in sketches:
+                    sketches[sketch] = f"__q{len(sketches)}"
+                    keys_sql = percentile_keys_sql(sql_ident(column), accuracy, window)
+                    inner.append(f"{keys_sql} AS {sketches[sketch]}")
+                value = percentile_sql(sketches[sketch], feature.quantile or 0.0, accuracy)
             else:
                 if feature.function is Function.APPROX_COUNT_DISTINCT:
                     column = feature.column or ""
@@ -221,7 +270,7 @@ class HistoricalQuery:
                 elif feature.function is Function.LAST:
                     # The newest by (time, partition, offset) inside a frame that ends before t.
                     sql = (
-                        f"max_by({sql_ident(feature.column or '')}::DOUBLE, "
+                        f"max_by({_as_value(view, feature.column or '')}, "
                         f"CASE WHEN __event = 1 THEN [__ts, {PARTITION}, {OFFSET}] END) "
                         f"OVER {window}"
                     )
@@ -360,6 +409,14 @@ class HistoricalQuery:
 def _start_sql(window: TileWindow, tile: int) -> str:
     """The µs start of a window's first tile, for a window ending at the row's time `__ts`."""
     return f"(__ts - (__ts % {tile} + {tile}) % {tile} - {(window.length - 1) * tile})"
+
+
+def _as_value(view: FeatureView, column: str) -> str:
+    """A column as `first` / `last` give it: a string as it is, anything else as a DOUBLE
+    (bools 1.0 / 0.0), as the online tiles hold it."""
+    if view.source.schema_[column] is ValueType.STRING:
+        return sql_ident(column)
+    return f"{sql_ident(column)}::DOUBLE"
 
 
 def _day(us: int) -> str:

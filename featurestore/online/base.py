@@ -19,7 +19,22 @@ from featurestore.online.plan import ReadPlan
 from featurestore.positions import Position, PositionConflict
 from featurestore.tiles import F64, TileLayout
 
-__all__ = ["Merged", "ShardWrite", "StateLost", "StateRead", "StoredState", "TileStore"]
+__all__ = [
+    "Merged",
+    "Newest",
+    "Pick",
+    "ShardWrite",
+    "StateLost",
+    "StateRead",
+    "StoredState",
+    "TileStore",
+]
+
+Pick = tuple[int, str, str, str, int, int, int, str]
+"""A tile's `first` / `last` event of a string column, as the merge script takes it."""
+
+Newest = tuple[int, str, str, int, list[tuple[int, int, int, str]]]
+"""A tile's n newest events of a column (`last_n`), as the merge script takes them."""
 
 StateRead = tuple[Sequence[str], ReadPlan, TileLayout]
 """One read of window states: its entities' cache keys, the plan they share, the layout."""
@@ -58,6 +73,14 @@ class ShardWrite:
     moves: dict[int, tuple[Position, Position]]
     distinct: Sequence[tuple[int, str, str, list[str]]] = ()
     epoch: str | None = None
+    # Percentile sketch counts: (key index, field, sketch name, [bucket key, count, ...]).
+    sketches: Sequence[tuple[int, str, str, list[str | int]]] = ()
+    # `first` / `last` of string columns, per tile: (key index, field, column, function,
+    # time, partition, offset, value) of the tile's winning event.
+    picks: Sequence[Pick] = ()
+    # `last_n`, per tile: (key index, field, column, n, [[time, partition, offset, value]...])
+    # of the tile's n newest events.
+    newest: Sequence[Newest] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,45 @@ class TileStore(Protocol):
         rebuilding: Sequence[Sequence[str]] = (),
     ) -> tuple[list[F64], list[int], list[bool]]:
         """`read` on the running event loop."""
+        ...
+
+    def read_sketches(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """Per list of percentile sketch keys (one entity's window), their bucket counts
+        summed: the window's sketch."""
+        ...
+
+    async def read_sketches_async(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """`read_sketches` on the running event loop."""
+        ...
+
+    def read_counts(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """Per list of one entity's window's `top_k` count hashes, their counts summed."""
+        ...
+
+    async def read_counts_async(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """`read_counts` on the running event loop."""
+        ...
+
+    def read_picks(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
+        """Per (function, keys of one entity's window of a string column's `first` / `last`),
+        the winning value, None when the window holds none."""
+        ...
+
+    async def read_picks_async(
+        self, windows: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[str | None]:
+        """`read_picks` on the running event loop."""
+        ...
+
+    def read_newest(self, windows: Sequence[tuple[int, Sequence[str]]]) -> list[list[str]]:
+        """Per (n, keys of one entity's window of a `last_n`), the values of the window's n
+        newest events, newest first, as text."""
+        ...
+
+    async def read_newest_async(
+        self, windows: Sequence[tuple[int, Sequence[str]]]
+    ) -> list[list[str]]:
+        """`read_newest` on the running event loop."""
         ...
 
     def close(self) -> None:

@@ -16,6 +16,17 @@ closing brace):
                                          its events; never expires), only for a view with a
                                          lifetime window
     T:{E}:life:h:{column}:b              its HyperLogLog of a column's values (never expires)
+    T:{E}:{bucket}:q:{sketch}:{field}    hash; counts of that tile: a percentile sketch's
+                                         bucket key -> count (featurestore/percentiles.py;
+                                         {sketch} is `sketch_name`, "{column}:{accuracy}"), or
+                                         `top_k`'s value -> count ("{column}:values",
+                                         featurestore/frequencies.py)
+    T:{E}:{bucket}:s:{column}:{first|last}:{field}
+                                         string; the tile's first / last event of a string
+                                         column: packed (time, partition, offset), then value
+    T:{E}:{bucket}:n:{column}:{n}:{field}
+                                         string; `last_n`: the tile's n newest events, newest
+                                         first (online/scripts.py `_LUA_NEWEST`)
     T:{E}:c                              string; "<tile>;" + the entity's folded windows at that
                                          tile (a read cache, dropped on every write)
     T:_pos                               hash; "<partition>" = "offset:watermark" of this shard,
@@ -41,7 +52,15 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["POSITIONS", "REBUILD", "entity_part", "shard_of", "shard_tag", "tag_of"]
+__all__ = [
+    "POSITIONS",
+    "REBUILD",
+    "entity_part",
+    "shard_of",
+    "shard_tag",
+    "sketch_name",
+    "tag_of",
+]
 
 POSITIONS = "_pos"
 REBUILD = "_rebuild"
@@ -70,3 +89,12 @@ def shard_tag(namespace: str, view: str, version: int, shard: int) -> str:
 def tag_of(key: str) -> str:
     """A key of ours up to its hash tag's end (the tag decides its cluster slot)."""
     return key[: key.index("}") + 1]
+
+
+def sketch_name(column: str, accuracy: float) -> str:
+    """A percentile sketch's part of its keys' names: its column and accuracy (repr: exact).
+
+    >>> sketch_name("amount", 0.01)
+    'amount:0.01'
+    """
+    return f"{column}:{accuracy!r}"

@@ -8,7 +8,15 @@ to the other and to `tiles.py`, checked against tests/reference.py.
 
 from __future__ import annotations
 
-__all__ = ["ANNOUNCE_SCRIPT", "FOLD_ARGS", "FOLD_SCRIPT", "MERGE_SCRIPT"]
+__all__ = [
+    "ANNOUNCE_SCRIPT",
+    "FOLD_ARGS",
+    "FOLD_SCRIPT",
+    "MERGE_SCRIPT",
+    "NEWEST_SCRIPT",
+    "PICK_SCRIPT",
+    "SKETCH_SUM_SCRIPT",
+]
 
 # The merge rules of `TileLayout.merge`, in Lua, for both scripts below: `combine` folds the
 # state `old` into `new`, in place. `code` holds the layout's merge codes, one per slot.
@@ -25,6 +33,12 @@ local function combine(code, width, old, new)
       local older = old[i] < new[i] or (old[i] == new[i] and (old[i+1] < new[i+1] or
         (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
       if not older then for j = i, i + 3 do new[j] = old[j] end end
+      i = i + 3
+    elseif c == 'F' then
+      -- (time, partition, offset, value): the lesser (time, partition, offset) wins
+      local older = old[i] < new[i] or (old[i] == new[i] and (old[i+1] < new[i+1] or
+        (old[i+1] == new[i+1] and old[i+2] <= new[i+2])))
+      if older then for j = i, i + 3 do new[j] = old[j] end end
       i = i + 3
     elseif c == 'V' then
       -- (n, mean, M2) of two parts, combined with Chan et al.'s formula
@@ -43,14 +57,43 @@ local function combine(code, width, old, new)
 end
 """
 
+# `last_n`'s per-tile lists: entries (time, partition, offset, value) packed as 4 doubles (the
+# last the value's byte length) then the value's bytes, newest first by (time, partition,
+# offset). Both scripts that touch them share these.
+_LUA_NEWEST = """
+local function decode_entries(blob)
+  local out, pos = {}, 1
+  while pos <= #blob do
+    local t, p, o, size = struct.unpack('<dddd', blob, pos)
+    pos = pos + 32
+    out[#out + 1] = {t, p, o, string.sub(blob, pos, pos + size - 1)}
+    pos = pos + size
+  end
+  return out
+end
+local function is_newer(a, b)
+  return a[1] > b[1] or (a[1] == b[1] and (a[2] > b[2] or (a[2] == b[2] and a[3] > b[3])))
+end
+local function encode_newest(entries, n)
+  table.sort(entries, is_newer)
+  local parts = {}
+  for i = 1, math.min(n, #entries) do
+    local e = entries[i]
+    parts[i] = struct.pack('<dddd', e[1], e[2], e[3], #e[4]) .. e[4]
+  end
+  return table.concat(parts)
+end
+"""
+
 # One shard of a view version (featurestore/online/layout.py): every key it touches is in KEYS
-# or is a suffix of one (an entity's cache and HyperLogLogs), so all share the shard's hash tag.
+# or is a suffix of one (an entity's cache, HyperLogLogs, sketches), so all share the shard's
+# hash tag.
 # KEYS[1] = the shard's positions hash, KEYS[2] = its rebuild marker, KEYS[3..] = the entity
 # bucket hashes the rows write. ARGV: merge codes, json positions, (unused), json ttls (ms),
 # rows blob, json distinct values, the epoch the writer holds ('' when it has seen none), the
-# epoch to store if none is. A row is (key index, field, state...) as float64s; key index 0 is
-# KEYS[3]; field -1 is the bucket total. Distinct values are [key index, field, column,
-# [values...]].
+# epoch to store if none is, json percentile sketch counts (see below). A row is (key index,
+# field, state...) as float64s; key index 0 is KEYS[3]; field -1 is the bucket total.
+# Distinct values are [key index, field, column, [values...]].
 #
 # Answers {1, epoch} when merged; {0, partition, stored offset} when a stored position is ahead
 # of the expected one (another writer moved it: redo from there); {2, what, stored} when the
@@ -61,6 +104,7 @@ end
 # partition must not hide a loss on another.
 MERGE_SCRIPT = (
     _LUA_COMBINE
+    + _LUA_NEWEST
     + """
 local width = #ARGV[1]
 local code = {}
@@ -121,6 +165,46 @@ for _, h in ipairs(cjson.decode(ARGV[6])) do
     redis.call('PFADD', hll, unpack(values, first, math.min(first + 999, #values)))
   end
   if ttls[h[1] + 1] >= 0 then redis.call('PEXPIRE', hll, ttls[h[1] + 1]) end
+end
+-- Percentile sketches (ARGV[9], absent from older callers): [key index, field, sketch,
+-- [bucket key, count, ...]] — bucket keys as strings (cjson would round big numbers).
+if ARGV[9] then
+  for _, q in ipairs(cjson.decode(ARGV[9])) do
+    local sketch = keys[q[1] + 1] .. ':q:' .. q[3] .. ':' .. q[2]
+    local pairs_ = q[4]
+    for j = 1, #pairs_, 2 do
+      redis.call('HINCRBY', sketch, pairs_[j], pairs_[j + 1])
+    end
+    redis.call('PEXPIRE', sketch, ttls[q[1] + 1])
+  end
+end
+-- `first` / `last` of string columns (ARGV[10]): [key index, field, column, 'first'|'last',
+-- time, partition, offset, value]; a tile keeps its winner as the packed (time, partition,
+-- offset) then the value's bytes.
+if ARGV[10] then
+  for _, x in ipairs(cjson.decode(ARGV[10])) do
+    local pick = keys[x[1] + 1] .. ':s:' .. x[3] .. ':' .. x[4] .. ':' .. x[2]
+    local cur = redis.call('GET', pick)
+    local take = true
+    if cur then
+      local t, p, o = struct.unpack('<ddd', cur)
+      local later = x[5] > t or (x[5] == t and (x[6] > p or (x[6] == p and x[7] > o)))
+      if x[4] == 'last' then take = later else take = not later end
+    end
+    if take then redis.call('SET', pick, struct.pack('<ddd', x[5], x[6], x[7]) .. x[8]) end
+    redis.call('PEXPIRE', pick, ttls[x[1] + 1])
+  end
+end
+-- `last_n` (ARGV[11]): [key index, field, column, n, [[time, partition, offset, value], ...]];
+-- a tile keeps its n newest events, newest first (see `_LUA_NEWEST`).
+if ARGV[11] then
+  for _, x in ipairs(cjson.decode(ARGV[11])) do
+    local list = keys[x[1] + 1] .. ':n:' .. x[3] .. ':' .. x[4] .. ':' .. x[2]
+    local entries = decode_entries(redis.call('GET', list) or '')
+    for _, e in ipairs(x[5]) do entries[#entries + 1] = e end
+    redis.call('SET', list, encode_newest(entries, x[4]))
+    redis.call('PEXPIRE', list, ttls[x[1] + 1])
+  end
 end
 for _, p in ipairs(positions) do
   redis.call('HSET', KEYS[1], p[1], p[3] .. ':' .. p[4])
@@ -220,3 +304,70 @@ return table.concat(out)
 
 
 FOLD_ARGS = 7  # the fold script's ARGV count
+
+
+# KEYS: the percentile sketch hashes of one window of one entity (all of one shard: one slot),
+# "<bucket hash>:q:<column>:<accuracy>:<field>". Returns their bucket counts summed, as a flat
+# [bucket key, count, ...] (keys as Redis holds them: strings). A window's sketch is that sum.
+SKETCH_SUM_SCRIPT = """
+local total = {}
+local order = {}
+for _, key in ipairs(KEYS) do
+  local flat = redis.call('HGETALL', key)
+  for j = 1, #flat, 2 do
+    local k = flat[j]
+    if total[k] then total[k] = total[k] + tonumber(flat[j + 1])
+    else total[k] = tonumber(flat[j + 1]); order[#order + 1] = k end
+  end
+end
+local out = {}
+for _, k in ipairs(order) do
+  out[#out + 1] = k
+  out[#out + 1] = string.format('%d', total[k])
+end
+return out
+"""
+
+
+# KEYS: the `first` / `last` values of one string column in one window of one entity (one
+# slot), "<bucket hash>:s:<column>:<first|last>:<field>"; ARGV[1]: 'first' or 'last'. Returns
+# the value of the winning event — the least (first) or greatest (last) (time, partition,
+# offset) — or nil when no tile holds one.
+PICK_SCRIPT = """
+local best, value = nil, nil
+for _, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur then
+    local t, p, o = struct.unpack('<ddd', cur)
+    local better = true
+    if best then
+      local later = t > best[1] or
+        (t == best[1] and (p > best[2] or (p == best[2] and o > best[3])))
+      if ARGV[1] == 'last' then better = later else better = not later end
+    end
+    if better then best = {t, p, o}; value = string.sub(cur, 25) end
+  end
+end
+return value
+"""
+
+
+# KEYS: the `last_n` lists of one column in one window of one entity (one slot),
+# "<bucket hash>:n:<column>:<n>:<field>"; ARGV[1]: n. Returns the values of the window's n
+# newest events, newest first (an empty array when it holds none).
+NEWEST_SCRIPT = (
+    _LUA_NEWEST
+    + """
+local entries = {}
+for _, key in ipairs(KEYS) do
+  local blob = redis.call('GET', key)
+  if blob then
+    for _, e in ipairs(decode_entries(blob)) do entries[#entries + 1] = e end
+  end
+end
+table.sort(entries, is_newer)
+local out = {}
+for i = 1, math.min(tonumber(ARGV[1]), #entries) do out[i] = entries[i][4] end
+return out
+"""
+)

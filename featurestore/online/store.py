@@ -36,6 +36,8 @@ from featurestore.config import RedisSettings
 from featurestore.errors import OnlineStoreError
 from featurestore.online.base import (
     Merged,
+    Newest,
+    Pick,
     ShardWrite,
     StateLost,
     StateRead,
@@ -44,7 +46,15 @@ from featurestore.online.base import (
 )
 from featurestore.online.layout import POSITIONS, REBUILD, entity_part, shard_of, shard_tag, tag_of
 from featurestore.online.plan import LIFETIME_BUCKET
-from featurestore.online.scripts import ANNOUNCE_SCRIPT, FOLD_ARGS, FOLD_SCRIPT, MERGE_SCRIPT
+from featurestore.online.scripts import (
+    ANNOUNCE_SCRIPT,
+    FOLD_ARGS,
+    FOLD_SCRIPT,
+    MERGE_SCRIPT,
+    NEWEST_SCRIPT,
+    PICK_SCRIPT,
+    SKETCH_SUM_SCRIPT,
+)
 from featurestore.positions import NO_POSITION, Position, PositionConflict
 from featurestore.redis_client import STORE, make_client, make_node_pipe, make_pipe, redis_errors
 from featurestore.redis_pipe import RedisPipe, array_head, bulks, pack
@@ -79,6 +89,9 @@ class OnlineStore(TileStore):
         self._merge = self.client.register_script(MERGE_SCRIPT)
         self._announce = self.client.register_script(ANNOUNCE_SCRIPT)
         self._fold = self.client.register_script(FOLD_SCRIPT)
+        self._sketch_sum = self.client.register_script(SKETCH_SUM_SCRIPT)
+        self._pick = self.client.register_script(PICK_SCRIPT)
+        self._newest = self.client.register_script(NEWEST_SCRIPT)
 
     def close(self) -> None:
         """Close the connections: the async reads' ones (call this on the event loop that used
@@ -163,10 +176,14 @@ class OnlineStore(TileStore):
         distinct: Sequence[tuple[int, str, str, list[str]]] = (),
         epoch: str | None = None,
         shard: int = 0,
+        sketches: Sequence[tuple[int, str, str, list[str | int]]] = (),
+        picks: Sequence[Pick] = (),
+        newest: Sequence[Newest] = (),
     ) -> Merged | PositionConflict | StateLost:
         """Merge `rows` (key index, field, state...) into one shard and move its partitions
         from -> to, atomically. `keys` are "<entity part>:<bucket>" (layout.py), all of the
-        shard.
+        shard. `distinct` and `sketches` add to the tiles' HyperLogLogs and percentile
+        sketches in the same step.
 
         Returns the shard's epoch marker once merged (a new one when none was stored). Changes
         nothing and returns a `PositionConflict` when a stored position is ahead of the expected
@@ -174,7 +191,9 @@ class OnlineStore(TileStore):
         `epoch` (given: the one the writer holds) or a stored position is behind the expected
         one.
         """
-        write = ShardWrite(shard, keys, ttls_ms, rows, moves, distinct, epoch)
+        write = ShardWrite(
+            shard, keys, ttls_ms, rows, moves, distinct, epoch, sketches, picks, newest
+        )
         return self.merge_shards(view, version, layout, [write])[0]
 
     def merge_shards(
@@ -241,7 +260,95 @@ class OnlineStore(TileStore):
             write.epoch or "",
             uuid.uuid4().hex,
         ]
+        # Optional trailing arguments: percentile sketches, string picks, last_n lists.
+        extra = [list(write.sketches), list(write.picks), list(write.newest)]
+        while extra and not extra[-1]:
+            extra.pop()
+        args += [orjson.dumps(part) for part in extra]
         return keys, args
+
+    def read_newest(self, windows: Sequence[tuple[int, Sequence[str]]]) -> list[list[str]]:
+        """Per (n, one entity's window's `last_n` keys), the n newest values as text, newest
+        first, by a script per window, pipelined; a second round trip like `read_sketches`."""
+        calls: list[tuple[list[str], list[Any]]] = [
+            (list(keys), [str(n)]) for n, keys in windows if keys
+        ]
+        found = iter(self._run_all(self._newest.sha, NEWEST_SCRIPT, calls))
+        return [[_text(v) for v in next(found)] if keys else [] for _n, keys in windows]
+
+    async def read_newest_async(
+        self, windows: Sequence[tuple[int, Sequence[str]]]
+    ) -> list[list[str]]:
+        """`read_newest` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_newest, windows)
+
+    def read_picks(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[str | None]:
+        """Per (function, one entity's window's keys of a string `first` / `last`), the winning
+        value, by a script per window, pipelined; a second round trip like `read_sketches`."""
+        calls: list[tuple[list[str], list[Any]]] = [
+            (list(keys), [function]) for function, keys in windows if keys
+        ]
+        answers = self._run_all(self._pick.sha, PICK_SCRIPT, calls)
+        found = iter(answers)
+        return [
+            (None if (answer := next(found)) is None else _text(answer)) if keys else None
+            for _function, keys in windows
+        ]
+
+    async def read_picks_async(
+        self, windows: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[str | None]:
+        """`read_picks` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_picks, windows)
+
+    def _run_all(
+        self, sha: str, script: str, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """EVALSHA of one script per call, pipelined, loading it where a server lacks it."""
+        if not calls:
+            return []
+        with redis_errors(self.config):
+            answers = self._evalsha_all(sha, calls)
+            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                self.client.script_load(script)  # a restarted or flushed server
+                answers = self._evalsha_all(sha, calls)
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        return answers
+
+    def _evalsha_all(self, sha: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def read_sketches(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """Per list of one entity's window's percentile sketch keys (one slot), their bucket
+        counts summed by a script, pipelined (one round trip per node). A second round trip
+        after `read`'s, taken only by views with percentiles; a batch merged between the two
+        can show in one and not the other, as between two reads."""
+        return [{int(k): n for k, n in counts.items()} for counts in self.read_counts(windows)]
+
+    def read_counts(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """Per list of one entity's window's count hashes (percentile sketches, `top_k` value
+        counts; one slot), their counts summed by a script, pipelined."""
+        calls: list[tuple[list[str], list[Any]]] = [(list(keys), []) for keys in windows if keys]
+        answers = self._run_all(self._sketch_sum.sha, SKETCH_SUM_SCRIPT, calls)
+        found = iter(answers)
+        out: list[dict[str, int]] = []
+        for keys in windows:
+            flat = next(found) if keys else []
+            out.append({_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)})
+        return out
+
+    async def read_counts_async(self, windows: Sequence[Sequence[str]]) -> list[dict[str, int]]:
+        """`read_counts` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_counts, windows)
+
+    async def read_sketches_async(self, windows: Sequence[Sequence[str]]) -> list[dict[int, int]]:
+        """`read_sketches` in a worker thread (its pooled connections are blocking ones)."""
+        return await asyncio.to_thread(self.read_sketches, windows)
 
     def read(
         self,

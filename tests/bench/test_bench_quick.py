@@ -36,3 +36,17 @@ def test_quick_run_prints_the_figures_as_json(
     assert figures["worker_values_wrong"] == 0
     assert figures["worker_late"] == 0
     assert figures["freshness_probes_never_visible"] == 0
+
+
+@pytest.mark.integration
+def test_quick_run_of_the_percentile_variant(
+    run_quick: Callable[..., dict[str, Any]], kafka: KafkaSettings, redis: str
+) -> None:
+    """`--percentiles --last-n 5`: the same workload with p50/p90/p99 of amount over every
+    window and its 5 newest amounts."""
+    figures = run_quick(
+        "ingest.py", "--no-quix", "--percentiles", "--last-n", "5", kafka=kafka, redis=redis
+    )
+    assert figures["percentiles"] is True and figures["last_n"] == 5
+    assert figures["events_per_s"] > 0
+    assert figures["worker_values_wrong"] == 0

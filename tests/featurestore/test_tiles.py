@@ -39,7 +39,7 @@ COLUMNS = ("amount", "qty", "flag")
 # Every (function, column) a view can aggregate here; approx_count_distinct lives in Redis HLLs.
 PAIRS = [("count", None), ("count", "amount")] + [
     (function, column)
-    for function in ("sum", "mean", "min", "max", "variance", "stddev", "last")
+    for function in ("sum", "mean", "min", "max", "variance", "stddev", "last", "first")
     for column in COLUMNS
 ]
 
@@ -127,7 +127,7 @@ def assert_feature(
         return
     assert got is not None, message
     function = feature.function.value
-    if function in ("count", "min", "max", "last"):
+    if function in ("count", "min", "max", "last", "first"):
         assert got == float(want), message
         return
     xs = [float(e.values[feature.column]) for e in in_window] if feature.column else []
@@ -477,6 +477,26 @@ def test_last_breaks_ties_by_partition_then_offset_across_batches() -> None:
         assert reference.features_at(layout, T0 // MINUTE, tiles, states) == {"amount_last_1m": 2.0}
         tiles, states = as_arrays(layout, reduce_batch(layout, [events[i] for i in order]))
         assert reference.features_at(layout, T0 // MINUTE, tiles, states) == {"amount_last_1m": 2.0}
+
+
+def test_first_breaks_ties_by_partition_then_offset_across_batches() -> None:
+    view = make_view("1m", [("first", "amount", ["1m"])])
+    layout = TileLayout(view)
+    events = [
+        ev(T0 + 5, 1.0, partition=2, offset=7),
+        ev(T0 + 5, 2.0, partition=1, offset=9),  # the winner: same ts, the lower partition
+        ev(T0 + 5, 3.0, partition=1, offset=50),
+        ev(T0 + 6, 4.0, partition=0, offset=1),  # newer, whatever its partition
+    ]
+    assert reference.feature_value(events, "first", "amount", MINUTE, MINUTE, T0 + 6) == 2.0
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
+        rows = [row for i in order for row in reduce_batch(layout, [events[i]])]
+        tiles, states = as_arrays(layout, rows)
+        got = reference.features_at(layout, T0 // MINUTE, tiles, states)
+        assert got == {"amount_first_1m": 2.0}
+        tiles, states = as_arrays(layout, reduce_batch(layout, [events[i] for i in order]))
+        got = reference.features_at(layout, T0 // MINUTE, tiles, states)
+        assert got == {"amount_first_1m": 2.0}
 
 
 def test_online_read_includes_its_whole_own_tile() -> None:

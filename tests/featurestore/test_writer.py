@@ -56,6 +56,7 @@ VIEW = FeatureView(
         Aggregation(column="amount", function="max", windows=["10m"]),
         Aggregation(column="amount", function="stddev", windows=["1h"]),
         Aggregation(column="amount", function="last", windows=["2h"]),
+        Aggregation(column="amount", function="first", windows=["10m", "2h"]),
     ],
 )
 

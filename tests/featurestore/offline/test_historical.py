@@ -32,7 +32,7 @@ SOURCE = KafkaSource(
     timestamp_field="ts",
     schema={"user_id": "string", "amount": "float64", "merchant": "string"},
 )
-FUNCTIONS = ["count", "sum", "mean", "min", "max", "variance", "stddev", "last"]
+FUNCTIONS = ["count", "sum", "mean", "min", "max", "variance", "stddev", "last", "first"]
 
 
 def make_view(
