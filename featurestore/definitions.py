@@ -314,15 +314,6 @@ def _window_key(window: Window) -> tuple[int, int, int]:
     )
 
 
-def _kept_beside_tiles(agg: Aggregation, schema: dict[str, ValueType]) -> bool:
-    """Whether a function's per-tile values live beside the float tile states (percentile
-    sketches, `last_n`, `top_k`, `first` / `last` of a string column), not in them."""
-    if agg.function in (Function.APPROX_PERCENTILE, Function.LAST_N, Function.TOP_K):
-        return True
-    strings = agg.column is not None and schema.get(agg.column) is ValueType.STRING
-    return agg.function in (Function.FIRST, Function.LAST) and strings
-
-
 def _percent(q: float) -> str:
     """A percentile's name: 0.9 -> '90', 0.999 -> '99_9', 0.5 -> '50'."""
     return f"{round(q * 100, 6):g}".replace(".", "_")
@@ -409,12 +400,6 @@ class FeatureView(_Definition):
                     )
             for feature, window, _percentile in agg.feature_specs():
                 spec = parse_window(window)
-                if spec.is_lifetime and _kept_beside_tiles(agg, schema):
-                    problems.append(
-                        f"{feature}: {agg.function} of {agg.column!r} over a lifetime window "
-                        "is not supported yet (its per-tile values have no lifetime state); "
-                        "use a long sliding window instead, e.g. '365d'"
-                    )
                 parts = [("length", spec.length), ("step", spec.every), ("offset", spec.offset)]
                 for what, text in parts if not spec.is_lifetime else []:
                     if text is not None and duration_us(text) % tile:

@@ -143,6 +143,12 @@ class ViewWriter:
         self.view = view
         self.version = version
         self.layout = TileLayout(view)
+        # A lifetime window of a function kept beside the tiles: those values go to the
+        # entity's lifetime key too.
+        self._lifetime_beside = any(
+            f.window.is_lifetime and (f.aside or f.function is Function.APPROX_PERCENTILE)
+            for f in self.layout.features
+        )
         self.retry = retry
         self.shards = online.shards
         # Where each partition resumes: the lowest of its shards' positions.
@@ -538,30 +544,33 @@ class ViewWriter:
                 distinct.append((key, tile_fields[group], column, sorted(members)))
             for group, members in per_bucket.items():
                 distinct.append((group, BUCKET_FIELD, column, sorted(members)))
+        # Counts beside the tiles, per tile, per bucket and (for a lifetime window of a
+        # function kept beside the tiles) per entity into its lifetime key, which
+        # `_lifetime_rows` puts right after the bucket keys, in entity-code order.
+        places: list[tuple[I64, Callable[[int], tuple[int, str]]]] = [
+            (tile_group, lambda g: (int(key_of_tile_group[g]), tile_fields[g])),
+            (bucket_group, lambda g: (g, BUCKET_FIELD)),
+        ]
+        if self._lifetime_beside:
+            places.append((codes, lambda g: (len(bucket_first) + g, BUCKET_FIELD)))
         sketches: list[tuple[int, str, str, list[str | int]]] = []
         for column, accuracy in layout.sketches:
             numbers = np.asarray(batch.columns[column], dtype=np.float64)[applied]
             name = sketch_name(column, accuracy)
             bucket_keys_ = bucket_keys(numbers, accuracy)
-            for group, counted in _sketch_counts(tile_group, bucket_keys_):
-                key = int(key_of_tile_group[group])
-                sketches.append((key, tile_fields[group], name, counted))
-            for group, counted in _sketch_counts(bucket_group, bucket_keys_):
-                sketches.append((group, BUCKET_FIELD, name, counted))
+            for grouping, where in places:
+                for group, counted in _sketch_counts(grouping, bucket_keys_):
+                    sketches.append((*where(group), name, counted))
         for column in layout.counted:
             encoded = pa.array([batch.columns[column][i] for i in taken], pa.string())
             encoded = encoded.dictionary_encode()
             texts = encoded.dictionary.to_pylist()
             value_codes = encoded.indices.to_numpy().astype(np.int64)
             name = value_counts(column)
-            for placed, grouping in ((True, tile_group), (False, bucket_group)):
+            for grouping, where in places:
                 for group, flat in _sketch_counts(grouping, value_codes):
                     named = [texts[int(x)] if i % 2 == 0 else x for i, x in enumerate(flat)]
-                    if placed:
-                        key, field = int(key_of_tile_group[group]), tile_fields[group]
-                    else:
-                        key, field = group, BUCKET_FIELD
-                    sketches.append((key, field, name, named))
+                    sketches.append((*where(group), name, named))
         ttl_list = [int(t) for t in ttls]
         if view.has_lifetime:
             rows = self._lifetime_rows(batch, taken, codes, names, keys, ttl_list, rows, distinct)
@@ -638,6 +647,9 @@ class ViewWriter:
             (tile_group, [(k, str(f)) for k, f in zip(key_of_tile, field_of_tile, strict=True)]),
             (bucket_group, [(g, BUCKET_FIELD) for g in range(len(bucket_first))]),
         ]
+        if self._lifetime_beside:  # the entity's lifetime key: right after the bucket keys
+            entities = int(codes.max()) + 1 if len(codes) else 0
+            places.append((codes, [(len(bucket_first) + c, BUCKET_FIELD) for c in range(entities)]))
         return _SideGroups(taken, ts, batch.partition[applied], batch.offset[applied], places)
 
     def _picks(self, sides: _SideGroups, batch: EventBatch) -> list[Pick]:

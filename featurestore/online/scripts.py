@@ -175,7 +175,7 @@ if ARGV[9] then
     for j = 1, #pairs_, 2 do
       redis.call('HINCRBY', sketch, pairs_[j], pairs_[j + 1])
     end
-    redis.call('PEXPIRE', sketch, ttls[q[1] + 1])
+    if ttls[q[1] + 1] >= 0 then redis.call('PEXPIRE', sketch, ttls[q[1] + 1]) end
   end
 end
 -- `first` / `last` of string columns (ARGV[10]): [key index, field, column, 'first'|'last',
@@ -192,7 +192,7 @@ if ARGV[10] then
       if x[4] == 'last' then take = later else take = not later end
     end
     if take then redis.call('SET', pick, struct.pack('<ddd', x[5], x[6], x[7]) .. x[8]) end
-    redis.call('PEXPIRE', pick, ttls[x[1] + 1])
+    if ttls[x[1] + 1] >= 0 then redis.call('PEXPIRE', pick, ttls[x[1] + 1]) end
   end
 end
 -- `last_n` (ARGV[11]): [key index, field, column, n, [[time, partition, offset, value], ...]];
@@ -203,7 +203,7 @@ if ARGV[11] then
     local entries = decode_entries(redis.call('GET', list) or '')
     for _, e in ipairs(x[5]) do entries[#entries + 1] = e end
     redis.call('SET', list, encode_newest(entries, x[4]))
-    redis.call('PEXPIRE', list, ttls[x[1] + 1])
+    if ttls[x[1] + 1] >= 0 then redis.call('PEXPIRE', list, ttls[x[1] + 1]) end
   end
 end
 for _, p in ipairs(positions) do

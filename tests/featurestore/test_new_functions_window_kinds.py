@@ -1,5 +1,5 @@
 """The functions kept beside the tile states (percentiles, `first` / `last` of a string column,
-`last_n`, `top_k`) over every window kind that has tiles (sliding, offset, hopping, tumbling):
+`last_n`, `top_k`) over every window kind (sliding, offset, hopping, tumbling, lifetime):
 random out-of-order events with late ones go through the real writer into a real Redis and
 offline log; online reads, training rows (values and statuses) and `verify` must equal
 tests/reference.py, and a percentile must be the same number online and offline.
@@ -44,7 +44,6 @@ from tests.reference import Event
 
 pytestmark = pytest.mark.integration
 
-TILED_KINDS = tuple(kind for kind in KINDS if kind != "lifetime")
 ALPHA = 0.01
 
 
@@ -72,7 +71,7 @@ def make_view(windows: list[str]) -> FeatureView:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict[str, Any]:
-    windows = draw(st.lists(st.sampled_from(TILED_KINDS), min_size=1, max_size=3, unique=True))
+    windows = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=3, unique=True))
     pool = [T0 + k * MINUTE + d for k in range(0, 16) for d in (0, 1, -1, MINUTE // 2)]
     offsets = {0: 0, 1: 0}
     events = []
@@ -106,10 +105,12 @@ def windows_of(view: FeatureView) -> dict[str, str]:
 
 def online_exact(view: FeatureView, feature: str, mine: list[Event], t: int) -> bool:
     """As in test_window_kinds: a window ending at t's tile is exact online unless an event
-    after t is in t's own tile."""
+    after t is in t's own tile (sliding) or anywhere (lifetime)."""
     spec = tile_window(windows_of(view)[feature], view.tile_us)
     if not spec.cuts_at_read_time:
         return True
+    if spec.is_lifetime:
+        return all(e.ts <= t for e in mine)
     return all(e.ts <= t or e.ts // MINUTE != t // MINUTE for e in mine)
 
 
@@ -198,8 +199,3 @@ def test_functions_beside_the_tiles_equal_the_reference_over_every_window_kind(
                         assert matches(name, value.value, want[name]), (where, value, want)
     if report is not None:
         assert [c.feature for c in report.checks if c.mismatched] == [], report.checks
-
-
-def test_a_function_kept_beside_the_tiles_refuses_a_lifetime_window() -> None:
-    with pytest.raises(ValueError, match="amount_p50_lifetime: approx_percentile of 'amount'"):
-        make_view(["lifetime"])
