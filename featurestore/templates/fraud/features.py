@@ -59,7 +59,11 @@ user_aggregations = [
 ]
 # Read by the "with" model only (`fraud_detection_realtime`), beside the request-time feature:
 # the demo reports the holdout AUC with and without them.
-richer_user_aggregations: list[Aggregation] = []
+richer_user_aggregations: list[Aggregation] = [
+    # The 90th percentile of the user's amounts over the last day: a DDSketch per tile, the
+    # same number online and offline (docs/semantics.md).
+    Aggregation(column="amount", function="approx_percentile", windows=["24h"], percentiles=[0.9]),
+]
 
 user_txn = FeatureView(
     name="user_txn",
