@@ -77,7 +77,8 @@ def test_quick_demo_runs_every_step_and_says_so(
     # Both models' holdout AUCs, without and with the request-time feature, on the same rows.
     compared = re.search(
         r"holdout AUC without the added features (\d\.\d+) \(fraud@\d+\), with them "
-        r"(\d\.\d+) \(fraud_realtime@\d+: \+ amount_vs_user_mean_24h\): ([+-]\d\.\d+)",
+        r"(\d\.\d+) \(fraud_realtime@\d+: \+ amount_p90_24h, amount_vs_user_mean_24h\): "
+        r"([+-]\d\.\d+)",
         out,
     )
     assert compared is not None, out[-4000:]

@@ -56,7 +56,7 @@ def test_the_fraud_repo_has_a_request_time_feature_of_the_amount_against_the_24h
     out = compute(feature, inputs, 3)["amount_vs_user_mean_24h"]
     assert out[0] == 3.0 and np.isnan(out[1:]).all()  # no history: missing, not infinite
     realtime = contents.services["fraud_detection_realtime"].refs()
-    assert realtime[-1] == "amount_vs_user_mean:amount_vs_user_mean_24h" and len(realtime) == 21
+    assert realtime[-1] == "amount_vs_user_mean:amount_vs_user_mean_24h" and len(realtime) == 22
 
 
 def test_the_with_model_reads_what_the_realtime_service_adds_and_the_without_does_not() -> None:
@@ -65,23 +65,27 @@ def test_the_with_model_reads_what_the_realtime_service_adds_and_the_without_doe
     realtime = contents.services["fraud_detection_realtime"].refs()
     assert set(base) < set(realtime)
     assert [ref for ref in realtime if ref not in base] == [
-        "amount_vs_user_mean:amount_vs_user_mean_24h"
+        "user_txn:amount_p90_24h",
+        "amount_vs_user_mean:amount_vs_user_mean_24h",
     ]
 
 
 def test_one_line_puts_a_richer_aggregation_in_the_with_model_only(tmp_path: Path) -> None:
-    """How a percentile (or any aggregation) joins the comparison: one line in the template's
-    `richer_user_aggregations`; here `min`, which every build has."""
+    """How an aggregation joins the comparison: one line in the template's
+    `richer_user_aggregations` (which holds the 90th percentile); here `min` besides."""
     text = (REPO / "features.py").read_text()
-    line = "richer_user_aggregations: list[Aggregation] = []"
+    line = "richer_user_aggregations: list[Aggregation] = [\n"
     assert line in text
     richer = text.replace(
-        line,
-        line[:-2] + '[Aggregation(column="amount", function="min", windows=["1h"])]',
+        line, line + '    Aggregation(column="amount", function="min", windows=["1h"]),\n'
     )
     (tmp_path / "features.py").write_text(richer)
     contents = load_repo(tmp_path)
     base = contents.services["fraud_detection"].refs()
     added = [r for r in contents.services["fraud_detection_realtime"].refs() if r not in base]
     assert len(base) == 20
-    assert added == ["user_txn:amount_min_1h", "amount_vs_user_mean:amount_vs_user_mean_24h"]
+    assert added == [
+        "user_txn:amount_min_1h",
+        "user_txn:amount_p90_24h",
+        "amount_vs_user_mean:amount_vs_user_mean_24h",
+    ]
