@@ -94,7 +94,10 @@ def test_quick_demo_runs_every_step_and_says_so(
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["metrics"]["auc"] > 0.75
     compared_json = summary["with_without"]
-    assert compared_json["added"] == ["amount_vs_user_mean:amount_vs_user_mean_24h"]
+    assert compared_json["added"] == [
+        "user_txn:amount_p90_24h",
+        "amount_vs_user_mean:amount_vs_user_mean_24h",
+    ]
     assert compared_json["without"]["auc"] == summary["metrics"]["auc"]
     assert 0.75 < compared_json["with"]["auc"] <= 1.0
     assert summary["ingested"] == summary["events"] > 0
