@@ -15,14 +15,22 @@ request parse, so the figures can be read against the server CPU per saturated p
 
     python bench/on_demand_cost.py            # ~10 s
     python bench/on_demand_cost.py --quick
+    python bench/on_demand_cost.py --against /tmp/od-base   # old code's evaluate, interleaved
+
+`--against DIR` times the `featurestore/on_demand.py` of another checkout (e.g. a `git worktree`
+of main) in the same process, each timing of this code followed by one of that, so a shared
+machine's load falls on both alike (`against_on_demand_us`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import timeit
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -32,7 +40,7 @@ from _report import log
 from serving_on_demand import ON_DEMAND as FEATURES
 from serving_workload import VIEW
 
-from featurestore.on_demand import PreparedFeature, evaluate
+import featurestore.on_demand as this_on_demand
 
 
 def request_body(rows: int) -> bytes:
@@ -48,7 +56,9 @@ def request_body(rows: int) -> bytes:
     )
 
 
-def per_request_us(rows: int, calls: int, repeat: int) -> dict[str, float]:
+def per_request_us(
+    rows: int, calls: int, repeat: int, against: ModuleType | None = None
+) -> dict[str, float]:
     """The added work per request, and the body parse it rides on (for scale)."""
     body = request_body(rows)
     request = orjson.loads(body)["request"]
@@ -59,13 +69,21 @@ def per_request_us(rows: int, calls: int, repeat: int) -> dict[str, float]:
     }
     matrix = np.full((rows, 14), np.nan)
 
-    prepared = [PreparedFeature.of(feature) for feature in FEATURES]  # as a model load does
+    def added_with(module: ModuleType) -> Any:
+        # As a model load does: each feature prepared once (rebuilt by that module's classes).
+        features = [
+            module.OnDemandFeature.model_validate(f.model_dump(by_alias=True)) for f in FEATURES
+        ]
+        prepared = [module.PreparedFeature.of(feature) for feature in features]
+        evaluate = module.evaluate
 
-    def added() -> None:
-        converted: dict[Any, Any] = {}  # one request's fields, converted once (scoring.py)
-        for column, feature in enumerate(prepared):
-            for values in evaluate(feature, request, views, rows, converted).values():
-                matrix[:, 12 + column] = values
+        def added() -> None:
+            converted: dict[Any, Any] = {}  # one request's fields, converted once (scoring.py)
+            for column, feature in enumerate(prepared):
+                for values in evaluate(feature, request, views, rows, converted).values():
+                    matrix[:, 12 + column] = values
+
+        return added
 
     def parse() -> None:
         orjson.loads(body)
@@ -74,13 +92,42 @@ def per_request_us(rows: int, calls: int, repeat: int) -> dict[str, float]:
         timer = timeit.Timer(work)
         return round(min(timer.repeat(repeat=repeat, number=calls)) / calls * 1e6, 2)
 
-    return {"on_demand_us": best(added), "json_parse_us": best(parse)}
+    result = {"json_parse_us": best(parse)}
+    if against is None:
+        return {"on_demand_us": best(added_with(this_on_demand)), **result}
+    works = {
+        "on_demand_us": added_with(this_on_demand),
+        "against_on_demand_us": added_with(against),
+    }
+    for name in works:
+        result[name] = float("inf")
+    for _ in range(repeat):  # interleaved: one timing of each in turn
+        for name, work in works.items():
+            result[name] = min(
+                result[name], round(timeit.timeit(work, number=calls) / calls * 1e6, 2)
+            )
+    return result
+
+
+def on_demand_module_at(folder: Path) -> ModuleType:
+    """`featurestore/on_demand.py` of another checkout, imported beside this one's."""
+    path = folder / "featurestore" / "on_demand.py"
+    spec = importlib.util.spec_from_file_location("against_on_demand", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--against: no {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"features": len(FEATURES), "calls": args.calls}
+    against = on_demand_module_at(args.against) if args.against else None
+    if args.against:
+        result["against"] = str(args.against)
     for name, rows in (("single", 1), (f"batch{args.batch}", args.batch)):
-        result[name] = per_request_us(rows, args.calls, args.repeat)
+        result[name] = per_request_us(rows, args.calls, args.repeat, against)
         log(f"{name}: {result[name]}")
     server_us = args.server_cpu_ms * 1000
     result["server_cpu_us_per_request"] = server_us
@@ -101,6 +148,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=0.224,
         help="server CPU per saturated single-entity predict (bench/serving.py) to compare with",
+    )
+    parser.add_argument(
+        "--against", type=Path, default=None, help="another checkout whose evaluate to time too"
     )
     add_common_arguments(parser, files=False)
     args = parser.parse_args(argv)

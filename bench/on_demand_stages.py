@@ -16,9 +16,11 @@ models of the same size (`--trees` trees, 31 leaves) over bench/serving.py's vie
 
 For each it reports the CPU per single-entity request (best of `--repeat` timings of
 `--calls` requests, interleaved: each timing runs the three in turn; many short timings, so the
-best falls in a quiet moment of a shared machine) and, from one cProfile run,
-each stage's share: body parse, plan, Redis read (the pipelined call; its wait is not CPU),
-on-demand evaluation, scoring, response, after-response.
+best falls in a quiet moment of a shared machine); the parse + matrix fill alone over one Redis
+answer held fixed, in a tight loop and each right after a plain predict (`on_demand_path_us`,
+`on_demand_path_cold_us`: on-demand minus wide, the on-demand path itself); and, from one
+cProfile run, each stage's share: body parse, plan, Redis read (the pipelined call; its wait is
+not CPU), on-demand evaluation, scoring, response, after-response.
 
     python bench/on_demand_stages.py            # ~1 minute
     python bench/on_demand_stages.py --quick
@@ -143,6 +145,60 @@ async def profiled(state: Any, model: str, body: bytes, calls: int) -> dict[str,
     return out
 
 
+class FillTimer:
+    """Times what the server does between Redis's answer and `Booster.predict` for one model
+    (`parse_predict` and `_FeatureReads.fill`: the matrix, and the on-demand path when the
+    model has one), over one real answer held fixed: the on-demand path without Redis's noise.
+    `hot`: CPU µs a request in a tight loop; `cold_ns`: one request's wall ns right after a
+    plain model's whole predict has run, as in the server, where each request's on-demand
+    code runs between other requests' Redis reads, trees and logging."""
+
+    def __init__(self, state: Any, body: bytes) -> None:
+        self.scoring = importlib.import_module("serving.scoring")
+        self.inputs = importlib.import_module("serving.inputs")
+        self.state, self.body = state, body
+        self.groups: Any = None
+        self.values: Any = None
+
+    async def read(self, model: str) -> None:
+        """Plan the model's groups and read Redis once: the answer every timing reuses."""
+        online = importlib.import_module("featurestore.online")
+        predictor = self.state.predictor
+        parsed = self.inputs.parse_predict(self.body, predictor.max_batch)
+        self.groups = self.scoring.plan_groups(predictor.models.snapshot.get(model), parsed, None)
+        reads = self.scoring._FeatureReads(self.groups, parsed)  # noqa: SLF001 - timed stage
+        as_of_us = time.time_ns() // 1_000
+        self.values = await online.read_views_async(predictor.online, reads.views, as_of_us)
+
+    def once(self) -> None:
+        parsed = self.inputs.parse_predict(self.body, self.state.predictor.max_batch)
+        self.scoring._FeatureReads(self.groups, parsed).fill(self.values)  # noqa: SLF001
+
+    def hot(self, calls: int) -> float:
+        began = time.process_time()
+        for _ in range(calls):
+            self.once()
+        return (time.process_time() - began) / calls * 1e6
+
+    def cold_ns(self) -> int:
+        began = time.perf_counter_ns()
+        self.once()
+        return time.perf_counter_ns() - began
+
+
+async def cold_fills(
+    state: Any, fills: dict[str, FillTimer], plain_body: bytes, calls: int
+) -> dict[str, float]:
+    """Median µs of each model's parse + fill, each timed right after a plain predict."""
+    samples: dict[str, list[int]] = {model: [] for model in fills}
+    for _ in range(calls):
+        for model, fill in fills.items():
+            scored = await state.predictor.predict(PLAIN, plain_body, None)
+            scored.after()
+            samples[model].append(fill.cold_ns())
+    return {model: round(float(np.median(ns)) / 1e3, 2) for model, ns in samples.items()}
+
+
 async def measure(state: Any, user: str, args: argparse.Namespace) -> dict[str, Any]:
     requests = bodies(user)
     for model, body in requests.items():  # warm: models loaded, plans and clients built
@@ -154,6 +210,14 @@ async def measure(state: Any, user: str, args: argparse.Namespace) -> dict[str, 
     for _ in range(args.repeat):
         for model, body in requests.items():
             best[model] = min(best[model], await timed(state, model, body, args.calls))
+    fills = {model: FillTimer(state, body) for model, body in requests.items()}
+    for model, fill in fills.items():
+        await fill.read(model)
+    fill_best: dict[str, float] = {model: float("inf") for model in requests}
+    for _ in range(args.repeat):
+        for model, fill in fills.items():
+            fill_best[model] = min(fill_best[model], fill.hot(args.calls * 4))
+    cold = await cold_fills(state, fills, requests[PLAIN], args.calls * 4)
     stages = {
         model: await profiled(state, model, body, args.profile_calls)
         for model, body in requests.items()
@@ -162,6 +226,12 @@ async def measure(state: Any, user: str, args: argparse.Namespace) -> dict[str, 
     return {
         "cpu_us_per_request": {model: round(us, 2) for model, us in best.items()},
         "vs_plain": {model: round(us / plain - 1, 4) for model, us in best.items()},
+        # Parse and fill only, Redis's answer held fixed: od - wide is the on-demand path,
+        # in a tight loop (hot) and each right after another request's predict (cold).
+        "parse_fill_us_per_request": {model: round(us, 2) for model, us in fill_best.items()},
+        "on_demand_path_us": round(fill_best[ON_DEMAND_MODEL] - fill_best[WIDE], 2),
+        "parse_fill_cold_us_median": cold,
+        "on_demand_path_cold_us": round(cold[ON_DEMAND_MODEL] - cold[WIDE], 2),
         "stages_us_profiled": stages,
     }
 

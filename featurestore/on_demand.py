@@ -67,6 +67,7 @@ _ALLOWED = {ValueType.FLOAT64: "fiub", ValueType.INT64: "iub", ValueType.BOOL: "
 _MESSAGE_CHARS = 300  # an exception message is cut here in answers
 _JSON_NUMBERS = frozenset({float, int, type(None)})
 _JSON_STRINGS = frozenset({str, type(None)})
+_F64_DTYPE = np.dtype(np.float64)  # native float64: numpy's builtin dtypes are singletons
 
 
 class RequestSource(_Definition):
@@ -202,9 +203,19 @@ def request_column(feature: str, field: str, kind: ValueType, values: Any, rows:
     >>> request_column("f", "amount", ValueType.FLOAT64, [1, None], 2)
     array([ 1., nan])
     """
-    column = _request_column(feature, field, kind, values, rows)
-    if column.flags.owndata:
-        column.flags.writeable = False  # shared by the functions of one request
+    if type(values) is list and len(values) == rows:
+        # A request's JSON values, the predict path's case: numbers or strings (and nulls),
+        # told by their types at C speed; anything else goes through the checks below.
+        if kind is ValueType.FLOAT64 and set(map(type, values)) <= _JSON_NUMBERS:
+            column: Column = np.array(values, dtype=np.float64)
+        elif kind is ValueType.STRING and set(map(type, values)) <= _JSON_STRINGS:
+            column = np.array(values, dtype=object)
+        else:
+            column = _request_column(feature, field, kind, values, rows)
+    else:
+        column = _request_column(feature, field, kind, values, rows)
+    if column is not values and column.flags.owndata:
+        column.setflags(write=False)  # shared by the functions of one request
     return column
 
 
@@ -271,6 +282,8 @@ class PreparedFeature:
     features: tuple[tuple[str, str], ...]  # view ref, input name
     outputs: tuple[tuple[str, ValueType], ...]
     output_names: frozenset[str]
+    # Per output: its name, type, the dtype kinds it accepts, whether infinity is checked.
+    checks: tuple[tuple[str, ValueType, str, bool], ...]
 
     @classmethod
     def of(cls, feature: OnDemandFeature) -> PreparedFeature:
@@ -282,6 +295,9 @@ class PreparedFeature:
             tuple((ref, ref.rsplit(":", 1)[-1]) for ref in feature.features),
             outputs,
             frozenset(name for name, _ in outputs),
+            tuple(
+                (name, kind, _ALLOWED[kind], kind is ValueType.FLOAT64) for name, kind in outputs
+            ),
         )
 
 
@@ -294,7 +310,7 @@ def compute(
 
     Raises `OnDemandError` naming the feature and the problem, never a wrong value.
     """
-    ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
+    ready = _prepared(feature)
     return _run(ready, {key: _read_only(value) for key, value in inputs.items()}, rows)
 
 
@@ -328,9 +344,21 @@ def _run(ready: PreparedFeature, given: dict[str, Column], rows: int) -> dict[st
             f"on-demand feature {name!r} returned outputs {sorted(map(str, result))}; "
             f"it declares {sorted(ready.output_names)}; return exactly the declared outputs"
         )
-    return {
-        output: _checked(name, output, kind, result[output], rows) for output, kind in ready.outputs
-    }
+    checked: dict[str, F64] = {}
+    for output, kind, allowed, finite in ready.checks:
+        value = result[output]
+        if (
+            type(value) is np.ndarray
+            and value.dtype is _F64_DTYPE
+            and finite
+            and value.shape == (rows,)
+            and rows <= 16
+            and not any(map(math.isinf, value.tolist()))
+        ):
+            checked[output] = value  # the usual float64 output, every check passed
+        else:
+            checked[output] = _checked(name, output, kind, allowed, finite, value, rows)
+    return checked
 
 
 def evaluate(
@@ -345,44 +373,51 @@ def evaluate(
     A request lacking a field the feature needs is a `RequestError` naming the field.
     `converted` keeps the request fields converted for one feature, for the next of the same
     request (the arrays are read-only to the functions)."""
-    ready = feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
+    ready = feature if type(feature) is PreparedFeature else _prepared(feature)
     inputs: dict[str, Column] = {}
-    for field, kind in ready.fields:
-        if converted is not None and (field, kind) in converted:
-            inputs[field] = converted[(field, kind)]
-            continue
-        if field not in request:
-            raise RequestError(
-                f"on-demand feature {ready.feature.name!r} needs request field {field!r} "
-                f"({kind}); send it in the request (offline: a column of the entity rows); "
-                f"given: {sorted(request)}"
+    for key in ready.fields:
+        column = converted.get(key) if converted is not None else None
+        if column is None:
+            field, kind = key
+            if field not in request:
+                raise RequestError(
+                    f"on-demand feature {ready.feature.name!r} needs request field {field!r} "
+                    f"({kind}); send it in the request (offline: a column of the entity rows); "
+                    f"given: {sorted(request)}"
+                )
+            column = _read_only(
+                request_column(ready.feature.name, field, kind, request[field], rows)
             )
-        column = request_column(ready.feature.name, field, kind, request[field], rows)
-        inputs[field] = _read_only(column)
-        if converted is not None:
-            converted[(field, kind)] = inputs[field]
+            if converted is not None:
+                converted[key] = column
+        inputs[key[0]] = column
     for ref, name in ready.features:
         inputs[name] = _read_only(view_values[ref])
     return _run(ready, inputs, rows)
 
 
-def _checked(feature: str, output: str, kind: ValueType, value: Any, rows: int) -> F64:
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+def _prepared(feature: OnDemandFeature | PreparedFeature) -> PreparedFeature:
+    return feature if isinstance(feature, PreparedFeature) else PreparedFeature.of(feature)
+
+
+def _checked(
+    feature: str, output: str, kind: ValueType, allowed: str, finite: bool, value: Any, rows: int
+) -> F64:
+    """One output as float64, or an `OnDemandError` saying what is wrong with it."""
+    array = value if type(value) is np.ndarray else np.asarray(value)
     if array.shape != (rows,):
         raise OnDemandError(
             f"on-demand feature {feature!r}, output {output!r}: returned shape {array.shape} "
             f"for {rows} rows; return one value per row"
         )
-    allowed = _ALLOWED[kind]
-    if array.dtype.kind not in allowed:
+    dtype = array.dtype
+    if dtype.kind not in allowed:
         raise OnDemandError(
             f"on-demand feature {feature!r}, output {output!r}: returned dtype {array.dtype}; "
             f"it is declared {kind}; return {kind} values or declare the type it returns"
         )
-    out: F64 = array if array.dtype == np.float64 else array.astype(np.float64)
-    if kind is ValueType.FLOAT64 and (
-        any(map(math.isinf, out.tolist())) if rows <= 16 else bool(np.isinf(out).any())
-    ):
+    out: F64 = array if dtype is _F64_DTYPE else array.astype(np.float64)
+    if finite and (any(map(math.isinf, out.tolist())) if rows <= 16 else bool(np.isinf(out).any())):
         raise OnDemandError(
             f"on-demand feature {feature!r}, output {output!r}: returned an infinite value; "
             "return NaN for missing"

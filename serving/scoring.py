@@ -214,7 +214,7 @@ class _FeatureReads:
         if any(group.version.on_demand for group in self.groups):
             for read_values in results.values():
                 # On-demand functions read columns of these: read-only, they need no copy.
-                read_values.values.flags.writeable = False
+                read_values.values.setflags(write=False)
         # Per read, the entities without an event in any window of the view. A count or a sum
         # of such a window reads 0, not NaN: only the event times tell "nothing" from "0".
         no_event = {
@@ -266,9 +266,11 @@ class _FeatureReads:
         """An on-demand feature's outputs for the group's rows: its function over the request
         fields and the view values read (featurestore/on_demand.py, as training computed it)."""
         request = self.request.request
-        if not self.everything:
-            picked = group.rows.tolist()
-            request = {name: [values[i] for i in picked] for name, values in request.items()}
+        if self.everything:  # one group of every row, the usual case: columns as read
+            view_values = {ref: results[key].values[:, at] for ref, key, at in step.inputs}
+            return evaluate(step.feature, request, view_values, self.request.rows, converted)
+        picked = group.rows.tolist()
+        request = {name: [values[i] for i in picked] for name, values in request.items()}
         view_values = {}
         for ref, key, position in step.inputs:
             column = results[key].values[:, position]

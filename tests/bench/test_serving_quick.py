@@ -116,3 +116,8 @@ def test_on_demand_stages_quick_run_attributes_the_cost(
     # Only the model with request-time features runs any.
     assert figures["stages_us_profiled"]["bench_model_od"]["on_demand"] > 0
     assert figures["stages_us_profiled"]["bench_model_wide"]["on_demand"] == 0
+    # The parse + fill timings, hot and cold, ran for each model (their differences are
+    # figures to read, not to assert: timings on a shared machine).
+    for timings in ("parse_fill_us_per_request", "parse_fill_cold_us_median"):
+        assert set(figures[timings]) == set(models), figures
+        assert all(us > 0 for us in figures[timings].values()), figures

@@ -27,6 +27,7 @@ from featurestore.on_demand import (
     OnDemandFeature,
     RequestSource,
     compute,
+    evaluate,
     on_demand_feature,
 )
 from featurestore.registry import Status
@@ -106,23 +107,79 @@ def test_the_decorator_stores_the_source_without_the_decorator() -> None:
     assert compute(doubled, {"amount": np.array([1.5, np.nan])}, 2)["double"].tolist()[0] == 3.0
 
 
+@pytest.mark.parametrize("rows", [1, 2, 20])  # one row, a few, past the small-batch checks
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
         ("raise ValueError('no amount')", "ValueError: no amount"),
-        ("return {'out': inputs['amount'][:1]}", "returned shape (1,) for 2 rows"),
-        ("return {'out': np.array(['a', 'b'])}", "returned dtype <U1; it is declared float64"),
+        ("return {'out': inputs['amount'][:0]}", "returned shape (0,) for"),
+        ("return {'out': inputs['amount'][None, :]}", "returned shape (1,"),
+        (
+            "return {'out': np.full(len(inputs['amount']), 'a')}",
+            "returned dtype <U1; it is declared float64",
+        ),
         ("return {'other': inputs['amount']}", "returned outputs ['other']; it declares ['out']"),
         ("return inputs['amount']", "returned ndarray; it must return a dict"),
         ("return {'out': inputs['amount'] / 0.0}", "returned an infinite value"),
         ("inputs['amount'][0] = 1\n    return {'out': inputs['amount']}", "read-only"),
     ],
 )
-def test_a_failing_function_is_an_error_naming_the_feature(body: str, problem: str) -> None:
+def test_a_failing_function_is_an_error_naming_the_feature(
+    body: str, problem: str, rows: int
+) -> None:
     feature = _feature(f"def f(inputs):\n    {body}\n")
+    amounts = np.arange(1.0, rows + 1.0)
     with pytest.raises(OnDemandError, match="on-demand feature 'f'") as caught:
-        compute(feature, {"amount": np.array([1.0, 2.0])}, 2)
+        compute(feature, {"amount": amounts}, rows)
     assert problem in str(caught.value)
+    with pytest.raises(OnDemandError, match="on-demand feature 'f'") as caught:
+        evaluate(feature, {"amount": amounts.tolist()}, {}, rows)  # serving's path
+    assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize("rows", [1, 20])
+@pytest.mark.parametrize(
+    ("kind", "body", "problem"),
+    [
+        ("bool", "inputs['amount'] > 1.5", None),
+        ("bool", "inputs['amount'] * 1.0", "returned dtype float64; it is declared bool"),
+        ("int64", "inputs['amount'] * 1.0", "returned dtype float64; it is declared int64"),
+        ("int64", "(inputs['amount'] * 0).astype(np.int32)", None),
+        ("float64", "inputs['amount'].tolist()", None),  # a list is taken as an array
+        ("float64", "inputs['amount'].astype('>f8')", None),  # float64, not native order
+        ("float64", "np.where(inputs['amount'] > 1.5, -np.inf, 0.0)", "an infinite value"),
+    ],
+)
+def test_outputs_are_checked_against_their_declared_type(
+    kind: str, body: str, problem: str | None, rows: int
+) -> None:
+    feature = OnDemandFeature(
+        name="f",
+        request=[RequestSource(name="txn", schema={"amount": "float64"})],
+        outputs={"out": kind},
+        function_name="f",
+        function_source=f"def f(inputs):\n    return {{'out': {body}}}\n",
+    )
+    amounts = [1.0] * (rows - 1) + [2.0]
+    if problem is not None:
+        with pytest.raises(OnDemandError, match=problem):
+            evaluate(feature, {"amount": amounts}, {}, rows)
+        return
+    out = evaluate(feature, {"amount": amounts}, {}, rows)["out"]
+    expected = compute(feature, {"amount": np.array(amounts)}, rows)["out"]
+    assert out.dtype == np.float64 and out.shape == (rows,)
+    assert out.tolist() == expected.tolist()
+
+
+def test_an_array_of_request_values_is_left_writable_to_its_owner() -> None:
+    feature = _feature("def f(inputs):\n    return {'out': inputs['amount'] * 2}\n")
+    amounts = np.array([1.0, 2.0])  # a training set's column, handed in as it is
+    assert evaluate(feature, {"amount": amounts}, {}, 2)["out"].tolist() == [2.0, 4.0]
+    assert amounts.flags.writeable
+    writer = _feature("def f(inputs):\n    inputs['amount'][0] = 9\n    return {'out': 1.0}\n")
+    with pytest.raises(OnDemandError, match="read-only"):
+        evaluate(writer, {"amount": amounts}, {}, 2)
+    assert amounts.tolist() == [1.0, 2.0]
 
 
 def test_definition_errors_name_the_problem() -> None:
