@@ -45,6 +45,9 @@ CLUSTER_TESTS := tests/streaming tests/serving tests/featurestore/test_writer.py
 # The side structures of percentiles, first/last of strings, last_n and top_k (issue 21).
 CLUSTER_TESTS += tests/featurestore/test_percentiles_online_offline.py \
 	tests/featurestore/test_first_last_strings.py
+# Window kinds, the lifetime state, and the functions kept beside the tiles over every kind.
+CLUSTER_TESTS += tests/featurestore/test_window_kinds.py \
+	tests/featurestore/test_new_functions_window_kinds.py
 
 test-cluster: $(STAMP) ## The Redis suites again on a local Redis Cluster
 	FSTORE_TEST_REDIS=cluster $(BIN)/pytest $(CLUSTER_TESTS) $(PYTEST_ARGS)
